@@ -1,0 +1,108 @@
+"""The `dtx` command. Thin: each command parses options, calls one library function, prints.
+
+A `DtxError` (bad input, missing or mismatched files) becomes one line on stderr and exit
+status 1; heavy libraries are imported inside the commands so `dtx --help` is instant.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from dtx.errors import DtxError
+
+
+class DtxGroup(click.Group):
+    """Click group that prints user errors as one line instead of a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except DtxError as e:
+            raise click.ClickException(str(e)) from None
+
+
+def _quiet_transformers() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+@click.group(cls=DtxGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="dtx")
+def main() -> None:
+    """dtx: decouple a cross-encoder, export it, build engines, cache passages, benchmark."""
+
+
+@main.command()
+@click.argument("model_dir", type=click.Path(file_okay=False))
+@click.option("--split", "-n", type=int, required=True, help="Layers in the input component (0..L).")
+@click.option("--compress", "-k", type=int, default=1, show_default=True, help="Compression ratio k (hidden -> hidden/k); 1 = none.")
+@click.option("--task", type=click.Choice(["qa", "pair"]), help="Head to add to a bare encoder (read from the model otherwise).")
+@click.option("--num-labels", type=int, help="Classes of a fresh pair head.")
+@click.option("--max-question-len", type=int, default=64, show_default=True, help="Question segment tokens, specials included.")
+@click.option("--max-passage-len", type=int, help="Passage window tokens (default: the positions left after the question).")
+@click.option("--deformer", is_flag=True, help="Do not re-add position/segment embeddings at the split (DeFormer variant).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for fresh heads and the compressor.")
+@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Checkpoint directory to write.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing checkpoint directory (atomically).")
+def decouple(model_dir, split, compress, task, num_labels, max_question_len, max_passage_len, deformer, seed, out_dir, overwrite):
+    """Split a fine-tuned Hugging Face model (local MODEL_DIR) into a decoupled checkpoint."""
+    _quiet_transformers()
+    from dtx.model.decouple import decouple as run
+
+    ckpt = run(
+        model_dir,
+        out_dir,
+        split,
+        compress,
+        task,
+        num_labels,
+        max_question_len,
+        max_passage_len,
+        cross_embeddings=not deformer,
+        seed=seed,
+        overwrite=overwrite,
+    )
+    c = ckpt.config
+    click.echo(
+        f"wrote {out_dir}: {c.model_type} {c.task}, split {c.split}/{c.cross_layers}, "
+        f"rep_dim {c.rep_dim}{f' ({c.compress}x)' if c.compress > 1 else ''}"
+    )
+
+
+@main.command()
+@click.argument("ckpt_dir", type=click.Path(file_okay=False))
+@click.option("--seq-q", type=int, default=32, show_default=True, help="Question tokens for the cost of one query.")
+@click.option("--seq-p", type=int, default=150, show_default=True, help="Passage tokens for the cost of one query.")
+@click.option("--candidates", "-K", type=int, default=20, show_default=True, help="Cached passages per query.")
+@click.option("--dtype", type=click.Choice(["fp32", "fp16", "int8"]), default="fp16", show_default=True, help="Cache value type.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the report as JSON.")
+def info(ckpt_dir, seq_q, seq_p, candidates, dtype, json_path):
+    """Describe a decoupled checkpoint: parts, sizes, and the cost of one query (DESIGN.md section 5)."""
+    _quiet_transformers()
+    from dtx.model.checkpoint import load_checkpoint
+    from dtx.model.info import describe
+    from dtx.report import emit, save_json
+
+    report = describe(load_checkpoint(ckpt_dir), seq_q, seq_p, candidates, dtype)
+    emit("checkpoint", ["field", "value"], list(report.summary.items()))
+    emit("parameters", ["component", "count"], list(report.parameters.items()))
+    c = report.cost
+    emit(
+        f"one query: {candidates} candidates, question {seq_q} + passage {seq_p} tokens",
+        ["measure", "coupled", "decoupled", "ratio"],
+        [
+            ["token-layers", c.coupled_token_layers, c.decoupled_token_layers, f"{c.token_layer_ratio:.2f}x"],
+            ["GFLOP", c.coupled_flops / 1e9, c.decoupled_flops / 1e9, f"{c.flop_ratio:.2f}x"],
+            ["index GFLOP / passage", "-", c.passage_index_flops / 1e9, "offline"],
+            [f"cache bytes / passage ({dtype})", "-", c.cache_bytes_per_passage, "offline"],
+        ],
+    )
+    save_json(json_path, report.to_dict())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""The cost model of DESIGN.md section 5: what one query and one cached passage cost.
+
+Two measures, both reported by `info`, `bench` and `plan`:
+- token-layers (the design's unit c): coupled K*(lq+lp)*L vs decoupled lq*N + K*(lq+lp)*M;
+- FLOPs (2 per multiply-add) of the same work, counting the attention terms that grow with the
+  sequence and the compressor/decompressor, so achieved GFLOP/s can be compared across paths.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+BYTES_PER_VALUE = {"fp32": 4, "fp16": 2, "int8": 1}
+SCALE_BYTES = 4  # one float32 scale per token vector in an int8 store
+
+
+@dataclass(frozen=True)
+class EncoderShape:
+    layers: int  # L
+    hidden: int  # d
+    intermediate: int  # feed-forward width f
+    rep_dim: int | None = None  # what the input component emits (hidden / k); None = hidden
+
+    @property
+    def rep(self) -> int:
+        return self.rep_dim or self.hidden
+
+
+def layer_flops(tokens: int, seq: int, hidden: int, intermediate: int) -> int:
+    """FLOPs of one encoder layer for `tokens` tokens attending over sequences of `seq` tokens.
+
+    Per token: Q, K, V and output projections 4*d*d MACs, feed-forward 2*d*f, attention scores
+    and weighted sum 2*seq*d; times 2 FLOPs per MAC.
+    """
+    return 2 * tokens * (4 * hidden * hidden + 2 * hidden * intermediate + 2 * seq * hidden)
+
+
+@dataclass(frozen=True)
+class QueryCost:
+    coupled_token_layers: int
+    decoupled_token_layers: int
+    coupled_flops: int
+    decoupled_flops: int
+    passage_index_flops: int  # offline: one passage through the input component (+ compressor)
+    cache_bytes_per_passage: int
+
+    @property
+    def token_layer_ratio(self) -> float:
+        return self.coupled_token_layers / self.decoupled_token_layers
+
+    @property
+    def flop_ratio(self) -> float:
+        return self.coupled_flops / self.decoupled_flops
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "token_layer_ratio": self.token_layer_ratio, "flop_ratio": self.flop_ratio}
+
+
+def cache_bytes(seq_p: int, rep_dim: int, dtype: str) -> int:
+    """Bytes to cache one passage's representation (int8 adds a float32 scale per token)."""
+    per_token = rep_dim * BYTES_PER_VALUE[dtype] + (SCALE_BYTES if dtype == "int8" else 0)
+    return seq_p * per_token
+
+
+def query_cost(shape: EncoderShape, split: int, seq_q: int, seq_p: int, candidates: int, dtype: str = "fp16") -> QueryCost:
+    """Cost of one question against `candidates` cached passages, coupled vs decoupled at `split`."""
+    L, N, K, d, f = shape.layers, split, candidates, shape.hidden, shape.intermediate
+    M, pair = L - N, seq_q + seq_p
+    compressed = shape.rep != d
+    codec = (lambda tokens: 2 * tokens * d * shape.rep) if compressed else (lambda tokens: 0)
+    coupled = K * layer_flops(pair, pair, d, f) * L
+    decoupled = (
+        layer_flops(seq_q, seq_q, d, f) * N + codec(seq_q)  # the question once, input component
+        + codec(K * pair)  # decompress question (per candidate row) and passages
+        + K * layer_flops(pair, pair, d, f) * M
+    )
+    return QueryCost(
+        coupled_token_layers=K * pair * L,
+        decoupled_token_layers=seq_q * N + K * pair * M,
+        coupled_flops=coupled,
+        decoupled_flops=decoupled,
+        passage_index_flops=layer_flops(seq_p, seq_p, d, f) * N + codec(seq_p),
+        cache_bytes_per_passage=cache_bytes(seq_p, shape.rep, dtype),
+    )

@@ -1,0 +1,1 @@
+"""Model surgery: the decoupled transformer, its settings, checkpoints and tokenisation."""

@@ -1,0 +1,147 @@
+"""The decoupled checkpoint directory (DESIGN.md section 3) and its loader.
+
+    CKPT/decoupled.json      format, dtx version, decoupling settings, sha256 of the weights
+    CKPT/model.safetensors   the decoupled model (input.* and cross.*)
+    CKPT/teacher/            the coupled teacher as a plain Hugging Face model dir (+ tokenizer)
+
+The teacher travels with the student so the coupled baseline and distillation targets can
+always be rebuilt from the checkpoint alone. The loader checks the hash, the settings and every
+tensor's name and shape, and turns each problem into one line that says what to do.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.utils import logging as hf_logging
+
+from dtx.atomic import atomic_dir, sha256_file, write_json
+from dtx.errors import CheckpointError, DtxError
+from dtx.model.config import DecoupleConfig
+from dtx.model.decoupled import DecoupledModel
+from dtx.model.segments import PairSegmenter
+from dtx.model.surgery import AUTO_CLASSES, build_decoupled, read_source_config
+
+FORMAT_VERSION = 1
+META_FILE = "decoupled.json"
+WEIGHTS_FILE = "model.safetensors"
+TEACHER_DIR = "teacher"
+
+
+def save_checkpoint(
+    model: DecoupledModel,
+    teacher: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    out_dir: str | Path,
+    overwrite: bool = False,
+    extra: dict | None = None,
+) -> Path:
+    """Write a self-contained checkpoint atomically; returns its path."""
+    from dtx import __version__
+
+    with atomic_dir(out_dir, overwrite=overwrite) as tmp:
+        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        save_file(state, tmp / WEIGHTS_FILE, metadata={"format": "pt"})
+        teacher.save_pretrained(tmp / TEACHER_DIR)
+        tokenizer.save_pretrained(tmp / TEACHER_DIR)
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "dtx_version": __version__,
+            "decoupling": model.config.to_dict(),
+            "teacher_class": type(teacher).__name__,
+            "weights_sha256": sha256_file(tmp / WEIGHTS_FILE),
+            **(extra or {}),
+        }
+        write_json(tmp / META_FILE, meta)
+    return Path(out_dir)
+
+
+def read_meta(path: str | Path) -> dict:
+    """The checkpoint's JSON, with one-line errors for a missing or unreadable one."""
+    path = Path(path)
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint {path} does not exist; create one with `dtx decouple MODEL_DIR --split N -o {path}`")
+    meta_path = path / META_FILE
+    if not meta_path.is_file():
+        raise CheckpointError(f"{path} is not a dtx checkpoint (no {META_FILE}); create one with `dtx decouple`")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{meta_path} is not valid JSON ({e}); re-create the checkpoint with `dtx decouple`") from None
+    if meta.get("format_version") != FORMAT_VERSION or "decoupling" not in meta:
+        raise CheckpointError(f"{meta_path} has format {meta.get('format_version')!r}, this dtx reads {FORMAT_VERSION}; re-create it")
+    return meta
+
+
+@dataclass
+class Checkpoint:
+    """A loaded decoupled checkpoint: the student, its settings, and lazy access to teacher and tokenizer."""
+
+    path: Path
+    config: DecoupleConfig
+    model: DecoupledModel
+    meta: dict
+
+    def teacher(self) -> PreTrainedModel:
+        """The coupled teacher (eager attention, eval mode)."""
+        return AUTO_CLASSES[self.config.task].from_pretrained(self.path / TEACHER_DIR, attn_implementation="eager").eval()
+
+    def tokenizer(self) -> PreTrainedTokenizerBase:
+        return AutoTokenizer.from_pretrained(self.path / TEACHER_DIR)
+
+    def segmenter(self) -> PairSegmenter:
+        c = self.config
+        return PairSegmenter(self.tokenizer(), c.max_question_len, c.max_passage_len, c.doc_stride)
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Load and verify a checkpoint: hash, settings vs the teacher config, every tensor name and shape."""
+    path = Path(path)
+    meta = read_meta(path)
+    weights = path / WEIGHTS_FILE
+    if not weights.is_file():
+        raise CheckpointError(f"{path} is missing {WEIGHTS_FILE}; re-create the checkpoint with `dtx decouple`")
+    if not (path / TEACHER_DIR / "config.json").is_file():
+        raise CheckpointError(f"{path} is missing its coupled teacher ({TEACHER_DIR}/config.json); re-create the checkpoint")
+    if sha256_file(weights) != meta.get("weights_sha256"):
+        raise CheckpointError(f"{weights} is corrupted (sha256 differs from {META_FILE}); restore it or re-create the checkpoint")
+    source = read_source_config(path / TEACHER_DIR)
+    cfg = DecoupleConfig.from_dict(meta["decoupling"])
+    cfg.validate(source)
+    try:
+        state = load_file(weights)
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{weights} cannot be read ({e}); restore it or re-create the checkpoint") from None
+    skeleton = _skeleton(source, cfg)
+    expected = skeleton.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        what = f"missing {missing[0]}" if missing else f"unexpected {unexpected[0]}"
+        raise CheckpointError(f"{weights} does not match its decoupling ({what}); it belongs to another checkpoint")
+    for name, tensor in state.items():
+        if tensor.shape != expected[name].shape:
+            raise CheckpointError(
+                f"{weights}: {name} has shape {tuple(tensor.shape)}, the decoupling needs {tuple(expected[name].shape)}"
+            )
+    skeleton.load_state_dict(state, strict=True, assign=True)
+    return Checkpoint(path, cfg, skeleton.eval(), meta)
+
+
+def _skeleton(source_config, cfg: DecoupleConfig) -> DecoupledModel:
+    """A decoupled model of the right shapes (weights are overwritten by the loader)."""
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        with torch.device("cpu"):
+            teacher = AUTO_CLASSES[cfg.task].from_config(source_config, attn_implementation="eager")
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    return build_decoupled(teacher, cfg)
+

@@ -1,0 +1,47 @@
+"""`dtx decouple`: a local Hugging Face model directory in, a decoupled checkpoint out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import AutoTokenizer
+
+from dtx.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from dtx.model.surgery import build_decoupled, decouple_config_for, load_source
+
+
+def decouple(
+    model_dir: str | Path,
+    out_dir: str | Path,
+    split: int,
+    compress: int = 1,
+    task: str | None = None,
+    num_labels: int | None = None,
+    max_question_len: int = 64,
+    max_passage_len: int | None = None,
+    cross_embeddings: bool = True,
+    seed: int = 0,
+    overwrite: bool = False,
+) -> Checkpoint:
+    """Split a fine-tuned model at `split` and write a self-contained checkpoint.
+
+    `seed` fixes the fresh parts (a new task head on a bare encoder, the compressor), so the same
+    command always writes the same weights.
+    """
+    torch.manual_seed(seed)
+    teacher = load_source(model_dir, task, num_labels)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    task = "qa" if hasattr(teacher, "qa_outputs") else "pair"
+    cfg = decouple_config_for(
+        teacher.config,
+        split,
+        compress,
+        task,
+        max_question_len=max_question_len,
+        max_passage_len=max_passage_len,
+        cross_embeddings=cross_embeddings,
+    )
+    model = build_decoupled(teacher, cfg)
+    save_checkpoint(model, teacher, tokenizer, out_dir, overwrite=overwrite, extra={"source": str(model_dir)})
+    return load_checkpoint(out_dir)

@@ -1,0 +1,156 @@
+"""Model surgery: cut a fine-tuned `transformers` cross-encoder into a decoupled model.
+
+Nothing is retrained here. Every module of the decoupled model is a deep copy of the source's,
+so the teacher stays untouched for distillation, and the new parts start where the paper starts
+them: pos_x/type_x as copies of the position/segment tables, the compressor/decompressor as a
+random orthogonal projection and its transpose (the best a linear pair can do without data;
+distillation can replace it with the principal components of real layer-N states).
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import (
+    AutoConfig,
+    AutoModelForQuestionAnswering,
+    AutoModelForSequenceClassification,
+    PretrainedConfig,
+    PreTrainedModel,
+)
+
+from dtx.errors import CheckpointError, ConfigError
+from dtx.model.arch import arch_spec
+from dtx.model.config import DecoupleConfig
+from dtx.model.decoupled import CrossComponent, DecoupledModel, InputComponent, PairHead, QAHead
+
+AUTO_CLASSES = {"qa": AutoModelForQuestionAnswering, "pair": AutoModelForSequenceClassification}
+HEAD_SUFFIX = {"qa": "ForQuestionAnswering", "pair": "ForSequenceClassification"}
+
+
+def task_of(config: PretrainedConfig) -> str | None:
+    """The task a fine-tuned model's head does, from `config.architectures`; None for a bare encoder."""
+    for arch in config.architectures or []:
+        for task, suffix in HEAD_SUFFIX.items():
+            if arch.endswith(suffix):
+                return task
+    return None
+
+
+def read_source_config(model_dir: str | Path) -> PretrainedConfig:
+    model_dir = Path(model_dir)
+    if not (model_dir / "config.json").is_file():
+        raise CheckpointError(f"{model_dir} is not a Hugging Face model directory (no config.json); pass a local model path")
+    config = AutoConfig.from_pretrained(model_dir)
+    arch_spec(config)
+    return config
+
+
+def load_source(model_dir: str | Path, task: str | None = None, num_labels: int | None = None) -> PreTrainedModel:
+    """Load a local fine-tuned model (or a bare encoder plus a fresh head for `task`) in eager attention.
+
+    Eager attention is what export traces and what distillation reads attention maps from.
+    """
+    config = read_source_config(model_dir)
+    found = task_of(config)
+    if found and task and found != task:
+        raise ConfigError(f"{model_dir} is a fine-tuned '{found}' model but --task {task} was given; drop --task or pass --task {found}")
+    task = found or task
+    if task is None:
+        raise ConfigError(f"{model_dir} is a bare encoder with no task head; pass --task qa or --task pair to add a fresh head")
+    kwargs = {"num_labels": num_labels} if (num_labels and task == "pair" and not found) else {}
+    model = AUTO_CLASSES[task].from_pretrained(model_dir, attn_implementation="eager", **kwargs)
+    return model.eval()
+
+
+def _orthogonal_pair(hidden: int, rep_dim: int) -> tuple[nn.Linear, nn.Linear]:
+    q, _ = torch.linalg.qr(torch.randn(hidden, rep_dim))  # (hidden, rep_dim), orthonormal columns
+    compressor, decompressor = nn.Linear(hidden, rep_dim), nn.Linear(rep_dim, hidden)
+    with torch.no_grad():
+        compressor.weight.copy_(q.T)
+        decompressor.weight.copy_(q)
+        compressor.bias.zero_()
+        decompressor.bias.zero_()
+    return compressor, decompressor
+
+
+def _cross_tables(embeddings: nn.Module, project: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """Copies of the position and segment tables, mapped to the hidden size.
+
+    ELECTRA-small embeds in 128 dims and projects to 256 after the embedding LayerNorm; its tables
+    are carried into the hidden space by the projection's weight (no bias: it would be added twice).
+    """
+    pos = embeddings.position_embeddings.weight.detach().clone()  # (max_pos, emb)
+    typ = embeddings.token_type_embeddings.weight.detach().clone()  # (types, emb)
+    if isinstance(project, nn.Linear):
+        pos, typ = pos @ project.weight.detach().T, typ @ project.weight.detach().T  # (., hidden)
+    return pos, typ
+
+
+def build_decoupled(teacher: PreTrainedModel, cfg: DecoupleConfig) -> DecoupledModel:
+    """Split `teacher` at `cfg.split` into an input and a cross component (deep copies)."""
+    cfg.validate(teacher.config)
+    spec = arch_spec(teacher.config)
+    base = getattr(teacher, spec.base_attr)
+    offset = spec.position_offset(teacher.config)
+    layers = base.encoder.layer
+    project = copy.deepcopy(base.embeddings_project) if hasattr(base, "embeddings_project") else nn.Identity()
+
+    if cfg.compress > 1:
+        compressor, decompressor = _orthogonal_pair(cfg.hidden_size, cfg.rep_dim)
+    else:
+        compressor, decompressor = nn.Identity(), nn.Identity()
+
+    pos_x = type_x = None
+    if cfg.cross_embeddings:
+        pos, typ = _cross_tables(base.embeddings, project)
+        pos_x = nn.Embedding.from_pretrained(pos, freeze=False)
+        if spec.uses_token_types:
+            type_x = nn.Embedding.from_pretrained(typ, freeze=False)
+
+    if cfg.task == "qa":
+        head: nn.Module = QAHead(copy.deepcopy(teacher.qa_outputs))
+    else:
+        pooler = copy.deepcopy(base.pooler) if spec.pooled_classifier else None
+        dropout = getattr(teacher.config, "classifier_dropout", None) or teacher.config.hidden_dropout_prob
+        head = PairHead(copy.deepcopy(teacher.classifier), pooler, dropout)
+
+    input_component = InputComponent(
+        copy.deepcopy(base.embeddings), project, copy.deepcopy(layers[: cfg.split]), compressor, offset
+    )
+    cross_component = CrossComponent(decompressor, pos_x, type_x, copy.deepcopy(layers[cfg.split :]), head, offset)
+    return DecoupledModel(input_component, cross_component, cfg).eval()
+
+
+def decouple_config_for(
+    teacher_config: PretrainedConfig,
+    split: int,
+    compress: int = 1,
+    task: str = "qa",
+    max_question_len: int = 64,
+    max_passage_len: int | None = None,
+    doc_stride: int = 128,
+    cross_embeddings: bool = True,
+) -> DecoupleConfig:
+    """Settings for `teacher_config`, with the passage window defaulting to all remaining positions."""
+    if max_passage_len is None:
+        limit = teacher_config.max_position_embeddings - arch_spec(teacher_config).position_offset(teacher_config)
+        max_passage_len = limit - max_question_len
+    cfg = DecoupleConfig(
+        split=split,
+        num_layers=teacher_config.num_hidden_layers,
+        hidden_size=teacher_config.hidden_size,
+        compress=compress,
+        task=task,
+        num_labels=teacher_config.num_labels,
+        model_type=teacher_config.model_type,
+        max_question_len=max_question_len,
+        max_passage_len=max_passage_len,
+        doc_stride=min(doc_stride, max(0, max_passage_len // 2 - 2)),
+        cross_embeddings=cross_embeddings,
+    )
+    cfg.validate(teacher_config)
+    return cfg

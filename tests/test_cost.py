@@ -1,0 +1,30 @@
+"""The cost model against hand counts (DESIGN.md section 5)."""
+
+from dtx.cost import EncoderShape, cache_bytes, layer_flops, query_cost
+
+
+def test_token_layers_hand_count():
+    c = query_cost(EncoderShape(12, 768, 3072), split=5, seq_q=32, seq_p=150, candidates=20)
+    assert c.coupled_token_layers == 20 * 182 * 12 == 43680
+    assert c.decoupled_token_layers == 32 * 5 + 20 * 182 * 7 == 25640
+    assert abs(c.token_layer_ratio - 1.7036) < 1e-3
+
+
+def test_layer_flops_hand_count():
+    # one token, seq 1, d=2, f=4: projections 4*2*2=16 MACs, ffn 2*2*4=16, attention 2*1*2=4 -> 36 MACs
+    assert layer_flops(1, 1, 2, 4) == 72
+
+
+def test_compressed_flops_include_codec():
+    plain = query_cost(EncoderShape(2, 8, 16), 1, 3, 5, 2)
+    packed = query_cost(EncoderShape(2, 8, 16, rep_dim=4), 1, 3, 5, 2)
+    assert packed.decoupled_flops - plain.decoupled_flops == 2 * 3 * 8 * 4 + 2 * 2 * 8 * 8 * 4
+    assert packed.passage_index_flops - plain.passage_index_flops == 2 * 5 * 8 * 4
+
+
+def test_paper_storage_example():
+    n = 32_000_000
+    assert n * cache_bytes(150, 768, "fp16") == 7_372_800_000_000
+    assert n * cache_bytes(150, 192, "fp16") == 1_843_200_000_000
+    assert n * 150 * 192 == 921_600_000_000  # int8 values; scales come on top
+    assert cache_bytes(150, 192, "int8") == 150 * (192 + 4)
