@@ -104,5 +104,49 @@ def info(ckpt_dir, seq_q, seq_p, candidates, dtype, json_path):
     save_json(json_path, report.to_dict())
 
 
+@main.command("export")
+@click.argument("path", type=click.Path(file_okay=False))
+@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), help="Export directory (default: PATH-onnx).")
+@click.option("--opset", type=int, default=18, show_default=True, help="ONNX opset (17 or newer).")
+@click.option("--check", is_flag=True, help="Re-validate the export directory PATH instead of exporting.")
+@click.option("--ckpt", "ckpt_dir", type=click.Path(file_okay=False), help="With --check: also check against this checkpoint.")
+def export_cmd(path, out_dir, opset, check, ckpt_dir):
+    """Export checkpoint PATH to input.onnx, cross.onnx, coupled.onnx + manifest (or --check an export)."""
+    _quiet_transformers()
+    from dtx.report import emit
+
+    if check:
+        from dtx.export.check import check_export
+
+        manifest = check_export(path, ckpt_dir)
+        d = manifest["decoupling"]
+        click.echo(
+            f"{path}: OK — 3 graphs, split {d['split']}/{d['num_layers'] - d['split']}, rep_dim {manifest['rep_dim']}, "
+            f"opset {manifest['opset']}, worst parity {manifest['parity']['worst_max_abs']:.2e}"
+        )
+        return
+    import time
+
+    from dtx.export.exporter import export_checkpoint
+
+    out_dir = out_dir or f"{str(path).rstrip('/')}-onnx"
+    start = time.perf_counter()
+    manifest = export_checkpoint(path, out_dir, opset)
+    rows = {}
+    for r in manifest["parity"]["results"]:
+        row = rows.setdefault(r["check"], [r["check"], 0.0, 0.0, 0])
+        row[1], row[2], row[3] = max(row[1], r["max_abs"]), max(row[2], r["max_rel"]), row[3] + 1
+    emit(
+        f"parity vs PyTorch (fp32, tolerance {manifest['parity']['tolerance_max_abs']:g} max-abs), fresh random inputs",
+        ["check", "max-abs", "max-rel", "comparisons"],
+        list(rows.values()),
+    )
+    secs = manifest["seconds"]
+    click.echo(
+        f"wrote {out_dir} in {time.perf_counter() - start:.1f} s "
+        f"(input {secs['input']:.1f} s, cross {secs['cross']:.1f} s, coupled {secs['coupled']:.1f} s, parity {secs['parity']:.1f} s)"
+    )
+
+
 if __name__ == "__main__":
     sys.exit(main())

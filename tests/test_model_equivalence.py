@@ -82,8 +82,8 @@ def test_global_positions_matter(arch, model_dir):
     with torch.no_grad():
         qrep = model.input(qids, qmask, qtypes)
         right = model.cross(qrep, qmask, model.input(*pb), pb[1])
-        wrong_pos = model.cross.embed(qrep, torch.ones_like(qmask), model.input(*pb), pb[1])[1]
-        right_pos = model.cross.embed(qrep, qmask, model.input(*pb), pb[1])[1]
+        wrong_pos = model.cross.embed(qrep, torch.ones_like(qmask), model.input(*pb), pb[1])[2]
+        right_pos = model.cross.embed(qrep, qmask, model.input(*pb), pb[1])[2]
     assert (wrong_pos - right_pos).abs().max() > 1e-3
     assert torch.isfinite(right[0]).all()
 

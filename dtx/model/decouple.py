@@ -8,7 +8,7 @@ import torch
 from transformers import AutoTokenizer
 
 from dtx.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from dtx.model.surgery import build_decoupled, decouple_config_for, load_source
+from dtx.model.surgery import build_decoupled, decouple_config_for, load_source, model_task
 
 
 def decouple(
@@ -32,7 +32,7 @@ def decouple(
     torch.manual_seed(seed)
     teacher = load_source(model_dir, task, num_labels)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    task = "qa" if hasattr(teacher, "qa_outputs") else "pair"
+    task = model_task(teacher)
     cfg = decouple_config_for(
         teacher.config,
         split,

@@ -118,29 +118,51 @@ class CrossComponent(nn.Module):
 
     def embed(
         self, q_hidden: torch.Tensor, q_mask: torch.Tensor, p_hidden: torch.Tensor, p_mask: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Decompress both sides and add the pair's global positions and segments."""
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Decompress both sides, add the pair's global positions and segments, pair rows up.
+
+        Returns the question states and mask gathered to one row per passage, and the passage states.
+        Row i of the passages pairs with question i % bq: bq = 1 (one question against b passages) and
+        bq = b both work, and the graph needs no shape guard tying bq to b, so it exports with both
+        batch axes dynamic.
+        """
+        bq = torch.ones_like(q_mask[:, 0]).sum()  # bq as a tensor: ONNX exports Mod of tensors, not of a symbolic int
+        rows = torch.arange(p_hidden.shape[0], device=p_hidden.device) % bq  # (b,)
         xq = self.decompressor(q_hidden)  # (bq, lq, hidden)
         xp = self.decompressor(p_hidden)  # (b, lp, hidden)
         if self.pos_x is not None:
-            q_len = q_mask.long().sum(-1, keepdim=True)  # (bq, 1) real question tokens
             xq = xq + self.pos_x(segment_positions(q_mask, self.position_offset))
-            p_pos = segment_positions(p_mask, self.position_offset + q_len)  # (b, lp); bq = 1 broadcasts
-            xp = xp + self.pos_x(p_pos)
+            q_len = q_mask.long().sum(-1, keepdim=True)[rows]  # (b, 1) real question tokens of each pair
+            xp = xp + self.pos_x(segment_positions(p_mask, self.position_offset + q_len))  # (b, lp)
         if self.type_x is not None:
             xq = xq + self.type_x.weight[0]
             xp = xp + self.type_x.weight[1]
-        return xq, xp
+        return xq[rows], q_mask[rows], xp  # (b, lq, hidden), (b, lq), (b, lp, hidden)
 
     def forward(
         self, q_hidden: torch.Tensor, q_mask: torch.Tensor, p_hidden: torch.Tensor, p_mask: torch.Tensor
     ) -> tuple[torch.Tensor, ...]:
-        b = p_hidden.shape[0]
-        xq, xp = self.embed(q_hidden, q_mask, p_hidden, p_mask)
-        xq = xq.expand(b, -1, -1)  # (b, lq, hidden): a view when bq == 1, no copy of the question
+        xq, q_mask, xp = self.embed(q_hidden, q_mask, p_hidden, p_mask)
         x = torch.cat([xq, xp], dim=1)  # (b, lq + lp, hidden)
-        mask = torch.cat([q_mask.expand(b, -1), p_mask], dim=1)  # (b, lq + lp)
+        mask = torch.cat([q_mask, p_mask], dim=1)  # (b, lq + lp)
         return self.head(run_layers(self.layers, x, mask))
+
+
+class CoupledModel(nn.Module):
+    """The teacher, recomputed from its own modules with dtx's mask and positions.
+
+    This is what `coupled.onnx` exports: the same embeddings, layers and head as the Hugging Face
+    model, but with the float16-safe additive mask and padding-independent positions that the
+    decoupled graphs use, so the baseline gets exactly the same treatment by every engine.
+    """
+
+    def __init__(self, encoder: InputComponent, head: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder  # all L layers, no compressor
+        self.head = head
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.head(self.encoder.encode(input_ids, attention_mask, token_type_ids))
 
 
 class DecoupledModel(nn.Module):

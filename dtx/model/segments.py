@@ -58,13 +58,13 @@ class PairSegmenter:
         first_q, last_q = seq.index(0), len(seq) - 1 - seq[::-1].index(0)
         first_p, last_p = seq.index(1), len(seq) - 1 - seq[::-1].index(1)
         # specials: prefix + q + middle + p + suffix; the cut falls after middle's first token
-        self._q_prefix = ids[:first_q]
-        self._q_suffix = ids[last_q + 1 : last_q + 2]
-        self._p_prefix = ids[last_q + 2 : first_p]
-        self._p_suffix = ids[last_p + 1 :]
+        self.q_prefix = ids[:first_q]
+        self.q_suffix = ids[last_q + 1 : last_q + 2]
+        self.p_prefix = ids[last_q + 2 : first_p]
+        self.p_suffix = ids[last_p + 1 :]
         self.question_type, self.passage_type = types[first_q], types[first_p]
-        self.question_budget = max_question_len - len(self._q_prefix) - len(self._q_suffix)
-        self.passage_budget = max_passage_len - len(self._p_prefix) - len(self._p_suffix)
+        self.question_budget = max_question_len - len(self.q_prefix) - len(self.q_suffix)
+        self.passage_budget = max_passage_len - len(self.p_prefix) - len(self.p_suffix)
         if self.doc_stride >= self.passage_budget:
             raise ConfigError(f"doc stride {doc_stride} must be below the {self.passage_budget} passage tokens per window")
 
@@ -72,6 +72,17 @@ class PairSegmenter:
         full = prefix + ids + suffix
         spans = [(0, 0)] * len(prefix) + offsets + [(0, 0)] * len(suffix)
         return Segment(full, [type_id] * len(full), spans)
+
+    def from_ids(self, ids: list[int], side: str) -> Segment:
+        """Wrap already-tokenized text (no specials) as the "question" or "passage" segment."""
+        if side == "question":
+            return self._segment(ids, [(0, 0)] * len(ids), self.q_prefix, self.q_suffix, self.question_type)
+        return self._segment(ids, [(0, 0)] * len(ids), self.p_prefix, self.p_suffix, self.passage_type)
+
+    @property
+    def special_tokens(self) -> tuple[int, int]:
+        """Specials a (question, passage) segment carries: (question, passage)."""
+        return len(self.q_prefix) + len(self.q_suffix), len(self.p_prefix) + len(self.p_suffix)
 
     def _tokens(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
         enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
@@ -81,7 +92,7 @@ class PairSegmenter:
         """`[CLS] q [SEP]`, the question cut to `max_question_len` tokens (specials included)."""
         ids, offsets = self._tokens(text)
         ids, offsets = ids[: self.question_budget], offsets[: self.question_budget]
-        return self._segment(ids, offsets, self._q_prefix, self._q_suffix, self.question_type)
+        return self._segment(ids, offsets, self.q_prefix, self.q_suffix, self.question_type)
 
     def passage(self, text: str) -> list[Segment]:
         """`p [SEP]` windows of at most `max_passage_len` tokens, consecutive windows sharing `doc_stride`."""
@@ -90,7 +101,7 @@ class PairSegmenter:
         windows, start = [], 0
         while True:
             end = start + self.passage_budget
-            windows.append(self._segment(ids[start:end], offsets[start:end], self._p_prefix, self._p_suffix, self.passage_type))
+            windows.append(self._segment(ids[start:end], offsets[start:end], self.p_prefix, self.p_suffix, self.passage_type))
             if end >= len(ids):
                 return windows
             start += step

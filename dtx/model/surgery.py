@@ -25,7 +25,7 @@ from transformers import (
 from dtx.errors import CheckpointError, ConfigError
 from dtx.model.arch import arch_spec
 from dtx.model.config import DecoupleConfig
-from dtx.model.decoupled import CrossComponent, DecoupledModel, InputComponent, PairHead, QAHead
+from dtx.model.decoupled import CoupledModel, CrossComponent, DecoupledModel, InputComponent, PairHead, QAHead
 
 AUTO_CLASSES = {"qa": AutoModelForQuestionAnswering, "pair": AutoModelForSequenceClassification}
 HEAD_SUFFIX = {"qa": "ForQuestionAnswering", "pair": "ForSequenceClassification"}
@@ -38,6 +38,11 @@ def task_of(config: PretrainedConfig) -> str | None:
             if arch.endswith(suffix):
                 return task
     return None
+
+
+def model_task(model: PreTrainedModel) -> str:
+    """The task of a loaded task model, from its head module."""
+    return "qa" if hasattr(model, "qa_outputs") else "pair"
 
 
 def read_source_config(model_dir: str | Path) -> PretrainedConfig:
@@ -90,6 +95,25 @@ def _cross_tables(embeddings: nn.Module, project: nn.Module) -> tuple[torch.Tens
     return pos, typ
 
 
+def _head(teacher: PreTrainedModel, task: str, clone) -> nn.Module:
+    """The source model's task head (cloned with `clone`), as a module over the final hidden states."""
+    spec = arch_spec(teacher.config)
+    if task == "qa":
+        return QAHead(clone(teacher.qa_outputs))
+    pooler = clone(getattr(teacher, spec.base_attr).pooler) if spec.pooled_classifier else None
+    dropout = getattr(teacher.config, "classifier_dropout", None) or teacher.config.hidden_dropout_prob
+    return PairHead(clone(teacher.classifier), pooler, dropout)
+
+
+def build_coupled(teacher: PreTrainedModel) -> CoupledModel:
+    """The teacher as dtx computes it (shares the teacher's modules; for export and inference)."""
+    spec = arch_spec(teacher.config)
+    base = getattr(teacher, spec.base_attr)
+    project = base.embeddings_project if hasattr(base, "embeddings_project") else nn.Identity()
+    encoder = InputComponent(base.embeddings, project, base.encoder.layer, nn.Identity(), spec.position_offset(teacher.config))
+    return CoupledModel(encoder, _head(teacher, model_task(teacher), lambda m: m)).eval()
+
+
 def build_decoupled(teacher: PreTrainedModel, cfg: DecoupleConfig) -> DecoupledModel:
     """Split `teacher` at `cfg.split` into an input and a cross component (deep copies)."""
     cfg.validate(teacher.config)
@@ -111,13 +135,7 @@ def build_decoupled(teacher: PreTrainedModel, cfg: DecoupleConfig) -> DecoupledM
         if spec.uses_token_types:
             type_x = nn.Embedding.from_pretrained(typ, freeze=False)
 
-    if cfg.task == "qa":
-        head: nn.Module = QAHead(copy.deepcopy(teacher.qa_outputs))
-    else:
-        pooler = copy.deepcopy(base.pooler) if spec.pooled_classifier else None
-        dropout = getattr(teacher.config, "classifier_dropout", None) or teacher.config.hidden_dropout_prob
-        head = PairHead(copy.deepcopy(teacher.classifier), pooler, dropout)
-
+    head = _head(teacher, cfg.task, copy.deepcopy)
     input_component = InputComponent(
         copy.deepcopy(base.embeddings), project, copy.deepcopy(layers[: cfg.split]), compressor, offset
     )
