@@ -28,3 +28,34 @@ def model_dir(tmp_path_factory):
 
 
 ALL_ARCHS = (*TINY_ARCHS, "minilm")
+
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def disfl_qa() -> Path:
+    path = SHARED_DATA / "disfl_qa.task.json.gz"
+    if not path.is_file():
+        pytest.skip(f"real data not found at {path} (../shared/data beside the repository)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def exported(model_dir, tmp_path_factory):
+    """exported(arch, split, compress, task) -> (ckpt dir, export dir), made once per session."""
+    from dtx.export.exporter import export_checkpoint
+    from dtx.model.decouple import decouple
+
+    cache = {}
+
+    def get(arch="bert", split=2, compress=2, task="qa"):
+        key = (arch, split, compress, task)
+        if key not in cache:
+            root = tmp_path_factory.mktemp("-".join(map(str, key)))
+            ckpt = decouple(model_dir(arch, task), root / "ckpt", split=split, compress=compress, task=task, max_question_len=32)
+            export_checkpoint(ckpt.path, root / "onnx", progress=False)
+            cache[key] = (ckpt.path, root / "onnx")
+        return cache[key]
+
+    return get

@@ -21,23 +21,6 @@ from dtx.model.decouple import decouple
 from tiny_models import TINY_ARCHS
 
 
-@pytest.fixture(scope="session")
-def exported(model_dir, tmp_path_factory):
-    """exported(arch, split, compress, task) -> (ckpt dir, export dir), made once per session."""
-    cache = {}
-
-    def get(arch="bert", split=2, compress=2, task="qa"):
-        key = (arch, split, compress, task)
-        if key not in cache:
-            root = tmp_path_factory.mktemp("-".join(map(str, key)))
-            ckpt = decouple(model_dir(arch, task), root / "ckpt", split=split, compress=compress, task=task, max_question_len=32)
-            export_checkpoint(ckpt.path, root / "onnx", progress=False)
-            cache[key] = (ckpt.path, root / "onnx")
-        return cache[key]
-
-    return get
-
-
 @pytest.mark.parametrize("arch", TINY_ARCHS)
 @pytest.mark.parametrize("split,compress", [(0, 1), (2, 2), (4, 4), (4, 1)])
 def test_export_parity_every_architecture(arch, split, compress, exported):

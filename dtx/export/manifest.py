@@ -75,6 +75,17 @@ def build_manifest(
     }
 
 
+def segmenter_for(artifact_dir: str | Path, manifest: dict):
+    """The pair segmenter of an export or engine directory (its tokenizer + decoupling settings)."""
+    from transformers import AutoTokenizer
+
+    from dtx.model.segments import PairSegmenter
+
+    d = manifest["decoupling"]
+    tokenizer = AutoTokenizer.from_pretrained(Path(artifact_dir) / TOKENIZER_DIR)
+    return PairSegmenter(tokenizer, d["max_question_len"], d["max_passage_len"], d["doc_stride"])
+
+
 def read_manifest(export_dir: str | Path) -> dict:
     """The manifest of an export directory, or a one-line error saying how to make one."""
     export_dir = Path(export_dir)

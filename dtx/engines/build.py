@@ -1,0 +1,184 @@
+"""`dtx build-engine`: turn an export directory into an engine directory for one backend.
+
+All three graphs (input, cross, coupled) go through the same transforms, so a decoupled vs
+coupled speed-up compares like with like. The engine directory is self-contained (graphs or
+plans, tokenizer, a copy of the export manifest, engine.json) and written atomically.
+"""
+
+from __future__ import annotations
+
+import platform
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from tqdm import tqdm
+
+from dtx.atomic import atomic_dir, sha256_file, write_json
+from dtx.engines.calibration import graph_feeds, load_batches
+from dtx.engines.drift import measure_drift
+from dtx.engines.manifest import ENGINE_FILE, FORMAT_VERSION, KIND, EngineError
+from dtx.engines.runner import OrtRunner
+from dtx.engines.transforms import fuse_for_ort, op_counts, quantize_dynamic_int8, quantize_qdq_int8, qdq_zero_points, to_fp16
+from dtx.export.check import check_export
+from dtx.export.manifest import MANIFEST_FILE, TOKENIZER_DIR, producers, segmenter_for
+from dtx.export.parity import compare
+from dtx.export.spec import GRAPHS, graph_specs
+from dtx.model.samples import random_pairs
+
+EXPORT_COPY = "export.json"
+FP32_ENGINE_TOLERANCE = 1e-4
+
+
+@dataclass
+class BuildOptions:
+    backend: str = "ort"  # ort | trt | torch
+    precision: str = "fp32"  # fp32 | fp16 | int8
+    int8_mode: str | None = None  # dynamic (ORT CPU default) | qdq (TensorRT, and ORT for checks)
+    calib: str | None = None  # pairs file for INT8 calibration and drift (JSONL / TSV / BIG-bench)
+    calib_pairs: int = 256  # pairs used to calibrate
+    drift_pairs: int = 500  # real pairs on which drift is measured
+    threads: int | None = None  # ORT intra-op threads recorded for runners (None = ORT default)
+    device: str = "cpu"  # cpu | cuda
+    batch: int = 20  # TensorRT profile: passages per query (opt = max)
+    seq_q: int = 32  # TensorRT profile: question length served (opt)
+    seq_p: int = 150  # TensorRT profile: passage length served (opt)
+
+
+def validate(opts: BuildOptions) -> BuildOptions:
+    if opts.precision == "int8" and not opts.calib:
+        raise EngineError(
+            "--int8 needs real calibration texts: pass --calib FILE (JSONL/TSV of question/passage pairs, "
+            "or a BIG-bench task file such as ../shared/data/disfl_qa.task.json.gz)"
+        )
+    if opts.calib and not Path(opts.calib).is_file():
+        raise EngineError(f"calibration file {opts.calib} does not exist")
+    mode = opts.int8_mode or ("qdq" if opts.backend == "trt" else "dynamic")
+    if opts.precision == "int8" and opts.backend == "trt" and mode != "qdq":
+        raise EngineError("TensorRT runs INT8 only from a Q/DQ graph; drop --int8-mode or use --int8-mode qdq")
+    if opts.backend == "torch" and opts.precision == "int8":
+        raise EngineError("the torch backend has no int8 path; use --backend ort --int8")
+    opts.int8_mode = mode if opts.precision == "int8" else None
+    return opts
+
+
+def _prepare_graph(src: Path, dst: Path, opts: BuildOptions, feeds: list[dict] | None) -> dict[str, int]:
+    """Write the ONNX this backend/precision runs; returns its fused/quantized op counts."""
+    fuse = opts.backend == "ort" and not (opts.precision == "int8" and opts.int8_mode == "qdq") and opts.precision != "fp16"
+    if opts.precision == "fp32":
+        return fuse_for_ort(src, dst) if fuse else (shutil.copy(src, dst), op_counts(onnx.load(str(dst))))[1]
+    if opts.precision == "fp16":  # unfused: ORT fuses at load where its provider can; TensorRT needs standard ops
+        to_fp16(src, dst)
+    elif opts.int8_mode == "dynamic":
+        fused = dst.with_suffix(".fused.onnx")
+        fuse_for_ort(src, fused)
+        quantize_dynamic_int8(fused, dst)
+        fused.unlink()
+    else:
+        quantize_qdq_int8(src, dst, feeds or [])
+    return op_counts(onnx.load(str(dst)))
+
+
+def build_engine(export_dir: str | Path, out_dir: str | Path, opts: BuildOptions, progress: bool = True) -> dict:
+    """Build an engine directory from `export_dir`; returns its manifest (engine.json)."""
+    opts = validate(opts)
+    export_dir, out_dir = Path(export_dir), Path(out_dir)
+    export = check_export(export_dir)
+    seg = segmenter_for(export_dir, export)
+    d = export["decoupling"]
+    specs = graph_specs(d["task"], export["rep_dim"], d["num_labels"])
+    outputs = {g: [t.name for t in s.outputs] for g, s in specs.items()}
+    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / ENGINE_FILE).is_file():
+        raise EngineError(f"{out_dir} exists and is not a dtx engine; choose another output directory")
+    if opts.backend == "trt":
+        from dtx.engines.tensorrt import import_tensorrt
+
+        import_tensorrt()  # fail before any work
+    if opts.backend == "torch":
+        from dtx.engines.torch_backend import check_device
+
+        check_device(opts.device, opts.precision)
+        if not Path(export["checkpoint"]["path"]).is_dir():
+            raise EngineError(f"the torch backend runs the checkpoint, and {export['checkpoint']['path']} is gone; re-export from a checkpoint")
+
+    reference = OrtRunner({g: export_dir / f"{g}.onnx" for g in GRAPHS}, outputs, threads=opts.threads)
+    calib_feeds = None
+    if opts.precision == "int8" and opts.int8_mode == "qdq":
+        calib_feeds = graph_feeds(load_batches(opts.calib, seg, opts.calib_pairs, seed=1), reference.encode)
+
+    started = time.perf_counter()
+    fused: dict[str, dict[str, int]] = {}
+    files: dict[str, str] = {}
+    trt_info: dict = {}
+    with atomic_dir(out_dir, overwrite=True) as tmp:
+        if opts.backend != "torch":
+            for graph in tqdm(GRAPHS, desc=f"build {opts.backend} {opts.precision}", unit="graph", disable=not progress):
+                dst = tmp / f"{graph}.onnx"
+                fused[graph] = _prepare_graph(export_dir / f"{graph}.onnx", dst, opts, calib_feeds[graph] if calib_feeds else None)
+                files[graph] = dst.name
+                if opts.backend == "trt":
+                    from dtx.engines.tensorrt import TIMING_CACHE, ServeShape, build_plan, device_signature
+
+                    shape = ServeShape(opts.batch, opts.seq_q, opts.seq_p, d["max_question_len"], d["max_passage_len"])
+                    trt_info = {**build_plan(dst, tmp / f"{graph}.plan", specs[graph], shape, tmp / TIMING_CACHE), **device_signature()}
+                    files[graph] = f"{graph}.plan"
+        shutil.copytree(export_dir / TOKENIZER_DIR, tmp / TOKENIZER_DIR)
+        shutil.copy(export_dir / MANIFEST_FILE, tmp / EXPORT_COPY)
+        manifest = {
+            "kind": KIND,
+            "format_version": FORMAT_VERSION,
+            "backend": opts.backend,
+            "precision": opts.precision,
+            "int8_mode": opts.int8_mode,
+            "device": opts.device,
+            "threads": opts.threads,
+            "graphs": files,
+            "outputs": outputs,
+            "export": {
+                "path": str(export_dir.resolve()),
+                "export_id": export["export_id"],
+                "graphs_sha256": {g: export["files"][f"{g}.onnx"]["sha256"] for g in GRAPHS},
+            },
+            "checkpoint": export["checkpoint"],
+            "decoupling": d,
+            "rep_dim": export["rep_dim"],
+            "fused_ops": fused,
+            "tensorrt": trt_info or None,
+            "producers": producers(),
+            "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine()},
+            "files": {p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()},
+        }
+        if opts.precision == "int8" and opts.int8_mode == "qdq":
+            manifest["qdq_zero_points_nonzero"] = sum(any(v != 0 for v in zp[2]) for g in GRAPHS for zp in qdq_zero_points(onnx.load(str(tmp / f"{g}.onnx"))))
+        if opts.backend == "ort":  # check what was built before it is published
+            with OrtRunner({g: tmp / files[g] for g in GRAPHS}, outputs, threads=opts.threads, device=opts.device) as built:
+                if opts.precision == "fp32":
+                    manifest["parity"] = _fp32_parity(built, reference, seg)
+                elif opts.calib:
+                    manifest["drift"] = measure_drift(built, reference, load_batches(opts.calib, seg, opts.drift_pairs, seed=2))
+        manifest["build_seconds"] = round(time.perf_counter() - started, 2)
+        write_json(tmp / ENGINE_FILE, manifest)
+    return manifest
+
+
+def _fp32_parity(built: OrtRunner, reference: OrtRunner, seg) -> dict:
+    """FP32 engine vs export on random batches where questions and passages carry different padding."""
+    rng = np.random.default_rng(3)
+    results = []
+    for b, lq, lp in ((1, 12, 40), (6, 24, 64), (6, 20, 33)):
+        for bq in sorted({1, b}):
+            pb = random_pairs(seg, rng, b, lq, lp, bq=bq)
+            shape = f"b={b} bq={bq} lq={lq} lp={lp}"
+            got, ref = built.decoupled(pb.question, pb.passage), reference.decoupled(pb.question, pb.passage)
+            results += [compare("decoupled", shape, k, got[k], ref[k], FP32_ENGINE_TOLERANCE) for k in ref]
+            c = pb.coupled()
+            got, ref = built.coupled(c), reference.coupled(c)
+            results += [compare("coupled", shape, k, got[k], ref[k], FP32_ENGINE_TOLERANCE, real=c.attention_mask) for k in ref]
+    failed = [r for r in results if not r.passed]
+    if failed:
+        worst = max(failed, key=lambda r: r.max_abs)
+        raise EngineError(f"fp32 engine differs from the export: {worst.check} {worst.output} at {worst.shape}, max-abs {worst.max_abs:.3g}; nothing was written")
+    return {"tolerance_max_abs": FP32_ENGINE_TOLERANCE, "worst_max_abs": max(r.max_abs for r in results), "results": [r.to_dict() for r in results]}

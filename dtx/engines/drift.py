@@ -1,0 +1,33 @@
+"""How far a reduced-precision engine drifts from the fp32 export, on real pairs.
+
+Reported per path (decoupled, coupled): max-abs error of the outputs and the share of pairs
+whose predicted answer span (QA) or label (pair tasks) is the same as fp32's.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dtx.engines.runner import Runner
+from dtx.model.decode import coupled_passage_slots, decoupled_passage_slots, predictions
+from dtx.model.samples import PairBatch
+
+
+def measure_drift(candidate: Runner, reference: Runner, batches: list[PairBatch]) -> dict:
+    stats = {path: {"max_abs": 0.0, "agree": 0, "pairs": 0} for path in ("decoupled", "coupled")}
+    for b in batches:
+        q, p, c = b.question, b.passage, b.coupled()
+        runs = {
+            "decoupled": (candidate.decoupled(q, p), reference.decoupled(q, p), decoupled_passage_slots(q.attention_mask, p.attention_mask)),
+            "coupled": (candidate.coupled(c), reference.coupled(c), coupled_passage_slots(q.attention_mask, c.attention_mask)),
+        }
+        for path, (got, ref, slots) in runs.items():
+            s = stats[path]
+            for name in ref:
+                s["max_abs"] = max(s["max_abs"], float(np.abs(got[name].astype(np.float64) - ref[name]).max()))
+            agree = [a == r for a, r in zip(predictions(got, slots), predictions(ref, slots))]
+            s["agree"] += sum(agree)
+            s["pairs"] += len(agree)
+    for s in stats.values():
+        s["agreement"] = s["agree"] / max(s["pairs"], 1)
+    return stats

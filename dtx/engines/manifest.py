@@ -1,0 +1,46 @@
+"""engine.json: how an engine directory was built and from which export (by sha256)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from dtx.errors import DtxError
+
+ENGINE_FILE = "engine.json"
+KIND = "dtx-engine"
+FORMAT_VERSION = 1
+BACKENDS = ("ort", "trt", "torch")
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+class EngineError(DtxError):
+    """An engine directory is missing, corrupted, or does not belong with the export or machine."""
+
+
+def read_engine_manifest(engine_dir: str | Path) -> dict:
+    engine_dir = Path(engine_dir)
+    if not engine_dir.is_dir():
+        raise EngineError(f"engine directory {engine_dir} does not exist; build one with `dtx build-engine EXPORT_DIR -o {engine_dir}`")
+    path = engine_dir / ENGINE_FILE
+    if not path.is_file():
+        raise EngineError(f"{engine_dir} is not a dtx engine (no {ENGINE_FILE}); build one with `dtx build-engine EXPORT_DIR`")
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise EngineError(f"{path} is not valid JSON ({e}); rebuild the engine") from None
+    if manifest.get("kind") != KIND or manifest.get("format_version") != FORMAT_VERSION:
+        raise EngineError(f"{path} is not a dtx engine manifest of format {FORMAT_VERSION}; rebuild the engine")
+    return manifest
+
+
+def check_pair(engine: dict, export: dict, engine_dir: Path, export_dir: Path) -> None:
+    """Refuse an engine built from another export than `export_dir`."""
+    if engine["export"]["export_id"] != export["export_id"]:
+        raise EngineError(
+            f"engine {engine_dir} was built from export {engine['export']['export_id'][:8]}, but {export_dir} is export "
+            f"{export['export_id'][:8]}; rebuild with `dtx build-engine {export_dir}`"
+        )
+    for graph, sha in engine["export"]["graphs_sha256"].items():
+        if export["files"][f"{graph}.onnx"]["sha256"] != sha:
+            raise EngineError(f"{graph}.onnx in {export_dir} changed since engine {engine_dir} was built; rebuild the engine")

@@ -1,0 +1,98 @@
+"""Graph transforms that turn an fp32 export graph into what one backend and precision runs.
+
+- ORT fusion: onnxscript's ORT rewriter fuses the dynamo-exported graphs into MultiHeadAttention
+  (keeping the additive attention bias, so a padded question stays exact), SkipLayerNormalization
+  and BiasGelu. These are ONNX Runtime contrib ops: TensorRT gets the unfused graph instead.
+- FP16: weights and activations in float16 with LayerNorm, Softmax and the mask arithmetic kept
+  in float32; graph inputs/outputs stay float32 so callers and caches do not change.
+- INT8 dynamic (ORT CPU): MatMul weights int8, activations quantized on the fly (MatMulInteger).
+- INT8 Q/DQ (TensorRT, and ORT for accuracy checks): static symmetric scales from calibration,
+  zero point 0, per-channel weights, as TensorRT's explicit quantization requires.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import io
+import logging
+from pathlib import Path
+from typing import Iterable
+
+import onnx
+
+FUSED_OPS = ("MultiHeadAttention", "Attention", "SkipLayerNormalization", "BiasGelu", "FastGelu", "LayerNormalization")
+QUANT_OPS = ("MatMulInteger", "DynamicQuantizeMatMul", "QuantizeLinear", "DequantizeLinear")
+# ops whose inputs/outputs stay float32 in a float16 graph: normalisation, softmax and the mask
+FP16_KEEP_FP32 = ["LayerNormalization", "SkipLayerNormalization", "Softmax", "CumSum", "Range", "Mod", "Clip"]
+
+
+def op_counts(model: onnx.ModelProto, ops: Iterable[str] = FUSED_OPS + QUANT_OPS) -> dict[str, int]:
+    counts = collections.Counter(n.op_type for n in model.graph.node)
+    return {op: counts[op] for op in ops if counts[op]}
+
+
+def fuse_for_ort(src: Path, dst: Path) -> dict[str, int]:
+    """Fuse `src` for ONNX Runtime into `dst`; returns the fused-op counts of the result."""
+    import onnx_ir as ir
+    from onnxscript.rewriter.ort_fusions import optimize_for_ort
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        model = ir.load(str(src))
+        model, _ = optimize_for_ort(model)
+        ir.save(model, str(dst))
+    return op_counts(onnx.load(str(dst), load_external_data=False))
+
+
+def to_fp16(src: Path, dst: Path) -> None:
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = onnx.load(str(src))
+    logging.getLogger("onnxruntime.transformers.float16").setLevel(logging.ERROR)
+    model = convert_float_to_float16(model, keep_io_types=True, op_block_list=FP16_KEEP_FP32)
+    # the converter leaves stale float32 value_info behind; re-infer so every declared type is true
+    del model.graph.value_info[:]
+    model = onnx.shape_inference.infer_shapes(model)
+    onnx.save_model(model, str(dst))
+
+
+def quantize_dynamic_int8(src: Path, dst: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(src), str(dst), op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8, per_channel=False)
+
+
+def quantize_qdq_int8(src: Path, dst: Path, feeds: list[dict]) -> None:
+    """Static Q/DQ with symmetric int8 scales (zero point 0) calibrated on `feeds`."""
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._it = iter(feeds)
+
+        def get_next(self):
+            return next(self._it, None)
+
+    quantize_static(
+        str(src),
+        str(dst),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        op_types_to_quantize=["MatMul"],
+        per_channel=True,
+        activation_type=QuantType.QInt8,
+        weight_type=QuantType.QInt8,
+        calibrate_method=CalibrationMethod.MinMax,
+        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+    )
+
+
+def qdq_zero_points(model: onnx.ModelProto) -> list[tuple[str, int, list]]:
+    """(tensor, dtype, values) of every QuantizeLinear/DequantizeLinear zero point in `model`."""
+    inits = {t.name: t for t in model.graph.initializer}
+    out = []
+    for n in model.graph.node:
+        if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2 and n.input[2] in inits:
+            t = inits[n.input[2]]
+            out.append((t.name, t.data_type, onnx.numpy_helper.to_array(t).ravel().tolist()))
+    return out

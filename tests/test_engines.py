@@ -1,0 +1,240 @@
+"""Engine bars: fp32 ORT parity under uneven padding, fused-op counts, INT8/FP16 builds, errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+
+from dtx.cli import main
+from dtx.engines import load_engine
+from dtx.engines.build import BuildOptions, build_engine
+from dtx.engines.manifest import EngineError
+from dtx.engines.runner import OrtRunner
+from dtx.engines.tensorrt import ServeShape, profile_shapes
+from dtx.engines.transforms import qdq_zero_points
+from dtx.export.manifest import read_manifest, segmenter_for
+from dtx.export.spec import GRAPHS, graph_specs
+from dtx.model.samples import random_pairs
+from tiny_models import TINY_ARCHS
+
+
+@pytest.fixture(scope="session")
+def engine(exported, tmp_path_factory):
+    cache = {}
+
+    def get(arch="bert", precision="fp32", calib=None, **kw):
+        key = (arch, precision, calib, tuple(sorted(kw.items())))
+        if key not in cache:
+            _, export_dir = exported(arch, 2, 2)
+            out = tmp_path_factory.mktemp(f"engine-{arch}-{precision}") / "engine"
+            opts = BuildOptions(precision=precision, calib=calib, calib_pairs=16, drift_pairs=24, **kw)
+            build_engine(export_dir, out, opts, progress=False)
+            cache[key] = (export_dir, out)
+        return cache[key]
+
+    return get
+
+
+def reference(export_dir):
+    m = read_manifest(export_dir)
+    outputs = {g: [o["name"] for o in m["graphs"][g]["outputs"]] for g in GRAPHS}
+    return OrtRunner({g: export_dir / f"{g}.onnx" for g in GRAPHS}, outputs), segmenter_for(export_dir, m)
+
+
+@pytest.mark.parametrize("arch", TINY_ARCHS)
+def test_fp32_engine_matches_export_with_uneven_padding(arch, engine):
+    export_dir, engine_dir = engine(arch)
+    ref, seg = reference(export_dir)
+    rng = np.random.default_rng(11)
+    with load_engine(engine_dir, export_dir) as runner:
+        for b, lq, lp, bq in ((5, 24, 40, 1), (5, 24, 40, 5), (3, 30, 17, 3)):
+            pb = random_pairs(seg, rng, b, lq, lp, bq=bq)
+            assert len(set(pb.question.attention_mask.sum(1))) > 1 or bq == 1
+            got, want = runner.decoupled(pb.question, pb.passage), ref.decoupled(pb.question, pb.passage)
+            for k in want:
+                assert np.abs(got[k] - want[k]).max() < 1e-4, (k, b, bq)
+
+
+@pytest.mark.parametrize("arch", TINY_ARCHS)
+def test_padded_question_gives_the_unpadded_answer(arch, engine):
+    """An optimiser that turned the concatenated mask into per-row lengths would fail here."""
+    export_dir, engine_dir = engine(arch)
+    _, seg = reference(export_dir)
+    q = seg.question("who was the first king of the city")
+    ps = seg.pad([seg.passage("the first king of the city was in paris .")[0], seg.passage("a river runs north .")[0]])
+    with load_engine(engine_dir) as runner:
+        tight = seg.pad([q])
+        loose = seg.pad([q], len(q) + 9)
+        a = runner.decoupled(tight, ps)
+        b = runner.decoupled(loose, ps)
+    n = len(q)
+    for k in a:
+        real_a = np.concatenate([a[k][:, :n], a[k][:, n:]], 1)
+        real_b = np.concatenate([b[k][:, :n], b[k][:, n + 9 :]], 1)
+        assert np.abs(real_a - real_b).max() < 1e-4
+
+
+@pytest.mark.parametrize("arch", TINY_ARCHS)
+def test_fused_op_counts(arch, engine):
+    _, engine_dir = engine(arch)
+    fused = json.loads((engine_dir / "engine.json").read_text())["fused_ops"]
+    layers = {"input": 2, "cross": 2, "coupled": 4}
+    for graph, n in layers.items():
+        assert fused[graph].get("MultiHeadAttention", 0) + fused[graph].get("Attention", 0) == n, (graph, fused[graph])
+        assert fused[graph].get("SkipLayerNormalization", 0) >= n
+        assert fused[graph].get("BiasGelu", 0) + fused[graph].get("FastGelu", 0) == n
+
+
+def test_verbose_prints_fused_ops(exported, tmp_path):
+    _, export_dir = exported()
+    result = CliRunner().invoke(main, ["build-engine", str(export_dir), "-o", str(tmp_path / "e"), "--verbose"])
+    assert result.exit_code == 0, result.output
+    assert "MultiHeadAttention" in result.output and "SkipLayerNormalization" in result.output
+
+
+def test_int8_dynamic_reports_drift(engine, disfl_qa):
+    _, engine_dir = engine("bert", "int8", str(disfl_qa))
+    m = json.loads((engine_dir / "engine.json").read_text())
+    assert m["int8_mode"] == "dynamic"
+    assert all("MatMulInteger" in m["fused_ops"][g] for g in GRAPHS)
+    for path in ("decoupled", "coupled"):
+        assert m["drift"][path]["pairs"] == 24 and 0 < m["drift"][path]["max_abs"] < 5
+
+
+def test_int8_qdq_is_symmetric(engine, disfl_qa):
+    _, engine_dir = engine("bert", "int8", str(disfl_qa), int8_mode="qdq")
+    for g in GRAPHS:
+        zps = qdq_zero_points(onnx.load(str(engine_dir / f"{g}.onnx")))
+        assert zps, f"{g} has no Q/DQ pairs"
+        assert all(dtype == onnx.TensorProto.INT8 and not any(values) for _, dtype, values in zps)
+
+
+def test_fp16_engine_close_to_fp32(engine, disfl_qa):
+    _, engine_dir = engine("bert", "fp16", str(disfl_qa))
+    m = json.loads((engine_dir / "engine.json").read_text())
+    assert m["drift"]["decoupled"]["max_abs"] < 2e-2 and m["drift"]["coupled"]["max_abs"] < 2e-2
+    model = onnx.load(str(engine_dir / "coupled.onnx"))
+    assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer), "weights are not float16"
+    inferred = onnx.shape_inference.infer_shapes(model)
+    types = {v.name: v.type.tensor_type.elem_type for v in (*inferred.graph.value_info, *inferred.graph.input)}
+    types.update({t.name: t.data_type for t in model.graph.initializer})
+    for n in model.graph.node:
+        if n.op_type in ("LayerNormalization", "Softmax"):
+            assert all(types.get(i) == onnx.TensorProto.FLOAT for i in n.input if i), f"{n.op_type} must stay float32"
+
+
+def test_torch_backend_matches_export(exported, tmp_path):
+    _, export_dir = exported()
+    build_engine(export_dir, tmp_path / "t", BuildOptions(backend="torch"), progress=False)
+    ref, seg = reference(export_dir)
+    pb = random_pairs(seg, np.random.default_rng(5), 4, 16, 30, bq=1)
+    with load_engine(tmp_path / "t") as runner:
+        got, want = runner.decoupled(pb.question, pb.passage), ref.decoupled(pb.question, pb.passage)
+        for k in want:
+            assert np.abs(got[k] - want[k]).max() < 1e-4
+
+
+def cli_error(args) -> str:
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and "Traceback" not in result.output
+    return lines[0]
+
+
+def test_int8_without_calibration(exported, tmp_path):
+    _, export_dir = exported()
+    assert "--calib" in cli_error(["build-engine", str(export_dir), "--int8", "-o", str(tmp_path / "e")])
+    assert "does not exist" in cli_error(["build-engine", str(export_dir), "--int8", "--calib", str(tmp_path / "none.jsonl")])
+
+
+def test_trt_without_tensorrt_is_one_line(exported, tmp_path):
+    pytest.importorskip("torch")
+    try:
+        import tensorrt  # noqa: F401
+
+        pytest.skip("TensorRT is installed here; the GPU test covers it")
+    except ImportError:
+        pass
+    _, export_dir = exported()
+    assert "TensorRT" in cli_error(["build-engine", str(export_dir), "--backend", "trt", "-o", str(tmp_path / "e")])
+
+
+def test_mismatched_engine_and_export(engine, exported):
+    _, engine_dir = engine("bert")
+    _, other_export = exported("bert", 3, 2)
+    with pytest.raises(EngineError, match="built from export"):
+        load_engine(engine_dir, other_export)
+
+
+def test_tampered_engine_file(engine, tmp_path):
+    _, engine_dir = engine("bert")
+    bad = tmp_path / "bad"
+    shutil.copytree(engine_dir, bad)
+    data = bytearray((bad / "cross.onnx").read_bytes())
+    data[-10] ^= 0xFF
+    (bad / "cross.onnx").write_bytes(bytes(data))
+    with pytest.raises(EngineError, match="sha256"):
+        load_engine(bad)
+    with pytest.raises(EngineError, match="not a dtx engine"):
+        load_engine(tmp_path)
+
+
+def test_tensorrt_profiles_from_serving_shape():
+    specs = graph_specs("qa", 96, 2)
+    shape = ServeShape(batch=20, seq_q=32, seq_p=150, max_q=64, max_p=448)
+    cross = profile_shapes(specs["cross"], shape)
+    assert cross["q_hidden"] == ((1, 1, 96), (1, 32, 96), (20, 64, 96))
+    assert cross["p_hidden"] == ((1, 1, 96), (20, 150, 96), (20, 448, 96))
+    assert cross["p_mask"] == ((1, 1), (20, 150), (20, 448))
+    coupled = profile_shapes(specs["coupled"], shape)
+    assert coupled["input_ids"] == ((1, 1), (20, 182), (20, 512))
+    inp = profile_shapes(specs["input"], shape)
+    assert inp["attention_mask"] == ((1, 1), (20, 150), (20, 448))
+    for profile in (cross, coupled, inp):
+        for lo, opt, hi in profile.values():
+            assert all(a <= b <= c for a, b, c in zip(lo, opt, hi))
+
+
+def _gpu_reason() -> str | None:
+    import torch
+
+    return None if torch.cuda.is_available() else "no CUDA GPU on this machine"
+
+
+@pytest.mark.gpu
+def test_torch_cuda_fp16_cuda_graphs(exported, tmp_path):
+    reason = _gpu_reason()
+    if reason:
+        pytest.skip(reason)
+    _, export_dir = exported()
+    build_engine(export_dir, tmp_path / "t", BuildOptions(backend="torch", device="cuda", precision="fp16"), progress=False)
+    ref, seg = reference(export_dir)
+    pb = random_pairs(seg, np.random.default_rng(5), 4, 16, 30, bq=1)
+    with load_engine(tmp_path / "t") as runner:
+        for _ in range(2):  # second call replays the captured CUDA graph
+            got = runner.decoupled(pb.question, pb.passage)
+        want = ref.decoupled(pb.question, pb.passage)
+        for k in want:
+            assert np.abs(got[k] - want[k]).max() < 2e-2
+
+
+@pytest.mark.gpu
+def test_tensorrt_engine_runs(exported, tmp_path):
+    pytest.importorskip("tensorrt", reason="TensorRT is not installed")
+    reason = _gpu_reason()
+    if reason:
+        pytest.skip(reason)
+    _, export_dir = exported()
+    build_engine(export_dir, tmp_path / "trt", BuildOptions(backend="trt", precision="fp16", batch=4, seq_q=16, seq_p=30), progress=False)
+    ref, seg = reference(export_dir)
+    pb = random_pairs(seg, np.random.default_rng(5), 4, 16, 30, bq=1)
+    with load_engine(tmp_path / "trt") as runner:
+        got, want = runner.decoupled(pb.question, pb.passage), ref.decoupled(pb.question, pb.passage)
+        for k in want:
+            assert np.abs(got[k] - want[k]).max() < 2e-2
