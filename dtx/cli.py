@@ -187,5 +187,58 @@ def build_engine_cmd(export_dir, backend, precision, int8_mode, calib, drift_pai
     click.echo(f"wrote {out_dir} ({backend} {precision}{' ' + m['int8_mode'] if m['int8_mode'] else ''}) in {m['build_seconds']:.1f} s")
 
 
+def _int_list(ctx, param, value: str | None) -> list[int] | None:
+    if value is None:
+        return None
+    try:
+        return [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {value!r}") from None
+
+
+@main.command()
+@click.argument("target", required=False, type=click.Path(file_okay=False))
+@click.option("--arch", help="Random-weight preset to build when no TARGET is given (bert-base, bert-large, electra-base, electra-small, minilm-l6).")
+@click.option("--split", "-n", "splits", callback=_int_list, help="Split N, or a comma list for a sweep (e.g. 1,3,5,7,9,11).")
+@click.option("--compress", "-k", type=int, default=1, show_default=True, help="Compression ratio of models decoupled for the bench.")
+@click.option("--candidates", "-K", callback=_int_list, default="20", show_default=True, help="Passages per query, or a comma list for a sweep.")
+@click.option("--seq-q", type=int, default=32, show_default=True, help="Question tokens (specials included).")
+@click.option("--seq-p", type=int, default=150, show_default=True, help="Passage tokens (specials included).")
+@click.option("--backend", type=click.Choice(["ort", "trt", "torch"]), default="ort", show_default=True)
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True)
+@click.option("--calib", type=click.Path(dir_okay=False), help="Real pairs for INT8 calibration (required with --precision int8).")
+@click.option("--runs", "-r", type=int, default=20, show_default=True, help="Timed queries per configuration.")
+@click.option("--warmup", type=int, default=2, show_default=True)
+@click.option("--threads", type=int, help="ONNX Runtime intra-op threads (default: one per core).")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the full report (every timing) as JSON.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write a PNG of latency and speed-up vs split (or K).")
+def bench(target, arch, splits, compress, candidates, seq_q, seq_p, backend, precision, calib, runs, warmup, threads, device, json_path, plot_path):
+    """Per-query latency, decoupled vs coupled, on an engine, export, checkpoint or --arch preset."""
+    _quiet_transformers()
+    from dtx.bench.run import BenchConfig, plot, run_bench, summary_rows
+    from dtx.report import emit, save_json
+
+    if target is None and arch is None:
+        raise click.UsageError("pass TARGET (engine, export or checkpoint directory) or --arch PRESET")
+    cfg = BenchConfig(target, arch, splits or [5], compress, candidates, seq_q, seq_p, backend, precision, calib, runs, warmup, threads, device)
+    if target is not None and splits is None:
+        cfg.splits = [None]
+    report = run_bench(cfg)
+    if not report["rows"]:
+        click.echo("interrupted before any configuration finished")
+        return
+    headers, rows = summary_rows(report)
+    note = " (INTERRUPTED: partial)" if report["interrupted"] or any(r.get("interrupted") for r in report["rows"]) else ""
+    emit(f"{report['source']}, {backend} {precision}, seq-q {seq_q} + seq-p {seq_p}, {runs} queries{note}", headers, rows)
+    if any("headline_speedup" in r for r in report["rows"]):
+        for r in report["rows"]:
+            click.echo(f"headline: decoupled {precision} vs coupled fp32 at {r['layers']}, K={r['candidates']}: {r['headline_speedup']:.2f}x")
+    save_json(json_path, report)
+    if plot_path:
+        plot(report, plot_path)
+        click.echo(f"wrote {plot_path}")
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -145,6 +145,7 @@ def build_engine(export_dir: str | Path, out_dir: str | Path, opts: BuildOptions
             "checkpoint": export["checkpoint"],
             "decoupling": d,
             "rep_dim": export["rep_dim"],
+            "model": export["model"],
             "fused_ops": fused,
             "tensorrt": trt_info or None,
             "producers": producers(),

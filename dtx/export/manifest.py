@@ -44,6 +44,22 @@ def file_entry(path: Path) -> dict:
     return {"sha256": sha256_file(path), "bytes": path.stat().st_size}
 
 
+def model_shape(ckpt: Checkpoint) -> dict:
+    """Sizes the cost model needs, read from the teacher's config."""
+    from dtx.model.checkpoint import TEACHER_DIR
+    from dtx.model.surgery import read_source_config
+
+    c = read_source_config(ckpt.path / TEACHER_DIR)
+    return {
+        "model_type": c.model_type,
+        "num_layers": c.num_hidden_layers,
+        "hidden_size": c.hidden_size,
+        "intermediate_size": c.intermediate_size,
+        "num_attention_heads": c.num_attention_heads,
+        "max_position_embeddings": c.max_position_embeddings,
+    }
+
+
 def build_manifest(
     export_dir: Path,
     ckpt: Checkpoint,
@@ -61,6 +77,7 @@ def build_manifest(
         "export_id": export_id,
         "decoupling": cfg.to_dict(),
         "rep_dim": cfg.rep_dim,
+        "model": model_shape(ckpt),
         "opset": opset,
         "checkpoint": {"path": str(ckpt.path.resolve()), "weights_sha256": ckpt.meta["weights_sha256"]},
         "graphs": {g: {"file": s.file, **s.to_dict()} for g, s in specs.items()},

@@ -1,0 +1,100 @@
+"""Resolve what `dtx bench` was pointed at into engine directories, building what is missing.
+
+An engine directory is used as is; an export is built into an engine; a checkpoint is exported
+first; with no target, `--arch` makes a random-weight model of a known shape and decouples it
+(latency does not depend on the weights). Everything built goes into a temp directory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from dtx.engines.build import BuildOptions, build_engine, validate
+from dtx.engines.manifest import ENGINE_FILE, read_engine_manifest
+from dtx.errors import ConfigError, DtxError
+from dtx.export.manifest import MANIFEST_FILE
+from dtx.model.checkpoint import META_FILE, TEACHER_DIR
+
+BENCH_PARITY_SHAPES = [(2, 8, 16)]  # the bench's own exports check parity on one small shape
+
+
+@dataclass
+class Prepared:
+    engine_dir: Path
+    baseline_dir: Path | None  # fp32 engine for the headline when precision is not fp32
+    source: str  # what was benchmarked, in words
+
+
+def target_kind(target: str | None) -> str:
+    if target is None:
+        return "arch"
+    path = Path(target)
+    for kind, marker in (("engine", ENGINE_FILE), ("export", MANIFEST_FILE), ("checkpoint", META_FILE)):
+        if (path / marker).is_file():
+            return kind
+    raise DtxError(f"{target} is not an engine, export or checkpoint directory; pass one of those or use --arch PRESET")
+
+
+def source_model(target: str | None, arch: str | None, work: Path) -> Path:
+    """A Hugging Face model directory to decouple: a preset built in `work`, or a checkpoint's teacher."""
+    from dtx.model.presets import build_preset
+
+    if target is None:
+        if arch is None:
+            raise DtxError("nothing to benchmark: pass ENGINE_DIR, EXPORT_DIR or CKPT_DIR, or --arch PRESET")
+        return build_preset(arch, work / "model", task="qa")
+    return Path(target) / TEACHER_DIR
+
+
+def check_split(split: int, layers: int) -> None:
+    if not 0 <= split <= layers:
+        raise ConfigError(f"split {split} is outside 0..{layers} for this {layers}-layer model; choose --split between 0 and {layers}")
+
+
+def prepare(
+    target: str | None,
+    arch: str | None,
+    split: int | None,
+    compress: int,
+    opts: BuildOptions,
+    seq_q: int,
+    work: Path,
+    progress: bool,
+) -> Prepared:
+    """Engine directories for one configuration (building into `work` as needed)."""
+    from dtx.export.exporter import export_checkpoint
+    from dtx.model.decouple import decouple
+
+    kind = target_kind(target)
+    validate(opts)
+    if kind == "engine":
+        return Prepared(Path(target), None, f"engine {target}")
+    if kind == "export":
+        export_dir = Path(target)
+    else:
+        if kind == "checkpoint" and split is None:
+            ckpt_dir = Path(target)
+        else:
+            model = source_model(target if kind == "checkpoint" else None, arch, work)
+            if split is None:
+                raise DtxError("--split is needed to decouple a model for the bench")
+            ckpt_dir = work / f"ckpt-{split}-{compress}"
+            q_len = max(64, seq_q)
+            decouple(model, ckpt_dir, split, compress, max_question_len=q_len, overwrite=True)
+        export_dir = work / f"{ckpt_dir.name}-onnx"
+        export_checkpoint(ckpt_dir, export_dir, shapes=BENCH_PARITY_SHAPES, progress=progress)
+    engine_dir = work / f"{export_dir.name}-{opts.backend}-{opts.precision}"
+    build_engine(export_dir, engine_dir, opts, progress=progress)
+    baseline = None
+    if opts.precision != "fp32":
+        baseline = work / f"{export_dir.name}-{opts.backend}-fp32"
+        fp32 = BuildOptions(opts.backend, "fp32", threads=opts.threads, device=opts.device)
+        build_engine(export_dir, baseline, fp32, progress=progress)
+    what = {"arch": f"random-weight {arch}", "checkpoint": f"checkpoint {target}", "export": f"export {target}"}[kind]
+    return Prepared(engine_dir, baseline, what)
+
+
+def engine_limits(engine_dir: Path) -> dict:
+    m = read_engine_manifest(engine_dir)
+    return {**m["decoupling"], **m["model"]}

