@@ -187,6 +187,32 @@ def build_engine_cmd(export_dir, backend, precision, int8_mode, calib, drift_pai
     click.echo(f"wrote {out_dir} ({backend} {precision}{' ' + m['int8_mode'] if m['int8_mode'] else ''}) in {m['build_seconds']:.1f} s")
 
 
+@main.command()
+@click.argument("model_dir", type=click.Path(file_okay=False))
+@click.option("--task", type=click.Choice(["pair"]), default="pair", show_default=True, help="Task head to train (QA lands with the training issue).")
+@click.option("--data", required=True, type=click.Path(dir_okay=False), help="Labelled pairs: JSONL, TSV or a BIG-bench task (VitaminC).")
+@click.option("--epochs", type=float, default=1.0, show_default=True)
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--lr", type=float, default=5e-5, show_default=True)
+@click.option("--max-len", type=int, default=128, show_default=True, help="Pair tokens (passage truncated).")
+@click.option("--train-limit", type=int, help="Train on the first N shuffled training pairs.")
+@click.option("--dev-limit", type=int, default=2000, show_default=True, help="Evaluate on at most N held-out pairs.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False))
+@click.option("--overwrite", is_flag=True)
+def finetune(model_dir, task, data, epochs, batch_size, lr, max_len, train_limit, dev_limit, seed, out_dir, overwrite):
+    """Fine-tune a coupled teacher on labelled pairs (dev split holds out whole passages)."""
+    _quiet_transformers()
+    from dtx.train.finetune import FinetuneConfig, finetune_pair
+
+    cfg = FinetuneConfig(epochs, batch_size, lr, max_len=max_len, train_limit=train_limit, dev_limit=dev_limit, seed=seed)
+    r = finetune_pair(model_dir, data, out_dir, cfg, overwrite=overwrite)
+    click.echo(
+        f"wrote {out_dir}: {r['train_pairs']} training pairs, {r['steps']} steps in {r['train_seconds']:.0f} s; "
+        f"dev ({r['dev']['pairs']} pairs, held-out passages): accuracy {r['dev']['accuracy']:.4f}, macro-F1 {r['dev']['macro_f1']:.4f}"
+    )
+
+
 def _int_list(ctx, param, value: str | None) -> list[int] | None:
     if value is None:
         return None

@@ -159,7 +159,8 @@ def build_engine(export_dir: str | Path, out_dir: str | Path, opts: BuildOptions
                 if opts.precision == "fp32":
                     manifest["parity"] = _fp32_parity(built, reference, seg)
                 elif opts.calib:
-                    manifest["drift"] = measure_drift(built, reference, load_batches(opts.calib, seg, opts.drift_pairs, seed=2))
+                    batches = load_batches(opts.calib, seg, opts.drift_pairs, seed=2)
+                    manifest["drift"] = measure_drift(built, reference, batches, progress=progress)
         manifest["build_seconds"] = round(time.perf_counter() - started, 2)
         write_json(tmp / ENGINE_FILE, manifest)
     return manifest

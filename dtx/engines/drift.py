@@ -7,15 +7,16 @@ whose predicted answer span (QA) or label (pair tasks) is the same as fp32's.
 from __future__ import annotations
 
 import numpy as np
+from tqdm import tqdm
 
 from dtx.engines.runner import Runner
 from dtx.model.decode import coupled_passage_slots, decoupled_passage_slots, predictions
 from dtx.model.samples import PairBatch
 
 
-def measure_drift(candidate: Runner, reference: Runner, batches: list[PairBatch]) -> dict:
+def measure_drift(candidate: Runner, reference: Runner, batches: list[PairBatch], progress: bool = True) -> dict:
     stats = {path: {"max_abs": 0.0, "agree": 0, "pairs": 0} for path in ("decoupled", "coupled")}
-    for b in batches:
+    for b in tqdm(batches, desc="drift vs fp32", unit="batch", disable=not progress):
         q, p, c = b.question, b.passage, b.coupled()
         runs = {
             "decoupled": (candidate.decoupled(q, p), reference.decoupled(q, p), decoupled_passage_slots(q.attention_mask, p.attention_mask)),

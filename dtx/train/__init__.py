@@ -1,0 +1,1 @@
+"""Training: fine-tune coupled teachers (and, later, distil decoupled students)."""

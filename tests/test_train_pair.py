@@ -1,0 +1,76 @@
+"""Pair fine-tuning pieces: metrics against hand counts, leak-free splits, data errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from dtx.data.pairs import Pair, read_pairs
+from dtx.errors import DtxError
+from dtx.train.finetune import FinetuneConfig, finetune_pair, pair_metrics
+from dtx.train.splits import split_by_passage
+
+
+def test_pair_metrics_hand_count():
+    pred, gold = np.array([0, 0, 1, 2, 2, 1]), np.array([0, 1, 1, 2, 0, 1])
+    m = pair_metrics(pred, gold, 3)
+    assert m["accuracy"] == pytest.approx(4 / 6)
+    # class 0: tp1 fp1 fn1 -> 0.5; class 1: tp2 fp0 fn1 -> 0.8; class 2: tp1 fp1 fn0 -> 2/3
+    assert m["macro_f1"] == pytest.approx((0.5 + 0.8 + 2 / 3) / 3)
+
+
+def test_split_keeps_each_passage_on_one_side():
+    pairs = [Pair(f"q{i}", f"passage {i % 37}", "A") for i in range(500)]
+    train, dev = split_by_passage(pairs, 20)
+    assert {p.passage for p in train}.isdisjoint({p.passage for p in dev})
+    assert 0 < len(dev) < len(train) and len(train) + len(dev) == 500
+    assert split_by_passage(list(reversed(pairs)), 20)[1] == list(reversed(dev))
+
+
+@pytest.mark.parametrize(
+    "content,needle",
+    [
+        ("", "is empty"),
+        ('{"question": "a"}\n', ":1: needs string fields"),
+        ('{"question": "a", "passage": "b"}\n{oops\n', ":2: not valid JSON"),
+        ("only one column\n", ":1: expected question<TAB>passage"),
+    ],
+)
+def test_bad_pair_files_name_file_and_line(tmp_path, content, needle):
+    f = tmp_path / "pairs.jsonl"
+    f.write_text(content)
+    with pytest.raises(DtxError, match=needle):
+        read_pairs(f)
+
+
+def test_real_data_readers(disfl_qa):
+    qa = read_pairs(disfl_qa)
+    assert len(qa) == 8000 and sum(not p.answers for p in qa) == 2107
+    vc = read_pairs(disfl_qa.parent / "vitaminc.task.json.gz", limit=100)
+    assert {p.label for p in vc} <= {"True", "False", "Neither"} and all(p.question and p.passage for p in vc)
+
+
+def test_finetune_needs_labels(model_dir, tmp_path):
+    f = tmp_path / "p.jsonl"
+    f.write_text('{"question": "the river", "passage": "the river is large ."}\n')
+    with pytest.raises(DtxError, match="has no label"):
+        finetune_pair(model_dir("bert", "pair"), f, tmp_path / "out", FinetuneConfig(), progress=False)
+
+
+def test_finetune_learns_a_separable_task(model_dir, tmp_path):
+    """A label readable from one word: the tiny model must beat chance clearly on held-out passages."""
+    rng = np.random.default_rng(0)
+    words = ["river", "city", "king", "music", "water", "light", "house", "school"]
+    rows = []
+    for i in range(400):
+        label = ["north", "south"][i % 2]
+        passage = " ".join(rng.choice(words, 6)) + f" {label} {i % 97} ."
+        rows.append({"question": "which way", "passage": passage.replace(f" {i % 97}", " " + words[i % 97 % 8] * 1), "label": label})
+    f = tmp_path / "p.jsonl"
+    f.write_text("\n".join(json.dumps(r) for r in rows))
+    cfg = FinetuneConfig(epochs=6, batch_size=16, lr=1e-3, max_len=32, dev_percent=25)
+    report = finetune_pair(model_dir("bert", "pair"), f, tmp_path / "out", cfg, progress=False)
+    assert report["labels"] == ["north", "south"] and report["dev"]["accuracy"] > 0.8
+    assert (tmp_path / "out" / "dtx_finetune.json").is_file()
