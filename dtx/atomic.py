@@ -41,6 +41,20 @@ def publish_permissions(root: Path) -> None:
         os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~mask)
 
 
+def read_artifact_json(directory: str | os.PathLike, filename: str, what: str, fix: str, error: type[DtxError] = DtxError) -> dict:
+    """`directory/filename` parsed, or one line saying which of dir / file / JSON is wrong and `fix`."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise error(f"{what} {directory} does not exist; {fix}")
+    path = directory / filename
+    if not path.is_file():
+        raise error(f"{directory} is not a {what} (no {filename}); {fix}")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise error(f"{path} is not valid JSON ({e}); {fix}") from None
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Write JSON atomically (temp file in the same directory, fsync, rename)."""
     path = Path(path)

@@ -213,6 +213,59 @@ def finetune(model_dir, task, data, epochs, batch_size, lr, max_len, train_limit
     )
 
 
+def _human_bytes(n: float) -> str:
+    return f"{n:.3e} B ({n / 1e12:.3g} TB, {n / 2**40:.3g} TiB)"
+
+
+@main.command()
+@click.option("--passages", type=int, required=True, help="Passages to cache (N).")
+@click.option("--seq-p", type=int, default=150, show_default=True, help="Tokens per passage.")
+@click.option("--hidden", type=int, default=768, show_default=True, help="Hidden size of the encoder.")
+@click.option("--compress", "-k", type=int, default=1, show_default=True, help="Compression ratio (rep_dim = hidden / k).")
+@click.option("--dtype", type=click.Choice(["fp32", "fp16", "int8"]), default="fp16", show_default=True, help="Cache value type.")
+@click.option("--layers", type=int, help="L, for the per-query compute (with --split).")
+@click.option("--split", type=int, help="N, for the per-query compute (with --layers).")
+@click.option("--intermediate", type=int, help="Feed-forward width (default 4 x hidden).")
+@click.option("--seq-q", type=int, default=32, show_default=True)
+@click.option("--candidates", "-K", type=int, default=20, show_default=True)
+@click.option("--index-rate", type=float, help="Measured passages/s of indexing (or --bench-json).")
+@click.option("--bench-json", type=click.Path(dir_okay=False, exists=True), help="A `dtx bench --json` report to take the indexing rate from.")
+def plan(passages, seq_p, hidden, compress, dtype, layers, split, intermediate, seq_q, candidates, index_rate, bench_json):
+    """Storage and per-query compute of a deployment (DESIGN.md section 5), with units."""
+    import json
+
+    from dtx.cost import EncoderShape, query_cost, storage_plan
+    from dtx.errors import ConfigError
+    from dtx.report import emit
+
+    if compress < 1 or hidden % compress:
+        raise ConfigError(f"compression ratio {compress} does not divide the hidden size {hidden}")
+    rep = hidden // compress
+    st = storage_plan(passages, seq_p, rep, dtype)
+    rows = [["representation", f"{seq_p} tokens x {rep} values x {dtype} per passage"], ["values", _human_bytes(st.value_bytes)]]
+    if st.scale_bytes:
+        rows += [["int8 scales (fp32 per token)", _human_bytes(st.scale_bytes)], ["total", _human_bytes(st.total_bytes)]]
+    if bench_json:
+        rows_ = json.loads(open(bench_json).read())["rows"]
+        index_rate = 1e3 / rows_[0]["index_ms_per_passage"]
+    if index_rate:
+        secs = passages / index_rate
+        rows.append(["index time", f"{secs:.3e} s ({secs / 3600:.3g} h) at {index_rate:.3g} passages/s, one worker"])
+    emit(f"storage for {passages:,} passages", ["what", "amount"], rows)
+    if layers is not None and split is not None:
+        if not 0 <= split <= layers:
+            raise ConfigError(f"split {split} is outside 0..{layers}; choose --split between 0 and {layers}")
+        c = query_cost(EncoderShape(layers, hidden, intermediate or 4 * hidden, rep), split, seq_q, seq_p, candidates, dtype)
+        emit(
+            f"one query: {candidates} candidates, question {seq_q} + passage {seq_p} tokens, split {split}/{layers - split}",
+            ["measure", "coupled", "decoupled", "ratio"],
+            [
+                ["token-layers", c.coupled_token_layers, c.decoupled_token_layers, f"{c.token_layer_ratio:.2f}x"],
+                ["GFLOP", c.coupled_flops / 1e9, c.decoupled_flops / 1e9, f"{c.flop_ratio:.2f}x"],
+            ],
+        )
+
+
 def _int_list(ctx, param, value: str | None) -> list[int] | None:
     if value is None:
         return None

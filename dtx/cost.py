@@ -56,10 +56,27 @@ class QueryCost:
         return {**asdict(self), "token_layer_ratio": self.token_layer_ratio, "flop_ratio": self.flop_ratio}
 
 
+@dataclass(frozen=True)
+class StoragePlan:
+    passages: int
+    value_bytes: int  # the representations themselves
+    scale_bytes: int  # int8 only: one float32 scale per token vector
+
+    @property
+    def total_bytes(self) -> int:
+        return self.value_bytes + self.scale_bytes
+
+
+def storage_plan(passages: int, seq_p: int, rep_dim: int, dtype: str) -> StoragePlan:
+    """Bytes to cache `passages` passages of `seq_p` tokens at `rep_dim` values each."""
+    values = passages * seq_p * rep_dim * BYTES_PER_VALUE[dtype]
+    scales = passages * seq_p * SCALE_BYTES if dtype == "int8" else 0
+    return StoragePlan(passages, values, scales)
+
+
 def cache_bytes(seq_p: int, rep_dim: int, dtype: str) -> int:
     """Bytes to cache one passage's representation (int8 adds a float32 scale per token)."""
-    per_token = rep_dim * BYTES_PER_VALUE[dtype] + (SCALE_BYTES if dtype == "int8" else 0)
-    return seq_p * per_token
+    return storage_plan(1, seq_p, rep_dim, dtype).total_bytes
 
 
 def query_cost(shape: EncoderShape, split: int, seq_q: int, seq_p: int, candidates: int, dtype: str = "fp16") -> QueryCost:

@@ -28,3 +28,23 @@ def test_paper_storage_example():
     assert n * cache_bytes(150, 192, "fp16") == 1_843_200_000_000
     assert n * 150 * 192 == 921_600_000_000  # int8 values; scales come on top
     assert cache_bytes(150, 192, "int8") == 150 * (192 + 4)
+
+
+def test_plan_reproduces_the_seed_example():
+    from click.testing import CliRunner
+
+    from dtx.cli import main
+
+    def plan(*args):
+        result = CliRunner().invoke(main, ["plan", "--passages", "32000000", "--seq-p", "150", "--hidden", "768", *args])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    assert "7.373e+12 B" in plan("--dtype", "fp16")
+    assert "1.843e+12 B" in plan("-k", "4", "--dtype", "fp16")
+    out = plan("-k", "4", "--dtype", "int8", "--index-rate", "100")
+    assert "9.216e+11 B" in out and "1.920e+10 B" in out and "9.408e+11 B" in out
+    assert "3.200e+05 s" in out
+    assert "1.70x" in plan("--layers", "12", "--split", "5")
+    bad = CliRunner().invoke(main, ["plan", "--passages", "10", "--hidden", "768", "-k", "5"])
+    assert bad.exit_code == 1 and "does not divide" in bad.output

@@ -15,7 +15,7 @@ from dtx.engines import load_engine
 from dtx.engines.build import BuildOptions, build_engine
 from dtx.engines.manifest import EngineError
 from dtx.engines.runner import OrtRunner
-from dtx.engines.tensorrt import ServeShape, profile_shapes
+from dtx.engines.tensorrt import ServeShape, check_built_with, profile_shapes
 from dtx.engines.transforms import qdq_zero_points
 from dtx.export.manifest import read_manifest, segmenter_for
 from dtx.export.spec import GRAPHS, graph_specs
@@ -128,15 +128,22 @@ def test_fp16_engine_close_to_fp32(engine, disfl_qa):
             assert all(types.get(i) == onnx.TensorProto.FLOAT for i in n.input if i), f"{n.op_type} must stay float32"
 
 
+def assert_engine_matches_export(engine_dir, export_dir, tol: float, calls: int = 1) -> None:
+    """The engine's decoupled outputs vs the fp32 export on one padded batch (bq = 1)."""
+    ref, seg = reference(export_dir)
+    pb = random_pairs(seg, np.random.default_rng(5), 4, 16, 30, bq=1)
+    with load_engine(engine_dir) as runner:
+        for _ in range(calls):  # a second call replays captured CUDA graphs where there are any
+            got = runner.decoupled(pb.question, pb.passage)
+    want = ref.decoupled(pb.question, pb.passage)
+    for k in want:
+        assert np.abs(got[k] - want[k]).max() < tol, k
+
+
 def test_torch_backend_matches_export(exported, tmp_path):
     _, export_dir = exported()
     build_engine(export_dir, tmp_path / "t", BuildOptions(backend="torch"), progress=False)
-    ref, seg = reference(export_dir)
-    pb = random_pairs(seg, np.random.default_rng(5), 4, 16, 30, bq=1)
-    with load_engine(tmp_path / "t") as runner:
-        got, want = runner.decoupled(pb.question, pb.passage), ref.decoupled(pb.question, pb.passage)
-        for k in want:
-            assert np.abs(got[k] - want[k]).max() < 1e-4
+    assert_engine_matches_export(tmp_path / "t", export_dir, 1e-4)
 
 
 def cli_error(args) -> str:
@@ -201,6 +208,15 @@ def test_tensorrt_profiles_from_serving_shape():
             assert all(a <= b <= c for a, b, c in zip(lo, opt, hi))
 
 
+def test_tensorrt_plan_from_another_machine_is_refused():
+    here = {"tensorrt": "10.9.0", "compute_capability": "9.0", "gpu": "H100"}
+    check_built_with({**here, "gpu": "H100 NVL"}, here)  # same version and architecture: fine
+    with pytest.raises(EngineError, match="tensorrt 10.3.0, this machine has 10.9.0"):
+        check_built_with({**here, "tensorrt": "10.3.0"}, here)
+    with pytest.raises(EngineError, match="compute_capability 8.0"):
+        check_built_with({**here, "compute_capability": "8.0"}, here)
+
+
 def _gpu_reason() -> str | None:
     import torch
 
@@ -214,14 +230,7 @@ def test_torch_cuda_fp16_cuda_graphs(exported, tmp_path):
         pytest.skip(reason)
     _, export_dir = exported()
     build_engine(export_dir, tmp_path / "t", BuildOptions(backend="torch", device="cuda", precision="fp16"), progress=False)
-    ref, seg = reference(export_dir)
-    pb = random_pairs(seg, np.random.default_rng(5), 4, 16, 30, bq=1)
-    with load_engine(tmp_path / "t") as runner:
-        for _ in range(2):  # second call replays the captured CUDA graph
-            got = runner.decoupled(pb.question, pb.passage)
-        want = ref.decoupled(pb.question, pb.passage)
-        for k in want:
-            assert np.abs(got[k] - want[k]).max() < 2e-2
+    assert_engine_matches_export(tmp_path / "t", export_dir, 2e-2, calls=2)
 
 
 @pytest.mark.gpu
@@ -232,9 +241,4 @@ def test_tensorrt_engine_runs(exported, tmp_path):
         pytest.skip(reason)
     _, export_dir = exported()
     build_engine(export_dir, tmp_path / "trt", BuildOptions(backend="trt", precision="fp16", batch=4, seq_q=16, seq_p=30), progress=False)
-    ref, seg = reference(export_dir)
-    pb = random_pairs(seg, np.random.default_rng(5), 4, 16, 30, bq=1)
-    with load_engine(tmp_path / "trt") as runner:
-        got, want = runner.decoupled(pb.question, pb.passage), ref.decoupled(pb.question, pb.passage)
-        for k in want:
-            assert np.abs(got[k] - want[k]).max() < 2e-2
+    assert_engine_matches_export(tmp_path / "trt", export_dir, 2e-2)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from dtx.atomic import read_artifact_json
 from dtx.errors import DtxError
 
 ENGINE_FILE = "engine.json"
@@ -19,18 +19,10 @@ class EngineError(DtxError):
 
 
 def read_engine_manifest(engine_dir: str | Path) -> dict:
-    engine_dir = Path(engine_dir)
-    if not engine_dir.is_dir():
-        raise EngineError(f"engine directory {engine_dir} does not exist; build one with `dtx build-engine EXPORT_DIR -o {engine_dir}`")
-    path = engine_dir / ENGINE_FILE
-    if not path.is_file():
-        raise EngineError(f"{engine_dir} is not a dtx engine (no {ENGINE_FILE}); build one with `dtx build-engine EXPORT_DIR`")
-    try:
-        manifest = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise EngineError(f"{path} is not valid JSON ({e}); rebuild the engine") from None
+    fix = f"build one with `dtx build-engine EXPORT_DIR -o {engine_dir}`"
+    manifest = read_artifact_json(engine_dir, ENGINE_FILE, "dtx engine", fix, EngineError)
     if manifest.get("kind") != KIND or manifest.get("format_version") != FORMAT_VERSION:
-        raise EngineError(f"{path} is not a dtx engine manifest of format {FORMAT_VERSION}; rebuild the engine")
+        raise EngineError(f"{Path(engine_dir) / ENGINE_FILE} is not a dtx engine manifest of format {FORMAT_VERSION}; rebuild the engine")
     return manifest
 
 

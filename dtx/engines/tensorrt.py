@@ -119,6 +119,16 @@ def device_signature() -> dict:
     return {"gpu": torch.cuda.get_device_name(), "compute_capability": f"{major}.{minor}"}
 
 
+def check_built_with(built_with: dict, here: dict) -> None:
+    """Refuse plans serialised by another TensorRT version or for another GPU architecture."""
+    for key in ("tensorrt", "compute_capability"):
+        if built_with.get(key) != here.get(key):
+            raise EngineError(
+                f"engine was built with {key} {built_with.get(key)}, this machine has {here.get(key)}; "
+                "rebuild it here with `dtx build-engine --backend trt`"
+            )
+
+
 class TrtRunner(Runner):
     """Deserialised engines with torch-allocated device buffers, run on one CUDA stream."""
 
@@ -128,12 +138,7 @@ class TrtRunner(Runner):
         trt = import_tensorrt()
         import torch
 
-        here = {"tensorrt": trt.__version__, **device_signature()}
-        for key in ("tensorrt", "compute_capability"):
-            if built_with.get(key) != here[key]:
-                raise EngineError(
-                    f"engine was built with {key} {built_with.get(key)}, this machine has {here[key]}; rebuild it here with `dtx build-engine --backend trt`"
-                )
+        check_built_with(built_with, {"tensorrt": trt.__version__, **device_signature()})
         super().__init__(output_names)
         self.torch = torch
         self.stream = torch.cuda.Stream()

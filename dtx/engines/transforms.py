@@ -59,7 +59,7 @@ def to_fp16(src: Path, dst: Path) -> None:
 def quantize_dynamic_int8(src: Path, dst: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(src), str(dst), op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8, per_channel=False)
+    quantize_dynamic(str(src), str(dst), op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8, per_channel=True)
 
 
 def quantize_qdq_int8(src: Path, dst: Path, feeds: list[dict]) -> None:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import platform
 from pathlib import Path
 
-from dtx.atomic import sha256_file
+from dtx.atomic import read_artifact_json, sha256_file
 from dtx.errors import DtxError
 from dtx.export.parity import ParityResult
 from dtx.export.spec import GraphSpec
@@ -105,16 +104,8 @@ def segmenter_for(artifact_dir: str | Path, manifest: dict):
 
 def read_manifest(export_dir: str | Path) -> dict:
     """The manifest of an export directory, or a one-line error saying how to make one."""
-    export_dir = Path(export_dir)
-    if not export_dir.is_dir():
-        raise DtxError(f"export directory {export_dir} does not exist; create it with `dtx export CKPT_DIR -o {export_dir}`")
-    path = export_dir / MANIFEST_FILE
-    if not path.is_file():
-        raise DtxError(f"{export_dir} is not a dtx export (no {MANIFEST_FILE}); create it with `dtx export CKPT_DIR`")
-    try:
-        manifest = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DtxError(f"{path} is not valid JSON ({e}); re-run `dtx export`") from None
+    fix = f"create it with `dtx export CKPT_DIR -o {export_dir}`"
+    manifest = read_artifact_json(export_dir, MANIFEST_FILE, "dtx export", fix)
     if manifest.get("kind") != KIND or manifest.get("format_version") != FORMAT_VERSION:
-        raise DtxError(f"{path} is not a dtx export manifest of format {FORMAT_VERSION}; re-run `dtx export`")
+        raise DtxError(f"{Path(export_dir) / MANIFEST_FILE} is not a dtx export manifest of format {FORMAT_VERSION}; re-run `dtx export`")
     return manifest

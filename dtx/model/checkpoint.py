@@ -11,7 +11,6 @@ tensor's name and shape, and turns each problem into one line that says what to 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
-from dtx.atomic import atomic_dir, sha256_file, write_json
+from dtx.atomic import atomic_dir, read_artifact_json, sha256_file, write_json
 from dtx.errors import CheckpointError, DtxError
 from dtx.model.config import DecoupleConfig
 from dtx.model.decoupled import DecoupledModel
@@ -64,18 +63,10 @@ def save_checkpoint(
 
 def read_meta(path: str | Path) -> dict:
     """The checkpoint's JSON, with one-line errors for a missing or unreadable one."""
-    path = Path(path)
-    if not path.is_dir():
-        raise CheckpointError(f"checkpoint {path} does not exist; create one with `dtx decouple MODEL_DIR --split N -o {path}`")
-    meta_path = path / META_FILE
-    if not meta_path.is_file():
-        raise CheckpointError(f"{path} is not a dtx checkpoint (no {META_FILE}); create one with `dtx decouple`")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{meta_path} is not valid JSON ({e}); re-create the checkpoint with `dtx decouple`") from None
+    fix = f"create one with `dtx decouple MODEL_DIR --split N -o {path}`"
+    meta = read_artifact_json(path, META_FILE, "dtx checkpoint", fix, CheckpointError)
     if meta.get("format_version") != FORMAT_VERSION or "decoupling" not in meta:
-        raise CheckpointError(f"{meta_path} has format {meta.get('format_version')!r}, this dtx reads {FORMAT_VERSION}; re-create it")
+        raise CheckpointError(f"{Path(path) / META_FILE} has format {meta.get('format_version')!r}, this dtx reads {FORMAT_VERSION}; re-create it")
     return meta
 
 
