@@ -213,6 +213,36 @@ def finetune(model_dir, task, data, epochs, batch_size, lr, max_len, train_limit
     )
 
 
+@main.command()
+@click.argument("ckpt_dir", type=click.Path(file_okay=False))
+@click.option("--data", required=True, type=click.Path(dir_okay=False), help="Labelled pairs (JSONL, TSV or BIG-bench VitaminC).")
+@click.option("--temperature", "-T", type=float, default=2.0, show_default=True)
+@click.option("--alpha", "-a", type=float, default=0.5, show_default=True, help="Weight of CE with labels (1 - a on the KL term).")
+@click.option("--epochs", type=int, default=1, show_default=True, help="Phase-2 (joint) epochs.")
+@click.option("--phase1-epochs", type=int, default=1, show_default=True, help="Autoencoder epochs with compression (0: phase 2 only).")
+@click.option("--pca-init", is_flag=True, help="Start the compressor from principal components of real layer-N states.")
+@click.option("--labels-only", is_flag=True, help="Ablation: plain fine-tuning of the decoupled model, no teacher.")
+@click.option("--batch-size", type=int, default=16, show_default=True)
+@click.option("--lr", type=float, default=5e-5, show_default=True)
+@click.option("--train-limit", type=int, help="Train on the first N shuffled training pairs.")
+@click.option("--dev-limit", type=int, default=1000, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), help="Where to write the student (default: CKPT_DIR, replaced atomically).")
+def distill(ckpt_dir, data, temperature, alpha, epochs, phase1_epochs, pca_init, labels_only, batch_size, lr, train_limit, dev_limit, seed, out_dir):
+    """Distil the decoupled student from its coupled teacher; resumes a killed run from its last epoch."""
+    _quiet_transformers()
+    from dtx.train.distill import DistillConfig
+    from dtx.train.distill import distill as run
+
+    cfg = DistillConfig(temperature, alpha, epochs, phase1_epochs, pca_init, batch_size, lr, train_limit=train_limit, dev_limit=dev_limit, labels_only=labels_only, seed=seed)
+    r = run(ckpt_dir, data, cfg, out_dir)
+    f = r["final"]
+    click.echo(
+        f"wrote {out_dir or ckpt_dir}: dev ({r['dev_pairs']} pairs) student accuracy {f['student']['accuracy']:.4f} "
+        f"(macro-F1 {f['student']['macro_f1']:.4f}), teacher {f['teacher']['accuracy']:.4f}, agreement {f['agreement']:.4f}"
+    )
+
+
 def _human_bytes(n: float) -> str:
     return f"{n:.3e} B ({n / 1e12:.3g} TB, {n / 2**40:.3g} TiB)"
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 from safetensors import SafetensorError
@@ -40,8 +41,13 @@ def save_checkpoint(
     out_dir: str | Path,
     overwrite: bool = False,
     extra: dict | None = None,
+    extra_files: dict[str, Callable[[Path], None]] | None = None,
 ) -> Path:
-    """Write a self-contained checkpoint atomically; returns its path."""
+    """Write a self-contained checkpoint atomically; returns its path.
+
+    `extra_files` maps file names to writers called inside the temp directory, so state that
+    must match the weights (a training state) is published in the same rename.
+    """
     from dtx import __version__
 
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:
@@ -58,6 +64,8 @@ def save_checkpoint(
             **(extra or {}),
         }
         write_json(tmp / META_FILE, meta)
+        for name, writer in (extra_files or {}).items():
+            writer(tmp / name)
     return Path(out_dir)
 
 

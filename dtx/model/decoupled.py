@@ -139,13 +139,19 @@ class CrossComponent(nn.Module):
             xp = xp + self.type_x.weight[1]
         return xq[rows], q_mask[rows], xp  # (b, lq, hidden), (b, lq), (b, lp, hidden)
 
-    def forward(
+    def hidden(
         self, q_hidden: torch.Tensor, q_mask: torch.Tensor, p_hidden: torch.Tensor, p_mask: torch.Tensor
-    ) -> tuple[torch.Tensor, ...]:
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Last-layer states of the pair (b, lq + lp, hidden) and its mask (what distillation compares)."""
         xq, q_mask, xp = self.embed(q_hidden, q_mask, p_hidden, p_mask)
         x = torch.cat([xq, xp], dim=1)  # (b, lq + lp, hidden)
         mask = torch.cat([q_mask, p_mask], dim=1)  # (b, lq + lp)
-        return self.head(run_layers(self.layers, x, mask))
+        return run_layers(self.layers, x, mask), mask
+
+    def forward(
+        self, q_hidden: torch.Tensor, q_mask: torch.Tensor, p_hidden: torch.Tensor, p_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
+        return self.head(self.hidden(q_hidden, q_mask, p_hidden, p_mask)[0])
 
 
 class CoupledModel(nn.Module):
