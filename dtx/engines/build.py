@@ -67,10 +67,11 @@ def validate(opts: BuildOptions) -> BuildOptions:
 
 def _prepare_graph(src: Path, dst: Path, opts: BuildOptions, feeds: list[dict] | None) -> dict[str, int]:
     """Write the ONNX this backend/precision runs; returns its fused/quantized op counts."""
-    fuse = opts.backend == "ort" and not (opts.precision == "int8" and opts.int8_mode == "qdq") and opts.precision != "fp16"
-    if opts.precision == "fp32":
-        return fuse_for_ort(src, dst) if fuse else (shutil.copy(src, dst), op_counts(onnx.load(str(dst))))[1]
-    if opts.precision == "fp16":  # unfused: ORT fuses at load where its provider can; TensorRT needs standard ops
+    if opts.precision == "fp32" and opts.backend == "ort":
+        return fuse_for_ort(src, dst)
+    if opts.precision == "fp32":  # TensorRT takes the export graph as it is (ORT contrib ops would not parse)
+        shutil.copy(src, dst)
+    elif opts.precision == "fp16":  # unfused: ORT fuses at load where its provider can; TensorRT needs standard ops
         to_fp16(src, dst)
     elif opts.int8_mode == "dynamic":
         fused = dst.with_suffix(".fused.onnx")
