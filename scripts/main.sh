@@ -18,6 +18,7 @@ $DTX export --check "$OUT/onnx" --ckpt "$OUT/ckpt"
 $DTX build-engine "$OUT/onnx" -o "$OUT/engine-ort-fp32" --verbose
 if [ -f "$DATA" ]; then
   $DTX build-engine "$OUT/onnx" --int8 --calib "$DATA" --drift-pairs 200 -o "$OUT/engine-ort-int8"
+  echo "(the QA head here is fresh, so 'same prediction' above is not an accuracy figure: docs/training.md has one for a trained head)"
 else
   echo "skipping the int8 engine: no calibration data at $DATA (set DTX_DATA)"
 fi

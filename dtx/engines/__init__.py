@@ -27,7 +27,7 @@ def load_engine(engine_dir: str | Path, export_dir: str | Path | None = None, th
             path = engine_dir / rel
             if not path.is_file():
                 raise EngineError(f"{path} is missing; rebuild the engine")
-            if rel != "engine.json" and sha256_file(path) != sha:
+            if sha256_file(path) != sha:
                 raise EngineError(f"{path} does not match engine.json's sha256; rebuild the engine")
     graphs = {g: engine_dir / f for g, f in manifest["graphs"].items()}
     outputs = manifest["outputs"]
