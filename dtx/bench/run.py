@@ -88,18 +88,24 @@ def run_bench(cfg: BenchConfig, progress: bool = True) -> dict:
             for split in splits:
                 ready = prepare(cfg.target, cfg.arch, split, cfg.compress, opts, cfg.seq_q, Path(tmp), progress)
                 report["source"] = ready.source
-                for k in cfg.candidates:
-                    report["rows"].append(measure(cfg, ready, k, progress))
+                runner = load_engine(ready.engine_dir, threads=cfg.threads)  # once per split: loading hashes every file
+                baseline = load_engine(ready.baseline_dir, threads=cfg.threads) if ready.baseline_dir else None
+                try:
+                    for k in cfg.candidates:
+                        report["rows"].append(measure(cfg, runner, baseline, ready.engine_dir, k, progress))
+                finally:
+                    runner.close()
+                    if baseline is not None:
+                        baseline.close()
         except KeyboardInterrupt:
             report["interrupted"] = True
     return report
 
 
-def measure(cfg: BenchConfig, ready, k: int, progress: bool) -> dict:
-    runner = load_engine(ready.engine_dir, threads=cfg.threads)
-    baseline = load_engine(ready.baseline_dir, threads=cfg.threads) if ready.baseline_dir else None
+def measure(cfg: BenchConfig, runner, baseline, engine_dir: Path, k: int, progress: bool) -> dict:
+    """One (split, K) configuration: `baseline` is the fp32 engine when `runner` is not fp32."""
     m = runner.manifest
-    seg = segmenter_for(ready.engine_dir, m)
+    seg = segmenter_for(engine_dir, m)
     work = QueryWorkload(runner, seg, Shape(cfg.seq_q, cfg.seq_p, k), seed=cfg.seed)
     index_seconds = work.index()
     dec, cpl, cpl32 = Latency([]), Latency([]), Latency([])
@@ -118,8 +124,6 @@ def measure(cfg: BenchConfig, ready, k: int, progress: bool) -> dict:
         row["interrupted"] = True
         if not dec.seconds or not cpl.seconds:
             raise
-    finally:
-        runner.close()
     return row | explain(m, cfg, k, dec, cpl, cpl32 if baseline else None, index_seconds)
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dtx.engines.runner import Runner
-from dtx.model.samples import PairBatch, random_ids
+from dtx.model.samples import PairBatch, random_segments
 from dtx.model.segments import Batch, PairSegmenter
 
 
@@ -36,10 +36,7 @@ class QueryWorkload:
         self.cache: np.ndarray | None = None
 
     def _segments(self, n: int, width: int, side: str) -> Batch:
-        tok = self.seg.tokenizer
-        extra = self.seg.special_tokens[0 if side == "question" else 1]
-        specials = set(tok.all_special_ids)
-        return self.seg.pad([self.seg.from_ids(random_ids(self.rng, width - extra, len(tok), specials), side) for _ in range(n)], width)
+        return random_segments(self.seg, self.rng, [width] * n, width, side)  # every row full: no padding
 
     def index(self, batch: int = 8) -> float:
         """Encode the whole pool as at indexing time; returns seconds per passage."""

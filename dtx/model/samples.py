@@ -39,20 +39,24 @@ def random_ids(rng: np.random.Generator, n: int, vocab_size: int, specials: set[
     return [int(i) for i in ids if int(i) not in specials][:n]
 
 
+def random_segments(seg: PairSegmenter, rng: np.random.Generator, lengths, width: int, side: str) -> Batch:
+    """Segments of the given real lengths (specials included), random ordinary tokens, padded to `width`."""
+    tok = seg.tokenizer
+    specials = set(tok.all_special_ids)
+    extra = seg.special_tokens[0 if side == "question" else 1]
+    return seg.pad([seg.from_ids(random_ids(rng, int(n) - extra, len(tok), specials), side) for n in lengths], width)
+
+
 def random_pairs(seg: PairSegmenter, rng: np.random.Generator, b: int, lq: int, lp: int, bq: int | None = None) -> PairBatch:
     """bq questions padded to lq tokens and b passages padded to lp; real lengths vary per row.
 
     The longest row of each side fills its width exactly, so the shapes are the requested ones.
     """
     bq = b if bq is None else bq
-    tok = seg.tokenizer
-    specials = set(tok.all_special_ids)
-    nq, np_ = seg.special_tokens
 
-    def side(rows: int, width: int, extra: int, kind: str) -> Batch:
+    def side(rows: int, width: int, kind: str) -> Batch:
         lengths = rng.integers(max(1, width // 2), width + 1, size=rows)
         lengths[0] = width
-        segs = [seg.from_ids(random_ids(rng, int(n) - extra, len(tok), specials), kind) for n in lengths]
-        return seg.pad(segs, width)
+        return random_segments(seg, rng, lengths, width, kind)
 
-    return PairBatch(side(bq, lq, nq, "question"), side(b, lp, np_, "passage"), tok.pad_token_id)
+    return PairBatch(side(bq, lq, "question"), side(b, lp, "passage"), seg.tokenizer.pad_token_id)
