@@ -7,6 +7,7 @@ status 1; heavy libraries are imported inside the commands so `dtx --help` is in
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
@@ -30,6 +31,15 @@ def _quiet_transformers() -> None:
     hf_logging.disable_progress_bar()
 
 
+def _int_list(ctx, param, value: str | None) -> list[int] | None:
+    if value is None:
+        return None
+    try:
+        return [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {value!r}") from None
+
+
 @click.group(cls=DtxGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="dtx")
 def main() -> None:
@@ -44,11 +54,12 @@ def main() -> None:
 @click.option("--num-labels", type=int, help="Classes of a fresh pair head.")
 @click.option("--max-question-len", type=int, default=64, show_default=True, help="Question segment tokens, specials included.")
 @click.option("--max-passage-len", type=int, help="Passage window tokens (default: the positions left after the question).")
+@click.option("--doc-stride", type=int, help="Tokens shared by consecutive passage windows (default: the teacher's, else 128).")
 @click.option("--deformer", is_flag=True, help="Do not re-add position/segment embeddings at the split (DeFormer variant).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for fresh heads and the compressor.")
 @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Checkpoint directory to write.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing checkpoint directory (atomically).")
-def decouple(model_dir, split, compress, task, num_labels, max_question_len, max_passage_len, deformer, seed, out_dir, overwrite):
+def decouple(model_dir, split, compress, task, num_labels, max_question_len, max_passage_len, doc_stride, deformer, seed, out_dir, overwrite):
     """Split a fine-tuned Hugging Face model (local MODEL_DIR) into a decoupled checkpoint."""
     _quiet_transformers()
     from dtx.model.decouple import decouple as run
@@ -62,6 +73,7 @@ def decouple(model_dir, split, compress, task, num_labels, max_question_len, max
         num_labels,
         max_question_len,
         max_passage_len,
+        doc_stride,
         cross_embeddings=not deformer,
         seed=seed,
         overwrite=overwrite,
@@ -189,23 +201,33 @@ def build_engine_cmd(export_dir, backend, precision, int8_mode, calib, drift_pai
 
 @main.command()
 @click.argument("model_dir", type=click.Path(file_okay=False))
-@click.option("--task", type=click.Choice(["pair"]), default="pair", show_default=True, help="Task head to train (QA lands with the training issue).")
-@click.option("--data", required=True, type=click.Path(dir_okay=False), help="Labelled pairs: JSONL, TSV or a BIG-bench task (VitaminC).")
+@click.option("--task", type=click.Choice(["qa", "pair"]), required=True, help="qa: extractive reader (SQuAD 2.0 style); pair: classifier.")
+@click.option("--data", required=True, type=click.Path(dir_okay=False), help="QA: SQuAD JSON, JSONL with answers, BIG-bench Disfl-QA; pair: labelled JSONL/TSV, VitaminC.")
 @click.option("--epochs", type=float, default=1.0, show_default=True)
 @click.option("--batch-size", type=int, default=32, show_default=True)
 @click.option("--lr", type=float, default=5e-5, show_default=True)
-@click.option("--max-len", type=int, default=128, show_default=True, help="Pair tokens (passage truncated).")
+@click.option("--max-len", type=int, default=128, show_default=True, help="Pair tokens (pair: passage truncated; qa: passage cut into windows).")
+@click.option("--doc-stride", type=int, default=64, show_default=True, help="QA: tokens shared by consecutive passage windows.")
 @click.option("--train-limit", type=int, help="Train on the first N shuffled training pairs.")
 @click.option("--dev-limit", type=int, default=2000, show_default=True, help="Evaluate on at most N held-out pairs.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False))
 @click.option("--overwrite", is_flag=True)
-def finetune(model_dir, task, data, epochs, batch_size, lr, max_len, train_limit, dev_limit, seed, out_dir, overwrite):
-    """Fine-tune a coupled teacher on labelled pairs (dev split holds out whole passages)."""
+def finetune(model_dir, task, data, epochs, batch_size, lr, max_len, doc_stride, train_limit, dev_limit, seed, out_dir, overwrite):
+    """Fine-tune a coupled teacher (dev split holds out whole passages / paragraphs)."""
     _quiet_transformers()
-    from dtx.train.finetune import FinetuneConfig, finetune_pair
+    from dtx.train.finetune import FinetuneConfig, finetune_pair, finetune_qa
 
-    cfg = FinetuneConfig(epochs, batch_size, lr, max_len=max_len, train_limit=train_limit, dev_limit=dev_limit, seed=seed)
+    cfg = FinetuneConfig(epochs, batch_size, lr, max_len=max_len, doc_stride=doc_stride, train_limit=train_limit, dev_limit=dev_limit, seed=seed)
+    if task == "qa":
+        r = finetune_qa(model_dir, data, out_dir, cfg, overwrite=overwrite)
+        d = r["dev"]
+        click.echo(
+            f"wrote {out_dir}: {r['train_questions']} questions ({r['train_windows']} windows), {r['steps']} steps in {r['train_seconds']:.0f} s; "
+            f"dev ({r['dev_questions']} questions, held-out paragraphs): EM {d['exact']:.2f}, F1 {d['f1']:.2f} "
+            f"(HasAns F1 {d['HasAns_f1']:.2f} on {d['HasAns_total']}, NoAns {d['NoAns_f1']:.2f} on {d['NoAns_total']})"
+        )
+        return
     r = finetune_pair(model_dir, data, out_dir, cfg, overwrite=overwrite)
     click.echo(
         f"wrote {out_dir}: {r['train_pairs']} training pairs, {r['steps']} steps in {r['train_seconds']:.0f} s; "
@@ -213,34 +235,78 @@ def finetune(model_dir, task, data, epochs, batch_size, lr, max_len, train_limit
     )
 
 
+def _distill_options(f):
+    """The training options `dtx distill` and `dtx sweep` share."""
+    for option in reversed(
+        [
+            click.option("--data", required=True, type=click.Path(dir_okay=False), help="QA: questions with answers (SQuAD JSON, JSONL, Disfl-QA); pair: labelled pairs."),
+            click.option("--temperature", "-T", type=float, default=2.0, show_default=True),
+            click.option("--alpha", "-a", type=float, default=0.5, show_default=True, help="Weight of CE with labels (1 - a on the KL term)."),
+            click.option("--epochs", type=int, default=1, show_default=True, help="Phase-2 (joint) epochs."),
+            click.option("--phase1-epochs", type=int, default=1, show_default=True, help="Autoencoder epochs with compression (0: phase 2 only)."),
+            click.option("--pca-init", is_flag=True, help="Start the compressor from principal components of real layer-N states."),
+            click.option("--batch-size", type=int, default=16, show_default=True),
+            click.option("--lr", type=float, default=5e-5, show_default=True),
+            click.option("--train-limit", type=int, help="Train on the first N shuffled training examples."),
+            click.option("--dev-limit", type=int, default=1000, show_default=True),
+            click.option("--seed", type=int, default=0, show_default=True),
+        ]
+    ):
+        f = option(f)
+    return f
+
+
+def _distill_config(temperature, alpha, epochs, phase1_epochs, pca_init, batch_size, lr, train_limit, dev_limit, seed, labels_only=False):
+    from dtx.train.distill import DistillConfig
+
+    return DistillConfig(temperature, alpha, epochs, phase1_epochs, pca_init, batch_size, lr, train_limit=train_limit, dev_limit=dev_limit, labels_only=labels_only, seed=seed)
+
+
 @main.command()
 @click.argument("ckpt_dir", type=click.Path(file_okay=False))
-@click.option("--data", required=True, type=click.Path(dir_okay=False), help="Labelled pairs (JSONL, TSV or BIG-bench VitaminC).")
-@click.option("--temperature", "-T", type=float, default=2.0, show_default=True)
-@click.option("--alpha", "-a", type=float, default=0.5, show_default=True, help="Weight of CE with labels (1 - a on the KL term).")
-@click.option("--epochs", type=int, default=1, show_default=True, help="Phase-2 (joint) epochs.")
-@click.option("--phase1-epochs", type=int, default=1, show_default=True, help="Autoencoder epochs with compression (0: phase 2 only).")
-@click.option("--pca-init", is_flag=True, help="Start the compressor from principal components of real layer-N states.")
+@_distill_options
 @click.option("--labels-only", is_flag=True, help="Ablation: plain fine-tuning of the decoupled model, no teacher.")
-@click.option("--batch-size", type=int, default=16, show_default=True)
-@click.option("--lr", type=float, default=5e-5, show_default=True)
-@click.option("--train-limit", type=int, help="Train on the first N shuffled training pairs.")
-@click.option("--dev-limit", type=int, default=1000, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
 @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), help="Where to write the student (default: CKPT_DIR, replaced atomically).")
-def distill(ckpt_dir, data, temperature, alpha, epochs, phase1_epochs, pca_init, labels_only, batch_size, lr, train_limit, dev_limit, seed, out_dir):
+def distill(ckpt_dir, data, temperature, alpha, epochs, phase1_epochs, pca_init, batch_size, lr, train_limit, dev_limit, seed, labels_only, out_dir):
     """Distil the decoupled student from its coupled teacher; resumes a killed run from its last epoch."""
     _quiet_transformers()
-    from dtx.train.distill import DistillConfig
     from dtx.train.distill import distill as run
+    from dtx.train.sweep import headline
 
-    cfg = DistillConfig(temperature, alpha, epochs, phase1_epochs, pca_init, batch_size, lr, train_limit=train_limit, dev_limit=dev_limit, labels_only=labels_only, seed=seed)
+    cfg = _distill_config(temperature, alpha, epochs, phase1_epochs, pca_init, batch_size, lr, train_limit, dev_limit, seed, labels_only)
     r = run(ckpt_dir, data, cfg, out_dir)
     f = r["final"]
+    metric = headline("qa" if "f1" in f["student"] else "pair")
     click.echo(
-        f"wrote {out_dir or ckpt_dir}: dev ({r['dev_pairs']} pairs) student accuracy {f['student']['accuracy']:.4f} "
-        f"(macro-F1 {f['student']['macro_f1']:.4f}), teacher {f['teacher']['accuracy']:.4f}, agreement {f['agreement']:.4f}"
+        f"wrote {out_dir or ckpt_dir}: dev ({r['dev_pairs']} held-out examples) student {metric} {f['student'][metric]:.4f}, "
+        f"teacher {f['teacher'][metric]:.4f}, agreement {f['agreement']:.4f}"
     )
+
+
+@main.command()
+@click.argument("teacher_dir", type=click.Path(file_okay=False))
+@_distill_options
+@click.option("--splits", required=True, callback=_int_list, help="Comma list of splits N, e.g. 1,2,3,4,5.")
+@click.option("--compress", "-k", default="4", show_default=True, callback=_int_list, help="Comma list of compression ratios (1 = none).")
+@click.option("--variants", default="distill", show_default=True, help="Comma list of distill, labels-only (no teacher), phase2-only (no autoencoder phase).")
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Sweep directory (one student per cell; re-run resumes).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the table as JSON (it is always in OUT/sweep.json).")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write a PNG of accuracy kept and FLOP speed-up against the split.")
+def sweep(teacher_dir, data, temperature, alpha, epochs, phase1_epochs, pca_init, batch_size, lr, train_limit, dev_limit, seed, splits, compress, variants, out_dir, json_path, plot_path):
+    """Distil and score a student per (split, compression): accuracy kept and cost, as the paper tabulates."""
+    _quiet_transformers()
+    from dtx.report import emit, save_json
+    from dtx.train.sweep import SweepConfig, plot_sweep, run_sweep
+
+    cfg = SweepConfig(splits, compress, _distill_config(temperature, alpha, epochs, phase1_epochs, pca_init, batch_size, lr, train_limit, dev_limit, seed), [v.strip() for v in variants.split(",") if v.strip()])
+    report = run_sweep(teacher_dir, data, out_dir, cfg)
+    rows = [[r["layers"], f"{r['compress']}x", r["variant"], round(r["teacher"], 4), round(r["student"], 4), f"{r['kept_percent']:.1f}%", f"{r['flop_speedup']:.2f}x", r["cache_bytes_per_passage"]] for r in report["rows"]]
+    metric = report["rows"][0]["metric"] if report["rows"] else "metric"
+    emit(f"sweep of {teacher_dir} on {data} (dev {metric})", ["split", "compress", "variant", "teacher", "student", "kept", "FLOP speed-up", "cache B/passage"], rows)
+    save_json(json_path, report)
+    if plot_path:
+        plot_sweep(report, plot_path)
+        click.echo(f"wrote {plot_path}")
 
 
 def _human_bytes(n: float) -> str:
@@ -259,7 +325,7 @@ def _human_bytes(n: float) -> str:
 @click.option("--seq-q", type=int, default=32, show_default=True)
 @click.option("--candidates", "-K", type=int, default=20, show_default=True)
 @click.option("--index-rate", type=float, help="Measured passages/s of indexing (or --bench-json).")
-@click.option("--bench-json", type=click.Path(dir_okay=False, exists=True), help="A `dtx bench --json` report to take the indexing rate from.")
+@click.option("--bench-json", type=click.Path(dir_okay=False, exists=True), help="A `dtx index --json` or `dtx bench --json` report to take the indexing rate from.")
 def plan(passages, seq_p, hidden, compress, dtype, layers, split, intermediate, seq_q, candidates, index_rate, bench_json):
     """Storage and per-query compute of a deployment (DESIGN.md section 5), with units."""
     import json
@@ -276,8 +342,8 @@ def plan(passages, seq_p, hidden, compress, dtype, layers, split, intermediate, 
     if st.scale_bytes:
         rows += [["int8 scales (fp32 per token)", _human_bytes(st.scale_bytes)], ["total", _human_bytes(st.total_bytes)]]
     if bench_json:
-        rows_ = json.loads(open(bench_json).read())["rows"]
-        index_rate = 1e3 / rows_[0]["index_ms_per_passage"]
+        report = json.loads(open(bench_json).read())
+        index_rate = report["passages_per_s"] if "passages_per_s" in report else 1e3 / report["rows"][0]["index_ms_per_passage"]
     if index_rate:
         secs = passages / index_rate
         rows.append(["index time", f"{secs:.3e} s ({secs / 3600:.3g} h) at {index_rate:.3g} passages/s, one worker"])
@@ -296,13 +362,108 @@ def plan(passages, seq_p, hidden, compress, dtype, layers, split, intermediate, 
         )
 
 
-def _int_list(ctx, param, value: str | None) -> list[int] | None:
-    if value is None:
-        return None
-    try:
-        return [int(v) for v in value.split(",") if v.strip()]
-    except ValueError:
-        raise click.BadParameter(f"expected comma-separated integers, got {value!r}") from None
+@main.command()
+@click.argument("corpus", type=click.Path(dir_okay=False))
+@click.option("--engine", "engine_dir", required=True, type=click.Path(file_okay=False), help="Engine directory whose input component encodes the passages.")
+@click.option("-o", "--out", "store", required=True, help="Store to create or resume (a path, or an s3:// / gs:// URI).")
+@click.option("--dtype", type=click.Choice(["fp16", "int8"]), default="fp16", show_default=True, help="Stored value type (int8: a scale per token).")
+@click.option("--batch", type=int, default=32, show_default=True, help="Windows per input-component call (length-bucketed).")
+@click.option("--chunk", type=int, default=512, show_default=True, help="Passages per atomic commit (the unit a kill can lose).")
+@click.option("--limit", type=int, help="Index only the first N passages of the corpus.")
+@click.option("--threads", type=int, help="ONNX Runtime intra-op threads (per Ray actor with --ray).")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, help="Encode on Ray: `--ray` starts a local instance, `--ray ADDRESS` joins a cluster.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the report (with passages/s) as JSON.")
+def index(corpus, engine_dir, store, dtype, batch, chunk, limit, threads, ray_address, json_path):
+    """Encode a corpus once and commit the passage representations; resumes a killed run."""
+    from dataclasses import asdict
+
+    from dtx.report import emit, save_json
+    from dtx.store.indexer import index_corpus
+
+    _quiet_transformers()
+    r = index_corpus(corpus, engine_dir, store, dtype, batch, chunk, limit, threads, None if ray_address == "local" else ray_address, ray_address is not None)
+    rows = [[k, v] for k, v in asdict(r).items()] + [["passages/s", round(r.passages_per_s, 2)]]
+    emit(f"indexed into {store}", ["field", "value"], rows)
+    save_json(json_path, {**asdict(r), "passages_per_s": r.passages_per_s, "store": store})
+
+
+def _query_options(f):
+    for option in reversed(
+        [
+            click.argument("store"),
+            click.argument("query"),
+            click.option("--engine", "engine_dir", type=click.Path(file_okay=False), help="Engine to read the store with (default: the one that built it)."),
+            click.option("-k", "--candidates", "k", type=int, default=20, show_default=True, help="BM25 candidates to score."),
+            click.option("--ids", help="Comma-separated passage ids to score instead of BM25's candidates."),
+            click.option("--top", type=int, default=5, show_default=True, help="Rows to print."),
+            click.option("--threads", type=int),
+            click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the result as JSON."),
+        ]
+    ):
+        f = option(f)
+    return f
+
+
+def _print_result(result, json_path: str | None, top: int, qa: bool) -> None:
+    from dataclasses import asdict
+
+    from dtx.report import emit, save_json
+
+    rows = [[i + 1, c.id, round(c.score, 4), "" if c.retrieval_score is None else round(c.retrieval_score, 3), (c.answer or "(no answer)") if qa else c.label] for i, c in enumerate(result.candidates[:top])]
+    emit(result.query, ["rank", "passage", "score", "bm25", "answer" if qa else "label"], rows)
+    emit("stage timings", ["stage", "ms"], [[k, round(v, 2)] for k, v in result.timings_ms.items()])
+    save_json(json_path, asdict(result))
+
+
+@main.command()
+@_query_options
+def answer(store, query, engine_dir, k, ids, top, threads, json_path):
+    """QA over a store: BM25 candidates, cached representations, answer spans with scores."""
+    from dtx.query import QueryPipeline
+
+    _quiet_transformers()
+    with QueryPipeline.open(store, engine_dir, threads) as pipe:
+        _print_result(pipe.answer(query, k, _id_list(ids)), json_path, top, qa=True)
+
+
+@main.command()
+@_query_options
+@click.option("--label", help="Pair models: the class whose log-probability ranks (default: a positive-sounding one, else the last).")
+def rerank(store, query, engine_dir, k, ids, top, threads, json_path, label):
+    """Candidates (BM25's or --ids) ordered by the cross-encoder score."""
+    from dtx.query import QueryPipeline
+
+    _quiet_transformers()
+    with QueryPipeline.open(store, engine_dir, threads, label) as pipe:
+        _print_result(pipe.rerank(query, k, _id_list(ids)), json_path, top, qa=pipe.task == "qa")
+
+
+def _id_list(ids: str | None) -> list[str] | None:
+    return [i.strip() for i in ids.split(",") if i.strip()] if ids else None
+
+
+@main.command("check-store")
+@click.argument("store")
+@click.option("--queries", type=click.Path(dir_okay=False), help="Real pairs (JSONL, TSV, BIG-bench): also compare store answers with on-the-fly ones.")
+@click.option("--limit", type=int, default=200, show_default=True, help="Queries to compare.")
+@click.option("-k", "--candidates", "k", type=int, default=20, show_default=True)
+@click.option("--engine", "engine_dir", type=click.Path(file_okay=False), help="Engine to compare with (default: the one that built the store).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False))
+def check_store(store, queries, limit, k, engine_dir, json_path):
+    """Integrity check of a store; with --queries, how often it gives the on-the-fly top answer / ranking."""
+    from dtx.report import emit, save_json
+    from dtx.store import PassageStore
+
+    _quiet_transformers()
+    report = PassageStore.open(store).verify()
+    emit(f"store {store}: integrity ok", ["field", "value"], list(report.items()))
+    if queries:
+        from dtx.query.agreement import store_agreement
+
+        agree = store_agreement(store, queries, limit, k, engine_dir)
+        emit("store vs on-the-fly representations", ["measure", "value"], list(agree.items()))
+        report["agreement"] = agree
+    save_json(json_path, report)
 
 
 @main.command()
@@ -348,6 +509,73 @@ def bench(target, arch, splits, compress, candidates, seq_q, seq_p, backend, pre
         plot(report, plot_path)
         click.echo(f"wrote {plot_path}")
 
+
+
+@main.command("eval")
+@click.argument("model", type=click.Path(file_okay=False))
+@click.option("--data", required=True, type=click.Path(dir_okay=False), help="QA: SQuAD JSON / JSONL with answers / Disfl-QA; pair: labelled pairs; re-ranking JSONL.")
+@click.option("--split", type=click.Choice(["dev", "train", "all"]), default="dev", show_default=True, help="dev: the passages training held out.")
+@click.option("--limit", type=int, default=1000, show_default=True, help="Score the first N examples of the split.")
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--threads", type=int, help="ONNX Runtime intra-op threads.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the report as JSON.")
+def eval_cmd(model, data, split, limit, batch_size, threads, json_path):
+    """Teacher (coupled) and student (decoupled) accuracy of a checkpoint, export or engine."""
+    from dtx.eval.evaluate import evaluate_model
+    from dtx.report import emit, save_json
+
+    _quiet_transformers()
+    r = evaluate_model(model, data, split, limit, batch_size, threads)
+    emit(f"{r['kind']} {model} on {r['examples']} {split} examples of {data}", ["metric", "teacher", "student", "student / teacher"], eval_rows(r))
+    click.echo(f"student and teacher predict the same {'answer' if r['task'] == 'qa' else 'label'} on {100 * r['agreement']:.1f}% of examples")
+    save_json(json_path, r)
+
+
+def eval_rows(r: dict) -> list[list]:
+    """Metric rows (teacher, student, ratio) of an eval report."""
+    keys = ["exact", "f1", "HasAns_exact", "HasAns_f1", "NoAns_exact", "NoAns_f1"] if r["task"] == "qa" else ["accuracy", "macro_f1", "mrr@10"]
+    rows = []
+    for k in keys:
+        if k in r["teacher"]:
+            t, s = r["teacher"][k], r["student"][k]
+            rows.append([k, round(t, 4), round(s, 4), f"{100 * s / t:.1f}%" if t else "-"])
+    return rows
+
+@main.command("bench-store")
+@click.argument("target", required=False)
+@click.option("--arch", help="Random-weight preset to build when no engine is given (e.g. bert-base).")
+@click.option("-n", "--split", type=int, help="Split of the model decoupled for the bench.")
+@click.option("-k", "--compress", type=int, default=4, show_default=True, help="Compression of the model decoupled for the bench.")
+@click.option("--store", required=True, help="Timing store to build (resumably) and read: random representations.")
+@click.option("--passages", type=int, default=1_000_000, show_default=True, help="Passages in the timing store.")
+@click.option("--seq-p", type=int, default=150, show_default=True, help="Tokens per stored passage.")
+@click.option("-K", "--candidates", type=int, default=20, show_default=True, help="Passages fetched per query.")
+@click.option("--dtype", type=click.Choice(["fp16", "int8"]), default="int8", show_default=True)
+@click.option("-r", "--runs", type=int, default=200, show_default=True, help="Timed queries.")
+@click.option("--threads", type=int, help="ONNX Runtime intra-op threads.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the report as JSON.")
+def bench_store(target, arch, split, compress, store, passages, seq_p, candidates, dtype, runs, threads, json_path):
+    """Gather latency of K cached passages from a large store, against the decoupled query it feeds."""
+    import tempfile
+
+    from dtx.bench.gather import GatherConfig, time_gather
+    from dtx.bench.prepare import prepare
+    from dtx.engines.build import BuildOptions
+    from dtx.report import emit, save_json
+
+    _quiet_transformers()
+    cfg = GatherConfig(store, passages, seq_p, candidates, dtype, runs)
+    with tempfile.TemporaryDirectory(prefix="dtx-bench-store-") as work:
+        engine_dir = prepare(target, arch, split, compress, BuildOptions(threads=threads), 32, Path(work), True).engine_dir
+        r = time_gather(cfg, engine_dir, threads)
+    f, q = r["fetch"], r["decoupled_query"]
+    emit(
+        f"{r['passages_in_store']:,} passages ({r['dtype']}, {r['seq_p']} x {r['rep_dim']}), K={candidates}, {runs} queries",
+        ["path", "p50 ms", "p99 ms"],
+        [["fetch K cached passages", f["p50_ms"], f["p99_ms"]], ["decoupled query (input + cross)", q["p50_ms"], q["p99_ms"]]],
+    )
+    click.echo(f"fetch adds {100 * r['fetch_over_query_p50']:.1f}% to the decoupled query (p50 / p50, same run)")
+    save_json(json_path, r)
 
 if __name__ == "__main__":
     sys.exit(main())

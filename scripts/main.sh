@@ -2,7 +2,8 @@
 # The main job, end to end on the embedded default (ONNX Runtime on CPU, nothing downloaded):
 # decouple the real all-MiniLM-L6-v2 (fresh QA head) at 3/3 with 4x compression, describe it,
 # export and re-check the three graphs, build fp32 and int8 engines (int8 calibrated on real
-# Disfl-QA texts), and time queries against the coupled baseline. Artifacts go to runs/main/.
+# Disfl-QA texts), time queries against the coupled baseline, then index the Disfl-QA passages
+# into a store (int8) and answer a question from it. Artifacts go to runs/main/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DTX=.venv/bin/dtx
@@ -23,3 +24,10 @@ else
   echo "skipping the int8 engine: no calibration data at $DATA (set DTX_DATA)"
 fi
 $DTX bench "$OUT/engine-ort-fp32" --seq-q 32 --seq-p 150 -K 20 --runs 20 --json "$OUT/bench.json"
+if [ -f "$DATA" ]; then
+  rm -rf "$OUT/store"
+  $DTX index "$DATA" --engine "$OUT/engine-ort-fp32" -o "$OUT/store" --dtype int8 --limit 300
+  $DTX check-store "$OUT/store"
+  $DTX answer "$OUT/store" "What is the common allotrope of elemental oxygen on Earth called?" -k 10
+  echo "(fresh QA head: the spans above show the pipeline, not a trained reader)"
+fi

@@ -59,3 +59,23 @@ def exported(model_dir, tmp_path_factory):
         return cache[key]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def engine(exported, tmp_path_factory):
+    """engine(arch, precision, calib, task, **build options) -> (export dir, engine dir) of the split-2, 2x export."""
+    from dtx.engines.build import BuildOptions, build_engine
+
+    cache = {}
+
+    def get(arch="bert", precision="fp32", calib=None, task="qa", **kw):
+        key = (arch, precision, calib, task, tuple(sorted(kw.items())))
+        if key not in cache:
+            _, export_dir = exported(arch, 2, 2, task)
+            out = tmp_path_factory.mktemp(f"engine-{arch}-{precision}-{task}") / "engine"
+            opts = BuildOptions(precision=precision, calib=calib, calib_pairs=16, drift_pairs=24, **kw)
+            build_engine(export_dir, out, opts, progress=False)
+            cache[key] = (export_dir, out)
+        return cache[key]
+
+    return get

@@ -47,7 +47,7 @@ def test_pca_init_beats_a_random_projection(pair_setup, tmp_path):
     from dtx.data.pairs import read_pairs
 
     label2id = {v: k for k, v in ckpt.teacher().config.id2label.items()}
-    batches = [distill_mod._batch(ckpt, seg, read_pairs(data)[i : i + 16], label2id) for i in range(0, 64, 16)]
+    batches = [distill_mod._pair_batch(seg, read_pairs(data)[i : i + 16], label2id) for i in range(0, 64, 16)]
 
     def ae_error(model):
         with torch.no_grad():

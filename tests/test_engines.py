@@ -23,23 +23,6 @@ from dtx.model.samples import random_pairs
 from tiny_models import TINY_ARCHS
 
 
-@pytest.fixture(scope="session")
-def engine(exported, tmp_path_factory):
-    cache = {}
-
-    def get(arch="bert", precision="fp32", calib=None, **kw):
-        key = (arch, precision, calib, tuple(sorted(kw.items())))
-        if key not in cache:
-            _, export_dir = exported(arch, 2, 2)
-            out = tmp_path_factory.mktemp(f"engine-{arch}-{precision}") / "engine"
-            opts = BuildOptions(precision=precision, calib=calib, calib_pairs=16, drift_pairs=24, **kw)
-            build_engine(export_dir, out, opts, progress=False)
-            cache[key] = (export_dir, out)
-        return cache[key]
-
-    return get
-
-
 def reference(export_dir):
     m = read_manifest(export_dir)
     outputs = {g: [o["name"] for o in m["graphs"][g]["outputs"]] for g in GRAPHS}

@@ -4,7 +4,10 @@ Formats, recognised by content rather than file name:
 - BIG-bench task JSON (optionally .gz): Disfl-QA (`"<question> \\ncontext: <paragraph>"`, answer
   target) and VitaminC (`"<title>: <evidence>\\nClaim: <claim>"`, True/False/Neither); the
   claim is the query side and the evidence the cached passage side;
+- SQuAD 1.1 / 2.0 JSON (`data[].paragraphs[].qas[]`; `is_impossible` or no answers = no answer);
 - JSON lines with `question` + `passage` (or `query` + `text`), optional `label` / `answers`;
+- re-ranking JSON lines `{"query", "positive", "negatives": [...]}`: one pair per passage,
+  label "1" / "0", grouped by query (for MRR@10);
 - TSV `question<TAB>passage[<TAB>label]`.
 Every problem names the file and line.
 """
@@ -26,6 +29,28 @@ class Pair:
     label: str | None = None  # class name for pair tasks
     answers: list[str] = field(default_factory=list)  # answer texts for QA; empty = no answer
     id: str = ""
+    answer_start: int | None = None  # character offset of answers[0] where the data gives it
+    group: str = ""  # re-ranking: pairs of one query share a group
+
+
+def _squad(path: Path, doc: dict) -> list[Pair]:
+    pairs = []
+    for a, article in enumerate(doc.get("data", [])):
+        for p, para in enumerate(article.get("paragraphs", [])):
+            where = f"{path}: data[{a}].paragraphs[{p}]"
+            context = para.get("context")
+            if not isinstance(context, str) or not context.strip():
+                raise DtxError(f"{where} has no 'context' text")
+            for q, qa in enumerate(para.get("qas", [])):
+                if not isinstance(qa.get("question"), str):
+                    raise DtxError(f"{where}.qas[{q}] has no 'question'")
+                answers = [] if qa.get("is_impossible") else qa.get("answers", [])
+                if any(not isinstance(x, dict) or "text" not in x for x in answers):
+                    raise DtxError(f"{where}.qas[{q}]: every answer needs a 'text' (and 'answer_start')")
+                texts = [x["text"] for x in answers]
+                start = answers[0].get("answer_start") if answers else None
+                pairs.append(Pair(qa["question"], context, None, texts, str(qa.get("id", f"{a}-{p}-{q}")), start))
+    return pairs
 
 
 def _open_text(path: Path) -> str:
@@ -69,11 +94,20 @@ def _jsonl(path: Path, text: str) -> list[Pair]:
         except json.JSONDecodeError as e:
             raise DtxError(f"{path}:{n}: not valid JSON ({e.msg})") from None
         question = row.get("question", row.get("query"))
+        if "positive" in row:  # re-ranking: query, positive, negatives
+            passages = [row["positive"], *row.get("negatives", [])]
+            if not isinstance(question, str) or not all(isinstance(x, str) and x.strip() for x in passages):
+                raise DtxError(f"{path}:{n}: a re-ranking line needs 'query', a non-empty 'positive' and a list of 'negatives'")
+            pairs += [Pair(question, x, "1" if i == 0 else "0", [], f"{n}-{i}", group=str(row.get("id", n))) for i, x in enumerate(passages)]
+            continue
         passage = row.get("passage", row.get("text", row.get("context")))
         if not isinstance(question, str) or not isinstance(passage, str) or not passage.strip():
             raise DtxError(f"{path}:{n}: needs string fields 'question' and 'passage' (or 'query' and 'text')")
         label = row.get("label")
-        pairs.append(Pair(question, passage, None if label is None else str(label), list(row.get("answers", [])), str(row.get("id", n))))
+        answers = row.get("answers", [])
+        if not isinstance(answers, list) or any(not isinstance(x, str) for x in answers):
+            raise DtxError(f"{path}:{n}: 'answers' must be a list of strings")
+        pairs.append(Pair(question, passage, None if label is None else str(label), answers, str(row.get("id", n))))
     return pairs
 
 
@@ -89,22 +123,29 @@ def _tsv(path: Path, text: str) -> list[Pair]:
     return pairs
 
 
+def _whole_json(text: str) -> object:
+    """The file as one JSON document, or None when it is JSON lines / TSV."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return None
+
+
 def read_pairs(path: str | Path, limit: int | None = None) -> list[Pair]:
     """All pairs in `path` (first `limit`), or a one-line error naming the file and line."""
     path = Path(path)
     if not path.is_file():
-        raise DtxError(f"{path} does not exist; pass a JSONL, TSV or BIG-bench task file")
+        raise DtxError(f"{path} does not exist; pass a JSONL, TSV, SQuAD JSON or BIG-bench task file")
     text = _open_text(path)
     if not text.strip():
         raise DtxError(f"{path} is empty")
-    stripped = text.lstrip()
-    if stripped.startswith("{") and '"examples"' in text[:1_000_000] and "\n{" not in stripped[:2]:
-        try:
-            task = json.loads(text)
-        except json.JSONDecodeError:
-            task = None
-        if isinstance(task, dict) and "examples" in task:
-            pairs = _bigbench(path, task)
-            return pairs[:limit] if limit else pairs
-    pairs = _jsonl(path, text) if stripped.startswith("{") else _tsv(path, text)
+    doc = _whole_json(text) if text.lstrip().startswith("{") else None
+    if isinstance(doc, dict) and "examples" in doc:
+        pairs = _bigbench(path, doc)
+    elif isinstance(doc, dict) and isinstance(doc.get("data"), list):
+        pairs = _squad(path, doc)
+    else:
+        pairs = _jsonl(path, text) if text.lstrip().startswith("{") else _tsv(path, text)
+    if not pairs:
+        raise DtxError(f"{path} holds no pairs")
     return pairs[:limit] if limit else pairs

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from dtx.atomic import atomic_dir, sha256_file, write_json
 from dtx.engines.calibration import graph_feeds, load_batches
 from dtx.engines.drift import measure_drift
-from dtx.engines.manifest import ENGINE_FILE, FORMAT_VERSION, KIND, EngineError
+from dtx.engines.manifest import ENGINE_FILE, EXPORT_COPY, FORMAT_VERSION, KIND, EngineError
 from dtx.engines.runner import OrtRunner
 from dtx.engines.transforms import fuse_for_ort, op_counts, quantize_dynamic_int8, quantize_qdq_int8, qdq_zero_points, to_fp16
 from dtx.export.check import check_export
@@ -29,7 +29,6 @@ from dtx.export.parity import compare
 from dtx.export.spec import GRAPHS, graph_specs
 from dtx.model.samples import random_pairs
 
-EXPORT_COPY = "export.json"
 FP32_ENGINE_TOLERANCE = 1e-4
 
 

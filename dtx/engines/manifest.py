@@ -8,6 +8,7 @@ from dtx.atomic import read_artifact_json
 from dtx.errors import DtxError
 
 ENGINE_FILE = "engine.json"
+EXPORT_COPY = "export.json"  # the export manifest the engine was built from
 KIND = "dtx-engine"
 FORMAT_VERSION = 1
 BACKENDS = ("ort", "trt", "torch")
@@ -36,3 +37,9 @@ def check_pair(engine: dict, export: dict, engine_dir: Path, export_dir: Path) -
     for graph, sha in engine["export"]["graphs_sha256"].items():
         if export["files"][f"{graph}.onnx"]["sha256"] != sha:
             raise EngineError(f"{graph}.onnx in {export_dir} changed since engine {engine_dir} was built; rebuild the engine")
+
+
+def read_engine_export(engine_dir: str | Path) -> dict:
+    """The copy of the export manifest an engine directory carries (decoupling settings, rep_dim)."""
+    fix = f"rebuild the engine with `dtx build-engine EXPORT_DIR -o {engine_dir}`"
+    return read_artifact_json(engine_dir, EXPORT_COPY, "dtx engine", fix, EngineError)

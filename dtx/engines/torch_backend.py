@@ -46,6 +46,15 @@ class TorchRunner(Runner):
         self.cuda_graphs = cuda_graphs and self.device.type == "cuda"
         self._graphs: dict[tuple, tuple] = {}
 
+    @classmethod
+    def from_modules(cls, modules: dict[str, torch.nn.Module], output_names: dict[str, list[str]]) -> "TorchRunner":
+        """An fp32 runner over modules already in memory, on their device (scoring a student while it trains)."""
+        self = cls.__new__(cls)
+        Runner.__init__(self, output_names)
+        device = next(modules["input"].parameters()).device
+        self.device, self.dtype, self.modules, self.cuda_graphs, self._graphs = device, None, modules, False, {}
+        return self
+
     def _forward(self, graph: str, tensors: list[torch.Tensor]):
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
             out = self.modules[graph](*tensors)

@@ -56,6 +56,7 @@ def model_shape(ckpt: Checkpoint) -> dict:
         "intermediate_size": c.intermediate_size,
         "num_attention_heads": c.num_attention_heads,
         "max_position_embeddings": c.max_position_embeddings,
+        "labels": [c.id2label[i] for i in sorted(c.id2label)] if ckpt.config.task == "pair" else [],
     }
 
 

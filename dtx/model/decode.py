@@ -7,12 +7,8 @@ import numpy as np
 NO_ANSWER = (-1, -1)
 
 
-def best_span(start: np.ndarray, end: np.ndarray, allowed: np.ndarray, max_answer_len: int = 30) -> tuple[tuple[int, int], float, float]:
-    """Best (start, end) slot pair within `allowed` slots, its score, and the no-answer score.
-
-    start, end: (S,) logits of one pair; allowed: (S,) bool, the real passage slots. The no-answer
-    score is start[0] + end[0] (slot 0 is [CLS]); the span wins only if it scores higher.
-    """
+def top_span(start: np.ndarray, end: np.ndarray, allowed: np.ndarray, max_answer_len: int = 30) -> tuple[tuple[int, int], float]:
+    """Best (start, end) slot pair within `allowed` slots, end >= start and at most `max_answer_len` long, and its score."""
     s = np.where(allowed, start, -np.inf)
     e = np.where(allowed, end, -np.inf)
     scores = s[:, None] + e[None, :]  # (S, S)
@@ -21,7 +17,17 @@ def best_span(start: np.ndarray, end: np.ndarray, allowed: np.ndarray, max_answe
     scores = np.where((j >= i) & (j - i < max_answer_len), scores, -np.inf)
     flat = int(np.argmax(scores))
     span = (flat // n, flat % n)
-    best, null = float(scores[span]), float(start[0] + end[0])
+    return span, float(scores[span])
+
+
+def best_span(start: np.ndarray, end: np.ndarray, allowed: np.ndarray, max_answer_len: int = 30) -> tuple[tuple[int, int], float, float]:
+    """Best (start, end) slot pair within `allowed` slots, its score, and the no-answer score.
+
+    start, end: (S,) logits of one pair; allowed: (S,) bool, the real passage slots. The no-answer
+    score is start[0] + end[0] (slot 0 is [CLS]); the span wins only if it scores higher.
+    """
+    span, best = top_span(start, end, allowed, max_answer_len)
+    null = float(start[0] + end[0])
     return (span if best > null else NO_ANSWER), best, null
 
 

@@ -20,6 +20,7 @@ def decouple(
     num_labels: int | None = None,
     max_question_len: int = 64,
     max_passage_len: int | None = None,
+    doc_stride: int | None = None,
     cross_embeddings: bool = True,
     seed: int = 0,
     overwrite: bool = False,
@@ -27,12 +28,17 @@ def decouple(
     """Split a fine-tuned model at `split` and write a self-contained checkpoint.
 
     `seed` fixes the fresh parts (a new task head on a bare encoder, the compressor), so the same
-    command always writes the same weights.
+    command always writes the same weights. Window lengths left unset follow the windows a
+    `dtx finetune` teacher was trained on (its dtx_finetune.json), so the student reads the same.
     """
     torch.manual_seed(seed)
     teacher = load_source(model_dir, task, num_labels)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     task = model_task(teacher)
+    trained = teacher_windows(Path(model_dir))
+    if max_passage_len is None and trained:
+        max_question_len, max_passage_len = trained["max_question_len"], trained["max_passage_len"]
+        doc_stride = trained["doc_stride"] if doc_stride is None else doc_stride
     cfg = decouple_config_for(
         teacher.config,
         split,
@@ -40,8 +46,25 @@ def decouple(
         task,
         max_question_len=max_question_len,
         max_passage_len=max_passage_len,
+        doc_stride=128 if doc_stride is None else doc_stride,
         cross_embeddings=cross_embeddings,
     )
     model = build_decoupled(teacher, cfg)
     save_checkpoint(model, teacher, tokenizer, out_dir, overwrite=overwrite, extra={"source": str(model_dir)})
     return load_checkpoint(out_dir)
+
+
+def teacher_windows(model_dir: Path) -> dict | None:
+    """The QA windows a `dtx finetune --task qa` teacher was trained on, if it was one."""
+    import json
+
+    from dtx.train.finetune import REPORT_FILE, qa_window_lengths
+
+    path = model_dir / REPORT_FILE
+    if not path.is_file():
+        return None
+    report = json.loads(path.read_text())
+    if report.get("task") != "qa":
+        return None
+    q, p = qa_window_lengths(report["config"]["max_len"])
+    return {"max_question_len": q, "max_passage_len": p, "doc_stride": report["config"]["doc_stride"]}

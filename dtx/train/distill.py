@@ -24,12 +24,13 @@ from torch import nn
 from tqdm import tqdm
 
 from dtx.data.pairs import Pair, read_pairs
+from dtx.data.qa import QAFeature, qa_features
 from dtx.errors import DtxError
 from dtx.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from dtx.model.surgery import build_coupled
 from dtx.train.finetune import pair_metrics
-from dtx.train.losses import LossTerms, distillation_loss, masked_mse
-from dtx.train.splits import split_by_passage
+from dtx.train.losses import MASKED, LossTerms, distillation_loss, masked_mse
+from dtx.train.splits import dev_subset, split_by_passage, train_subset
 
 STATE_FILE = "train_state.pt"
 
@@ -65,15 +66,42 @@ class LastLayerAttention:
         self._hook.remove()
 
 
-def _batch(ckpt: Checkpoint, seg, pairs: list[Pair], label2id: dict[str, int]) -> dict[str, torch.Tensor]:
+def train_device() -> torch.device:
+    """CUDA when present (with bf16 autocast in phase 2), else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _on(b: dict, device: torch.device) -> dict:
+    """A batch moved to `device` (a no-op on the CPU)."""
+    if device.type == "cpu":
+        return b
+    move = lambda x: x.to(device, non_blocking=True) if isinstance(x, torch.Tensor) else x  # noqa: E731
+    return {k: (tuple(move(t) for t in v) if isinstance(v, tuple) else move(v)) for k, v in b.items()}
+
+
+def _tensors(batch) -> tuple[torch.Tensor, ...]:
+    return tuple(torch.from_numpy(a) for a in (batch.input_ids, batch.attention_mask, batch.token_type_ids))
+
+
+def _pair_batch(seg, pairs: list[Pair], label2id: dict[str, int]) -> dict:
     q = seg.pad([seg.question(p.question) for p in pairs])
     p = seg.pad([seg.passage(x.passage)[0] for x in pairs])
-    t = lambda a: torch.from_numpy(a)  # noqa: E731
-    return {
-        "q": tuple(map(t, (q.input_ids, q.attention_mask, q.token_type_ids))),
-        "p": tuple(map(t, (p.input_ids, p.attention_mask, p.token_type_ids))),
-        "labels": torch.tensor([label2id[x.label] for x in pairs]),
-    }
+    return {"q": _tensors(q), "p": _tensors(p), "labels": (torch.tensor([label2id[x.label] for x in pairs]),), "slots": None}
+
+
+def _qa_batch(seg, features: list[QAFeature]) -> dict:
+    """Start/end targets as slots of the student layout (question padded to lq, then the passage); 0 = no answer.
+
+    `slots` marks where an answer distribution may put mass: [CLS] and the real passage tokens.
+    """
+    q = seg.pad([f.question for f in features])
+    p = seg.pad([f.passage for f in features])
+    lq = q.input_ids.shape[1]
+    slots = torch.cat([torch.zeros(len(features), lq, dtype=torch.bool), torch.from_numpy(p.attention_mask.astype(bool))], dim=1)
+    slots[:, 0] = True
+    start = torch.tensor([lq + f.start if f.start >= 0 else 0 for f in features])
+    end = torch.tensor([lq + f.end if f.end >= 0 else 0 for f in features])
+    return {"q": _tensors(q), "p": _tensors(p), "labels": (start, end), "slots": slots}
 
 
 def pca_init(model, batches: list[dict]) -> float:
@@ -83,7 +111,9 @@ def pca_init(model, batches: list[dict]) -> float:
     """
     states = []
     with torch.no_grad():
+        device = next(model.parameters()).device
         for b in batches:
+            b = _on(b, device)
             for side in ("q", "p"):
                 h = model.input.encode(*b[side])  # (B, S, hidden)
                 states.append(h[b[side][1].bool()].double())
@@ -107,14 +137,31 @@ def evaluate(model, teacher_c, batches: list[dict], n_labels: int) -> dict:
     preds, tpreds, gold = [], [], []
     model.eval()
     with torch.no_grad():
+        device = next(model.parameters()).device
         for b in batches:
+            b = _on(b, device)
             (logits,) = model(*b["q"], *b["p"])
             (tlogits,) = teacher_c(*_joined(b))
             preds += logits.argmax(-1).tolist()
             tpreds += tlogits.argmax(-1).tolist()
-            gold += b["labels"].tolist()
+            gold += b["labels"][0].tolist()
     s, t, g = np.array(preds), np.array(tpreds), np.array(gold)
     return {"student": pair_metrics(s, g, n_labels), "teacher": pair_metrics(t, g, n_labels), "agreement": float((s == t).mean())}
+
+
+def evaluate_qa(model, teacher_c, seg, pairs: list[Pair], features: list[QAFeature]) -> dict:
+    """SQuAD 2.0 EM / F1 of student and teacher on held-out questions, decoded as `dtx eval` decodes."""
+    from dtx.engines.torch_backend import TorchRunner
+    from dtx.eval.predict import qa_answers, run_qa
+    from dtx.eval.squad import normalize_answer, squad_v2
+
+    names = ["start_logits", "end_logits"]
+    runner = TorchRunner.from_modules({"input": model.input, "cross": model.cross, "coupled": teacher_c}, {"cross": names, "coupled": names, "input": ["hidden"]})
+    model.eval()
+    answers = {path: qa_answers(pairs, features, run_qa(runner, seg, features, path)) for path in ("decoupled", "coupled")}
+    golds = [p.answers for p in pairs]
+    same = float(np.mean([normalize_answer(a) == normalize_answer(b) for a, b in zip(answers["decoupled"], answers["coupled"])]))
+    return {"student": squad_v2(golds, answers["decoupled"]), "teacher": squad_v2(golds, answers["coupled"]), "agreement": same}
 
 
 def _joined(b: dict) -> tuple[torch.Tensor, ...]:
@@ -126,24 +173,34 @@ def distill(ckpt_dir: str | Path, data: str | Path, cfg: DistillConfig, out_dir:
     """Distil (or, with `labels_only`, plainly fine-tune) the student; returns the report."""
     ckpt = load_checkpoint(ckpt_dir)
     out_dir = Path(out_dir or ckpt_dir)
-    if ckpt.config.task != "pair":
-        raise DtxError(f"{ckpt_dir} is a {ckpt.config.task} checkpoint; dtx distill trains pair classifiers so far (QA training is open work)")
     teacher = ckpt.teacher()
-    id2label = {int(k): v for k, v in teacher.config.id2label.items()}
-    label2id = {v: k for k, v in id2label.items()}
-    pairs = read_pairs(data)
-    unknown = sorted({p.label for p in pairs} - set(label2id))
-    if unknown:
-        raise DtxError(f"{data} has labels {unknown} the teacher does not know ({sorted(label2id)}); distil on the teacher's task")
-    train, dev = split_by_passage(pairs, cfg.dev_percent)
-    train = [train[i] for i in np.random.default_rng(cfg.seed).permutation(len(train))][: cfg.train_limit]
-    dev = [dev[i] for i in np.random.default_rng(cfg.seed + 1).permutation(len(dev))][: cfg.dev_limit]
     seg = ckpt.segmenter()
-    model, teacher_c = ckpt.model, build_coupled(teacher).eval()
+    pairs = read_pairs(data)
+    train, dev = split_by_passage(pairs, cfg.dev_percent)
+    train = train_subset(train, cfg.train_limit, cfg.seed)
+    dev = dev_subset(dev, cfg.dev_limit, cfg.seed)
+    device = train_device()
+    model, teacher_c = ckpt.model.to(device), build_coupled(teacher).eval().to(device)
     for p in teacher_c.parameters():
         p.requires_grad_(False)
-    make = lambda rows: [_batch(ckpt, seg, rows[i : i + cfg.batch_size], label2id) for i in range(0, len(rows), cfg.batch_size)]  # noqa: E731
-    train_batches, dev_batches = make(train), make(dev)
+    chunks = lambda rows: [rows[i : i + cfg.batch_size] for i in range(0, len(rows), cfg.batch_size)]  # noqa: E731
+    if ckpt.config.task == "qa":
+        if all(not p.answers for p in pairs):
+            raise DtxError(f"{data} has no answers; a QA student is distilled on questions with answer spans (SQuAD 2.0 style)")
+        features = qa_features(train, seg, str(data))
+        features = [features[i] for i in np.random.default_rng(cfg.seed).permutation(len(features))]
+        dev_features = qa_features(dev, seg, str(data))
+        train_batches = [_qa_batch(seg, rows) for rows in chunks(features)]
+        scorer = lambda: evaluate_qa(model, teacher_c, seg, dev, dev_features)  # noqa: E731
+    else:
+        id2label = {int(k): v for k, v in teacher.config.id2label.items()}
+        label2id = {v: k for k, v in id2label.items()}
+        unknown = sorted({p.label for p in pairs} - set(label2id))
+        if unknown:
+            raise DtxError(f"{data} has labels {unknown} the teacher does not know ({sorted(label2id)}); distil on the teacher's task")
+        train_batches = [_pair_batch(seg, rows, label2id) for rows in chunks(train)]
+        dev_batches = [_pair_batch(seg, rows, label2id) for rows in chunks(dev)]
+        scorer = lambda: evaluate(model, teacher_c, dev_batches, len(label2id))  # noqa: E731
 
     state = _load_state(out_dir, cfg)
     torch.manual_seed(cfg.seed)
@@ -162,10 +219,10 @@ def distill(ckpt_dir: str | Path, data: str | Path, cfg: DistillConfig, out_dir:
         terms = _run_phase(phase, model, teacher_c, train_batches, cfg, progress, f"{phase} epoch {epoch + 1}")
         entry = {"phase": phase, "epoch": epoch + 1, "seconds": round(time.perf_counter() - start, 1), "loss": terms}
         if phase == "phase2":
-            entry["dev"] = evaluate(model, teacher_c, dev_batches, len(label2id))
+            entry["dev"] = scorer()
         report["history"].append(entry)
         _save(ckpt, model, teacher, out_dir, {"done": index + 1, "report": report, "config": asdict(cfg)})
-    report["final"] = evaluate(model, teacher_c, dev_batches, len(label2id))
+    report["final"] = scorer()
     report["train_pairs"], report["dev_pairs"] = len(train), len(dev)
     _save(ckpt, model, teacher, out_dir, {"done": len(phases), "report": report, "config": asdict(cfg)})
     return report
@@ -181,18 +238,21 @@ def _run_phase(phase: str, model, teacher_c, batches: list[dict], cfg: DistillCo
     student_attn = LastLayerAttention(model.cross.layers[-1]) if len(model.cross.layers) else None
     teacher_attn = LastLayerAttention(teacher_c.encoder.layers[-1])
     sums: dict[str, float] = {}
+    device = next(model.parameters()).device
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and phase == "phase2")
     order = np.random.default_rng(cfg.seed + len(phase)).permutation(steps)
     bar = tqdm(order, desc=desc, unit="batch", disable=not progress)
     try:
         for i in bar:
-            b = batches[i]
+            b = _on(batches[i], device)
             if phase == "phase1":
                 with torch.no_grad():
                     hs = [model.input.encode(*b[s]) for s in ("q", "p")]
                 loss = sum(masked_mse(model.cross.decompressor(model.input.compressor(h)), h, b[s][1]) for h, s in zip(hs, ("q", "p"))) / 2
                 items = {"ae_mse": float(loss.detach())}
             else:
-                terms = _phase2_terms(model, teacher_c, b, cfg, student_attn, teacher_attn)
+                with autocast:
+                    terms = _phase2_terms(model, teacher_c, b, cfg, student_attn, teacher_attn)
                 loss, items = terms.total, terms.items()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -215,7 +275,8 @@ def _phase2_terms(model, teacher_c, b: dict, cfg: DistillConfig, student_attn, t
     h, mask = model.cross.hidden(q_rep, b["q"][1], p_rep, b["p"][1])
     logits = model.cross.head(h)
     if cfg.labels_only:
-        ce = nn.functional.cross_entropy(logits[0], b["labels"])
+        masked = [x.masked_fill(~b["slots"], MASKED) if b["slots"] is not None else x for x in logits]
+        ce = torch.stack([nn.functional.cross_entropy(x, y) for x, y in zip(masked, b["labels"])]).mean()
         zero = ce.new_zeros(())
         return LossTerms(ce, ce, zero, zero, zero)
     with torch.no_grad():
@@ -225,7 +286,7 @@ def _phase2_terms(model, teacher_c, b: dict, cfg: DistillConfig, student_attn, t
     attention = None
     if student_attn is not None and student_attn.probs is not None:
         attention = (student_attn.probs, teacher_attn.probs)
-    return distillation_loss(logits, tlogits, (b["labels"],), None, (h, th), attention, mask, cfg.temperature, cfg.alpha)
+    return distillation_loss(logits, tlogits, b["labels"], b["slots"], (h, th), attention, mask, cfg.temperature, cfg.alpha)
 
 
 def _load_state(out_dir: Path, cfg: DistillConfig) -> dict:
@@ -239,7 +300,7 @@ def _load_state(out_dir: Path, cfg: DistillConfig) -> dict:
 
 
 def _save(ckpt: Checkpoint, model, teacher, out_dir: Path, state: dict) -> None:
-    payload = {**state, "model": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+    payload = {**state, "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
     save_checkpoint(
         model,
         teacher,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 
+import numpy as np
+
 from dtx.data.pairs import Pair
 
 
@@ -17,3 +19,13 @@ def split_by_passage(pairs: list[Pair], dev_percent: int = 10) -> tuple[list[Pai
     train = [p for p in pairs if not is_dev(p.passage, dev_percent)]
     dev = [p for p in pairs if is_dev(p.passage, dev_percent)]
     return train, dev
+
+
+def train_subset(train: list[Pair], limit: int | None, seed: int = 0) -> list[Pair]:
+    """The training pairs in a seeded shuffled order, the first `limit` of them."""
+    return [train[i] for i in np.random.default_rng(seed).permutation(len(train))][:limit]
+
+
+def dev_subset(dev: list[Pair], limit: int | None, seed: int = 0) -> list[Pair]:
+    """The dev pairs every command scores (finetune, distill, eval, sweep): one seeded shuffle, the first `limit`."""
+    return [dev[i] for i in np.random.default_rng(seed + 1).permutation(len(dev))][:limit]

@@ -1,0 +1,127 @@
+"""`dtx eval MODEL --data ...`: teacher and student side by side, on a checkpoint, export or engine.
+
+QA: SQuAD 2.0 exact match and F1 (HasAns / NoAns apart); pair tasks: accuracy and macro-F1, and
+MRR@10 where pairs are grouped by query (re-ranking data). The student is the decoupled path,
+the teacher the coupled one of the same artifact; agreement is how often they predict the same
+thing. The dev split is the one training held out (a hash of the passage), so no passage seen in
+training is scored.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from dtx.data.pairs import Pair, read_pairs
+from dtx.errors import DtxError
+from dtx.eval.predict import qa_answers, run_pair, run_qa
+from dtx.eval.squad import normalize_answer, squad_v2
+from dtx.train.splits import dev_subset, split_by_passage
+
+SPLITS = ("dev", "train", "all")
+
+
+def open_model(path: str | Path, threads: int | None = None):
+    """(runner, segmenter, task, labels, kind) for a checkpoint, export or engine directory."""
+    from dtx.bench.prepare import target_kind
+    from dtx.engines import load_engine
+    from dtx.engines.manifest import read_engine_export
+    from dtx.export.manifest import read_manifest, segmenter_for
+    from dtx.export.spec import GRAPHS, graph_specs
+
+    kind = target_kind(str(path))
+    if kind == "checkpoint":
+        from dtx.engines.torch_backend import TorchRunner
+        from dtx.model.checkpoint import load_checkpoint
+
+        ckpt = load_checkpoint(path)
+        cfg = ckpt.config
+        specs = graph_specs(cfg.task, cfg.rep_dim, cfg.num_labels)
+        outputs = {g: [o.name for o in specs[g].outputs] for g in GRAPHS}
+        config = ckpt.teacher().config
+        labels = [config.id2label[i] for i in sorted(config.id2label)] if cfg.task == "pair" else []
+        return TorchRunner(Path(path), outputs), ckpt.segmenter(), cfg.task, labels, kind
+    if kind == "export":
+        from dtx.engines.runner import OrtRunner
+
+        manifest = read_manifest(path)
+        outputs = {g: [o["name"] for o in manifest["graphs"][g]["outputs"]] for g in GRAPHS}
+        runner = OrtRunner({g: Path(path) / f"{g}.onnx" for g in GRAPHS}, outputs, threads=threads)
+    else:
+        runner = load_engine(path, threads=threads)
+        manifest = read_engine_export(path)
+    task = manifest["decoupling"]["task"]
+    labels = manifest["model"].get("labels")
+    if task == "pair" and not labels:
+        raise DtxError(f"{path} was exported before dtx recorded label names; re-run `dtx export` (and `dtx build-engine`)")
+    return runner, segmenter_for(path, manifest), task, labels or [], kind
+
+
+def select(pairs: list[Pair], split: str, limit: int | None, seed: int = 0) -> list[Pair]:
+    if split not in SPLITS:
+        raise DtxError(f"--split {split} is not one of {', '.join(SPLITS)}")
+    if split == "all":
+        return pairs[:limit] if limit else pairs
+    train, dev = split_by_passage(pairs)
+    chosen = dev_subset(dev, limit, seed) if split == "dev" else train[:limit]
+    if not chosen:
+        raise DtxError(f"the {split} split of this data is empty (every passage hashes to the other side); pass --split all")
+    return chosen
+
+
+def evaluate_model(path: str | Path, data: str | Path, split: str = "dev", limit: int | None = 1000, batch_size: int = 32, threads: int | None = None, progress: bool = True) -> dict:
+    runner, seg, task, labels, kind = open_model(path, threads)
+    pairs = select(read_pairs(data), split, limit)
+    report = {"model": str(path), "kind": kind, "task": task, "data": str(data), "split": split, "examples": len(pairs)}
+    with runner:
+        if task == "qa":
+            report.update(_qa(runner, seg, pairs, data, batch_size, progress))
+        else:
+            report.update(_pair(runner, seg, pairs, labels, data, batch_size, progress))
+    return report
+
+
+def _qa(runner, seg, pairs: list[Pair], data, batch_size: int, progress: bool) -> dict:
+    from dtx.data.qa import qa_features
+
+    if all(p.label is not None and not p.answers for p in pairs):
+        raise DtxError(f"{data} holds labelled pairs, not questions with answers; this model is a QA reader")
+    features = qa_features(pairs, seg, str(data))
+    golds = [p.answers for p in pairs]
+    answers = {path: qa_answers(pairs, features, run_qa(runner, seg, features, path, batch_size, progress=progress)) for path in ("decoupled", "coupled")}
+    same = np.mean([normalize_answer(a) == normalize_answer(b) for a, b in zip(answers["decoupled"], answers["coupled"])])
+    return {"student": squad_v2(golds, answers["decoupled"]), "teacher": squad_v2(golds, answers["coupled"]), "agreement": float(same)}
+
+
+def _pair(runner, seg, pairs: list[Pair], labels: list[str], data, batch_size: int, progress: bool) -> dict:
+    from dtx.train.finetune import pair_metrics
+
+    unknown = sorted({p.label for p in pairs if p.label is not None} - set(labels))
+    if unknown or any(p.label is None for p in pairs):
+        raise DtxError(f"{data}: pairs need labels from the model's {labels}; found {unknown or 'unlabelled pairs'}")
+    gold = np.array([labels.index(p.label) for p in pairs])
+    logits = {path: run_pair(runner, seg, pairs, path, batch_size, progress) for path in ("decoupled", "coupled")}
+    out = {}
+    for who, path in (("student", "decoupled"), ("teacher", "coupled")):
+        out[who] = pair_metrics(logits[path].argmax(-1), gold, len(labels))
+        if any(p.group for p in pairs):
+            out[who]["mrr@10"] = mrr_at_10(pairs, logits[path], labels)
+    out["agreement"] = float((logits["decoupled"].argmax(-1) == logits["coupled"].argmax(-1)).mean())
+    return out
+
+
+def mrr_at_10(pairs: list[Pair], logits: np.ndarray, labels: list[str]) -> float:
+    """Mean reciprocal rank of the first relevant passage (label "1") within each query's top 10."""
+    positive = labels.index("1") if "1" in labels else len(labels) - 1
+    z = logits - logits.max(-1, keepdims=True)
+    logp = z[:, positive] - np.log(np.exp(z).sum(-1))
+    groups: dict[str, list[int]] = {}
+    for i, p in enumerate(pairs):
+        groups.setdefault(p.group, []).append(i)
+    rr = []
+    for rows in groups.values():
+        ranked = sorted(rows, key=lambda i: -logp[i])[:10]
+        hits = [r for r, i in enumerate(ranked, 1) if pairs[i].label == "1"]
+        rr.append(1 / hits[0] if hits else 0.0)
+    return float(np.mean(rr))

@@ -1,0 +1,92 @@
+"""Predictions of the student (decoupled path) and the teacher (coupled path) through any runner.
+
+A checkpoint (PyTorch), an export (its ONNX graphs) and an engine all expose the same `Runner`,
+so one function scores them all, and the teacher always comes with the student: every dtx
+artifact carries the coupled model it was distilled from.
+
+QA decoding follows SQuAD 2.0 practice: per window, the best span of at most `max_answer_len`
+tokens over real passage tokens, and the no-answer score start[CLS] + end[CLS]; per question, the
+best span over its windows against the smallest no-answer score, answered only when the span
+wins by more than `null_threshold`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from tqdm import tqdm
+
+from dtx.data.pairs import Pair
+from dtx.data.qa import QAFeature
+from dtx.model.decode import top_span
+from dtx.model.samples import PairBatch
+from dtx.model.segments import PairSegmenter
+
+PATHS = ("decoupled", "coupled")
+
+
+@dataclass
+class WindowScore:
+    span: tuple[int, int]  # passage-segment token indices, or (-1, -1)
+    score: float  # best span score
+    null: float  # no-answer score
+
+
+def _window_scores(start: np.ndarray, end: np.ndarray, first: int, feature: QAFeature, max_answer_len: int) -> WindowScore:
+    """Scores of one window whose passage token j sits at slot `first + j` of the output."""
+    n = len(feature.passage)
+    allowed = np.array([b > a for a, b in feature.passage.offsets])  # specials have (0, 0) offsets
+    null = float(start[0] + end[0])
+    if not allowed.any():
+        return WindowScore((-1, -1), -np.inf, null)
+    span, score = top_span(start[first : first + n], end[first : first + n], allowed, max_answer_len)
+    return WindowScore(span, score, null)
+
+
+def run_qa(runner, segmenter: PairSegmenter, features: list[QAFeature], path: str, batch_size: int = 32, max_answer_len: int = 30, progress: bool = False) -> list[WindowScore]:
+    """Per-window scores along `path` ("decoupled": student, "coupled": teacher)."""
+    out: list[WindowScore] = []
+    for i in tqdm(range(0, len(features), batch_size), desc=path, unit="batch", disable=not progress):
+        chunk = features[i : i + batch_size]
+        q = segmenter.pad([f.question for f in chunk])
+        p = segmenter.pad([f.passage for f in chunk])
+        if path == "decoupled":
+            res = runner.decoupled(q, p)
+            firsts = [q.input_ids.shape[1]] * len(chunk)
+        else:
+            res = runner.coupled(PairBatch(q, p, segmenter.tokenizer.pad_token_id).coupled())
+            firsts = [len(f.question) for f in chunk]
+        for row, f in enumerate(chunk):
+            out.append(_window_scores(res["start_logits"][row], res["end_logits"][row], firsts[row], f, max_answer_len))
+    return out
+
+
+def qa_answers(pairs: list[Pair], features: list[QAFeature], scores: list[WindowScore], null_threshold: float = 0.0) -> list[str]:
+    """One answer text per pair ("" = no answer) from its windows' scores."""
+    best: dict[int, tuple[float, QAFeature, tuple[int, int]]] = {}
+    null: dict[int, float] = {}
+    for f, s in zip(features, scores):
+        null[f.example] = min(null.get(f.example, np.inf), s.null)
+        if s.span[0] >= 0 and (f.example not in best or s.score > best[f.example][0]):
+            best[f.example] = (s.score, f, s.span)
+    answers = []
+    for n, pair in enumerate(pairs):
+        if n not in best or best[n][0] - null[n] <= null_threshold:
+            answers.append("")
+            continue
+        _, f, (a, b) = best[n]
+        answers.append(pair.passage[f.passage.offsets[a][0] : f.passage.offsets[b][1]])
+    return answers
+
+
+def run_pair(runner, segmenter: PairSegmenter, pairs: list[Pair], path: str, batch_size: int = 32, progress: bool = False) -> np.ndarray:
+    """(N, labels) logits along `path`; the passage is its first window."""
+    logits = []
+    for i in tqdm(range(0, len(pairs), batch_size), desc=path, unit="batch", disable=not progress):
+        chunk = pairs[i : i + batch_size]
+        q = segmenter.pad([segmenter.question(x.question) for x in chunk])
+        p = segmenter.pad([segmenter.passage(x.passage)[0] for x in chunk])
+        res = runner.decoupled(q, p) if path == "decoupled" else runner.coupled(PairBatch(q, p, segmenter.tokenizer.pad_token_id).coupled())
+        logits.append(res["logits"])
+    return np.concatenate(logits)

@@ -1,0 +1,56 @@
+"""The SQuAD 2.0 metric: exact match and F1 after normalisation, best over gold answers.
+
+Same rules as the official evaluation script: lower-case, strip punctuation, the articles
+a/an/the and extra whitespace; an unanswerable question's only gold answer is "" (so predicting
+no answer scores 1 on it and any span scores 0); HasAns and NoAns are reported apart.
+"""
+
+from __future__ import annotations
+
+import collections
+import re
+import string
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
+_PUNCT = set(string.punctuation)
+
+
+def normalize_answer(text: str) -> str:
+    text = "".join(c for c in text.lower() if c not in _PUNCT)
+    return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+def exact(gold: str, pred: str) -> float:
+    return float(normalize_answer(gold) == normalize_answer(pred))
+
+
+def f1(gold: str, pred: str) -> float:
+    g, p = normalize_answer(gold).split(), normalize_answer(pred).split()
+    if not g or not p:
+        return float(g == p)  # no-answer on either side: right only if both are empty
+    common = sum((collections.Counter(g) & collections.Counter(p)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(p), common / len(g)
+    return 2 * precision * recall / (precision + recall)
+
+
+def squad_v2(golds: list[list[str]], preds: list[str]) -> dict:
+    """Percent EM / F1 overall, on answerable (HasAns) and unanswerable (NoAns) questions."""
+    if len(golds) != len(preds):
+        raise ValueError(f"{len(golds)} gold answer lists but {len(preds)} predictions")
+    rows = []
+    for gold, pred in zip(golds, preds):
+        gold = [g for g in gold if normalize_answer(g)] or [""]
+        rows.append((gold != [""], max(exact(g, pred) for g in gold), max(f1(g, pred) for g in gold)))
+
+    def part(sel) -> tuple[float, float, int]:
+        sel = list(sel)
+        n = len(sel)
+        return (100 * sum(r[1] for r in sel) / n, 100 * sum(r[2] for r in sel) / n, n) if n else (float("nan"), float("nan"), 0)
+
+    out = {}
+    for name, sel in (("", rows), ("HasAns_", [r for r in rows if r[0]]), ("NoAns_", [r for r in rows if not r[0]])):
+        em, f, n = part(sel)
+        out.update({f"{name}exact": em, f"{name}f1": f, f"{name}total": n})
+    return out

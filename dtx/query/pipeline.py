@@ -1,0 +1,178 @@
+"""Query time: retrieve candidates, fetch their cached representations, run the two components.
+
+    pipe = QueryPipeline.open("store/")              # the engine recorded in the store
+    result = pipe.answer("who discovered oxygen?")   # QA: spans with scores
+    result = pipe.rerank("query", ids=[...])         # any task: candidates by cross-encoder score
+    result.timings_ms                                # retrieve, fetch, input, cross
+
+Only the question goes through the input component; the candidates' input-component outputs
+come from the store (workflow A/B of the paper). `on_the_fly=True` encodes the candidates with
+the engine instead, which is what the store's equality check compares against.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from dtx.errors import DtxError
+from dtx.model.decode import best_span
+from dtx.model.segments import Segment
+from dtx.store.passage_store import CachedWindows, PassageStore, StoreInfo
+
+POSITIVE_LABELS = ("true", "supports", "entailment", "relevant", "positive", "yes", "1")
+
+
+@dataclass
+class Candidate:
+    id: str
+    score: float  # cross-encoder score (QA: best span score minus no-answer score)
+    retrieval_score: float | None = None
+    answer: str | None = None  # QA: the span text; None when no-answer wins
+    label: str | None = None  # pair tasks: the predicted class
+
+
+@dataclass
+class QueryResult:
+    query: str
+    candidates: list[Candidate]
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+def positive_index(labels: list[str], chosen: str | None) -> int:
+    """Which class's log-probability ranks candidates: `chosen`, else a conventional positive name, else the last."""
+    if chosen is not None:
+        if chosen in labels:
+            return labels.index(chosen)
+        if chosen.isdigit() and int(chosen) < max(len(labels), 1):
+            return int(chosen)
+        raise DtxError(f"--label {chosen!r} is not one of the model's labels {labels}")
+    for i, name in enumerate(labels):
+        if name.lower() in POSITIVE_LABELS:
+            return i
+    return max(len(labels) - 1, 0)
+
+
+class QueryPipeline:
+    """A store plus the engine that reads it (checked to come from the same export)."""
+
+    def __init__(self, store: PassageStore, runner, segmenter, export: dict, label: str | None = None) -> None:
+        self.store = store
+        self.runner = runner
+        self.segmenter = segmenter
+        self.task = export["decoupling"]["task"]
+        self.labels = export["model"].get("labels", [])
+        self.positive = positive_index(self.labels, label) if self.task == "pair" else None
+
+    @classmethod
+    def open(cls, store_uri: str | Path, engine_dir: str | Path | None = None, threads: int | None = None, label: str | None = None) -> "QueryPipeline":
+        from dtx.engines import load_engine
+        from dtx.engines.manifest import read_engine_export
+        from dtx.export.manifest import segmenter_for
+
+        store = PassageStore.open(store_uri)
+        engine_dir = engine_dir or store.info.engine
+        if not engine_dir or not Path(engine_dir).is_dir():
+            raise DtxError(f"the engine that built {store_uri} ({engine_dir or 'unknown'}) is gone; pass --engine ENGINE_DIR built from the same export")
+        store.require_model(StoreInfo.from_engine(engine_dir, store.info.dtype))
+        export = read_engine_export(engine_dir)
+        return cls(store, load_engine(engine_dir, threads=threads), segmenter_for(engine_dir, export), export, label)
+
+    def close(self) -> None:
+        self.runner.close()
+
+    def __enter__(self) -> "QueryPipeline":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- stages ------------------------------------------------------------------------------
+    def _candidates(self, query: str, k: int, ids: list[str] | None, timings: dict[str, float]) -> tuple[list[str], dict[str, float]]:
+        t = time.perf_counter()
+        if ids:
+            hits = [(i, None) for i in dict.fromkeys(ids)]
+        else:
+            hits = self.store.search(query, k)
+            if not hits:
+                raise DtxError(f"no passage in {self.store.uri} shares a word with {query!r}; pass --ids to score chosen passages")
+        timings["retrieve"] = (time.perf_counter() - t) * 1e3
+        return [h[0] for h in hits], dict(hits)
+
+    def _fetch(self, ids: list[str], on_the_fly: bool, timings: dict[str, float]) -> CachedWindows:
+        t = time.perf_counter()
+        cached = self.store.fetch(ids)
+        if on_the_fly:  # the reference: the same windows encoded now by the engine
+            seg = self.segmenter
+            batch = seg.pad([Segment(list(tok), [seg.passage_type] * len(tok), []) for tok in cached.token_ids])
+            cached.reps, cached.mask = self.runner.encode(batch), batch.attention_mask
+        timings["fetch"] = (time.perf_counter() - t) * 1e3
+        return cached
+
+    def _questions(self, queries: list[str], timings: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
+        """Input component once over all questions of a batch."""
+        t = time.perf_counter()
+        q = self.segmenter.pad([self.segmenter.question(text) for text in queries])
+        hidden = self.runner.encode(q)
+        timings["input"] = (time.perf_counter() - t) * 1e3
+        return hidden, q.attention_mask
+
+    # -- public API ----------------------------------------------------------------------------
+    def rerank(self, query: str, k: int = 20, ids: list[str] | None = None, on_the_fly: bool = False) -> QueryResult:
+        """Candidates (BM25's top k, or `ids`) ordered by the cross-encoder score; a passage scores its best window."""
+        return self.rerank_many([query], k, [ids] if ids else None, on_the_fly)[0]
+
+    def answer(self, query: str, k: int = 20, ids: list[str] | None = None, on_the_fly: bool = False) -> QueryResult:
+        """QA: the best span of each candidate passage, best first (a span only where it beats no-answer)."""
+        return self.answer_many([query], k, [ids] if ids else None, on_the_fly)[0]
+
+    def answer_many(self, queries: list[str], k: int = 20, ids: list[list[str]] | None = None, on_the_fly: bool = False) -> list[QueryResult]:
+        if self.task != "qa":
+            raise DtxError(f"the model behind {self.store.uri} is a pair classifier, not a QA reader; use `dtx rerank`")
+        return self.rerank_many(queries, k, ids, on_the_fly)
+
+    def rerank_many(self, queries: list[str], k: int = 20, ids: list[list[str]] | None = None, on_the_fly: bool = False) -> list[QueryResult]:
+        """Batched: the questions go through the input component together, then each meets its own candidates."""
+        if not queries:
+            raise DtxError("no queries given")
+        shared: dict[str, float] = {}
+        q_hidden, q_mask = self._questions(queries, shared)
+        results = []
+        for n, query in enumerate(queries):
+            timings = {"input": shared["input"] / len(queries)}
+            order, retrieval = self._candidates(query, k, ids[n] if ids else None, timings)
+            cached = self._fetch(order, on_the_fly, timings)
+            t = time.perf_counter()
+            out = self.runner.cross(q_hidden[n : n + 1], q_mask[n : n + 1], cached.reps, cached.mask)
+            timings["cross"] = (time.perf_counter() - t) * 1e3
+            best: dict[str, Candidate] = {}
+            for row, pid in enumerate(cached.ids):
+                cand = self._row_candidate(out, row, q_mask.shape[1], cached, pid, retrieval.get(pid))
+                if pid not in best or cand.score > best[pid].score:
+                    best[pid] = cand
+            timings["total"] = sum(timings.values())
+            results.append(QueryResult(query, sorted(best.values(), key=lambda c: -c.score), timings))
+        return results
+
+    def _row_candidate(self, out: dict[str, np.ndarray], row: int, lq: int, cached: CachedWindows, pid: str, retrieval: float | None) -> Candidate:
+        if self.task == "pair":
+            logits = out["logits"][row].astype(np.float64)
+            logp = logits - np.log(np.exp(logits - logits.max()).sum()) - logits.max()
+            label = self.labels[int(logits.argmax())] if self.labels else str(int(logits.argmax()))
+            return Candidate(pid, float(logp[self.positive]), retrieval, label=label)
+        allowed = np.concatenate([np.zeros(lq, bool), cached.mask[row].astype(bool)])
+        n_pre, n_suf = len(self.segmenter.p_prefix), len(self.segmenter.p_suffix)
+        length = int(cached.mask[row].sum())
+        allowed[lq : lq + n_pre] = False  # passage specials are never answers
+        allowed[lq + length - n_suf : lq + length] = False
+        span, score, null = best_span(out["start_logits"][row], out["end_logits"][row], allowed)
+        text = None
+        if span[0] >= 0:
+            offsets = cached.offsets[row]
+            start, end = offsets[span[0] - lq][0], offsets[span[1] - lq][1]
+            window0 = cached.texts.get(pid, "")
+            text = window0[start:end]
+        return Candidate(pid, float(score - null), retrieval, answer=text)

@@ -1,0 +1,316 @@
+"""The passage-representation store: one Lance dataset, one row per passage window.
+
+Why Lance (docs/store.md has the measurement): every append is one atomic commit of a new
+manifest, so a crash never shows a torn record; a B-tree index on `id` fetches K = 20 rows from a
+million-row store in a few milliseconds; the same dataset opens from a local disk, a shared file
+system or object storage (`s3://`, `gs://`, `az://` URIs with `storage_options`); and its inverted
+index gives BM25 first-stage retrieval over the very same rows, so no second file can fall out of
+step with the representations.
+
+Row layout: `id`, `window` (0.. for long passages cut with the export's stride), `text` (on
+window 0 only, so BM25 sees each passage once), `token_ids` and `offsets` (character span of each
+token, flattened start, end pairs: what turns an answer span back into text), `length` (real
+tokens; the row holds no padding, so the mask is `length` ones and is made at fetch time), `rep`
+(the compressed input-component output, fp16 or int8 bytes) and `scale` (float32 per token for
+int8). The schema metadata names the export (id, input graph sha256) and rep_dim, and every
+reader checks them, so a store built by one model is never read by another.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from dtx.errors import DtxError
+from dtx.store import quantize
+
+os.environ.setdefault("LANCE_LOG", "error")  # Lance's Rust log would print a WARN for every new dataset
+
+META_KEY = b"dtx.store"
+FORMAT_VERSION = 1
+LOCK_FILE = "_dtx_writer.lock"
+
+
+class StoreError(DtxError):
+    """A store is missing, corrupted, locked, or belongs to another model."""
+
+
+@dataclass(frozen=True)
+class StoreInfo:
+    """Identity of the representations in a store: which export made them, in which layout."""
+
+    export_id: str
+    input_sha256: str  # sha256 of the export's input.onnx
+    rep_dim: int
+    dtype: str
+    task: str
+    max_passage_len: int
+    doc_stride: int
+    engine: str = ""  # engine directory that indexed it (default for `dtx answer`)
+    format_version: int = FORMAT_VERSION
+
+    @classmethod
+    def from_engine(cls, engine_dir: str | Path, dtype: str) -> "StoreInfo":
+        from dtx.engines.manifest import read_engine_export, read_engine_manifest
+
+        if dtype not in quantize.DTYPES:
+            raise StoreError(f"--dtype {dtype} is not one of {', '.join(quantize.DTYPES)}")
+        engine = read_engine_manifest(engine_dir)
+        export = read_engine_export(engine_dir)
+        d = export["decoupling"]
+        return cls(
+            export_id=export["export_id"],
+            input_sha256=engine["export"]["graphs_sha256"]["input"],
+            rep_dim=int(export["rep_dim"]),
+            dtype=dtype,
+            task=d["task"],
+            max_passage_len=d["max_passage_len"],
+            doc_stride=d["doc_stride"],
+            engine=str(Path(engine_dir).resolve()),
+        )
+
+    def same_model(self, other: "StoreInfo") -> bool:
+        return (self.export_id, self.input_sha256, self.rep_dim) == (other.export_id, other.input_sha256, other.rep_dim)
+
+
+@dataclass
+class CachedWindows:
+    """Fetched windows, padded for the cross component: what `Runner.cross` takes as the passage side."""
+
+    ids: list[str]  # passage id of each row
+    windows: list[int]
+    reps: np.ndarray  # (W, L, rep_dim) float32
+    mask: np.ndarray  # (W, L) int64
+    token_ids: list[np.ndarray]
+    offsets: list[np.ndarray]  # (length, 2) per row
+    texts: dict[str, str] = field(default_factory=dict)  # passage id -> text
+
+
+def _arrow_schema(info: StoreInfo):
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            ("id", pa.string()),
+            ("window", pa.int32()),
+            ("text", pa.string()),
+            ("token_ids", pa.list_(pa.int32())),
+            ("offsets", pa.list_(pa.int32())),
+            ("length", pa.int32()),
+            ("rep", pa.large_binary()),
+            ("scale", pa.binary()),
+        ],
+        metadata={META_KEY: json.dumps(asdict(info)).encode()},
+    )
+
+
+def _sql_list(values: list[str]) -> str:
+    return ", ".join("'" + v.replace("'", "''") + "'" for v in values)
+
+
+def _is_local(uri: str) -> bool:
+    return "://" not in uri or uri.startswith("file://")
+
+
+class PassageStore:
+    """Open with `PassageStore.open(uri)` (read) or `PassageStore.create_or_open(uri, info)` (index)."""
+
+    def __init__(self, uri: str, dataset, info: StoreInfo, storage_options: dict | None = None) -> None:
+        self.uri = uri
+        self.dataset = dataset
+        self.info = info
+        self.storage_options = storage_options
+
+    # -- opening ---------------------------------------------------------------------------
+    @classmethod
+    def open(cls, uri: str | Path, storage_options: dict | None = None) -> "PassageStore":
+        import lance
+
+        uri = str(uri)
+        if _is_local(uri) and not Path(uri).exists():
+            raise StoreError(f"no store at {uri}; build one with `dtx index CORPUS --engine ENGINE_DIR -o {uri}`")
+        if _is_local(uri) and not (Path(uri) / "_versions").is_dir():
+            raise StoreError(f"{uri} is not a dtx store (no Lance dataset in it); build one with `dtx index CORPUS --engine ENGINE_DIR -o NEW_DIR`")
+        try:
+            ds = lance.dataset(uri, storage_options=storage_options)
+        except Exception as e:
+            raise StoreError(f"{uri} is not a readable dtx store ({str(e).splitlines()[0][:200]}); rebuild it with `dtx index`") from None
+        raw = (ds.schema.metadata or {}).get(META_KEY)
+        if raw is None:
+            raise StoreError(f"{uri} is a Lance dataset but not a dtx store (no {META_KEY.decode()} metadata)")
+        meta = json.loads(raw)
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise StoreError(f"{uri} is store format {meta.get('format_version')}, this dtx reads {FORMAT_VERSION}; re-index it")
+        return cls(uri, ds, StoreInfo(**meta), storage_options)
+
+    @classmethod
+    def create_or_open(cls, uri: str | Path, info: StoreInfo, storage_options: dict | None = None) -> "PassageStore":
+        """The store at `uri` if it holds this model's representations in `info.dtype`, else a new empty one."""
+        import lance
+        import pyarrow as pa
+
+        uri = str(uri)
+        committed = not _is_local(uri) or (Path(uri) / "_versions").is_dir() and any((Path(uri) / "_versions").iterdir())
+        if committed:
+            store = cls.open(uri, storage_options)
+            store.require_model(info)
+            if store.info.dtype != info.dtype:
+                raise StoreError(f"{uri} holds {store.info.dtype} representations, not {info.dtype}; index into another -o or pass --dtype {store.info.dtype}")
+            return store
+        if _is_local(uri) and Path(uri).exists() and any(p.name not in ("data", "_versions", "_transactions", LOCK_FILE) for p in Path(uri).iterdir()):
+            raise StoreError(f"{uri} exists and is not a dtx store; choose another -o")
+        # An empty first commit records the identity before any data: a kill after it leaves a valid empty store.
+        ds = lance.write_dataset(pa.Table.from_pylist([], schema=_arrow_schema(info)), uri, mode="overwrite", storage_options=storage_options)
+        return cls(uri, ds, info, storage_options)
+
+    def require_model(self, info: StoreInfo) -> None:
+        """Refuse representations made by another export (the one-line error says which)."""
+        if not self.info.same_model(info):
+            raise StoreError(
+                f"store {self.uri} was built from export {self.info.export_id[:8]} (rep_dim {self.info.rep_dim}), "
+                f"but this engine is from export {info.export_id[:8]} (rep_dim {info.rep_dim}); re-index with this engine or use the store's own"
+            )
+
+    # -- writing ---------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def writer_lock(self) -> Iterator[None]:
+        """One writer at a time (a second `dtx index` on the same local store is refused, not interleaved)."""
+        if not _is_local(self.uri):
+            yield
+            return
+        fd = os.open(Path(self.uri) / LOCK_FILE, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise StoreError(f"another `dtx index` is writing {self.uri}; wait for it or stop it first") from None
+            yield
+        finally:
+            os.close(fd)
+
+    def append(self, ids: list[str], windows: list[int], texts: list[str | None], token_ids: list[list[int]], offsets: list[list[tuple[int, int]]], reps: list[np.ndarray]) -> None:
+        """Commit rows atomically: after a crash either all of them are in the store or none is."""
+        values, scales = zip(*(quantize.encode(r, self.info.dtype) for r in reps)) if reps else ((), ())
+        flat_offsets = [[int(x) for span in o for x in span] for o in offsets]
+        self.append_encoded(ids, windows, texts, [list(map(int, t)) for t in token_ids], flat_offsets, list(values), list(scales))
+
+    def append_encoded(self, ids: list[str], windows: list[int], texts: list[str | None], token_ids: list, offsets: list, values: list[bytes], scales: list[bytes]) -> None:
+        """`append` for values already in the store's dtype (flattened offsets; lists or Arrow arrays); one atomic commit."""
+        import lance
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        def ints(x):
+            return x if isinstance(x, pa.Array) else pa.array(x, pa.list_(pa.int32()))
+
+        tokens = ints(token_ids)
+        table = pa.table(
+            {
+                "id": ids,
+                "window": pa.array(windows, pa.int32()),
+                "text": texts,
+                "token_ids": tokens,
+                "offsets": ints(offsets),
+                "length": pc.list_value_length(tokens).cast(pa.int32()),
+                "rep": pa.array(values, pa.large_binary()),
+                "scale": pa.array(scales, pa.binary()),
+            },
+            schema=_arrow_schema(self.info),
+        )
+        self.dataset = lance.write_dataset(table, self.uri, mode="append", storage_options=self.storage_options)
+
+    def build_indexes(self, text: bool = True) -> None:
+        """(Re)build the id B-tree and (with `text`) the BM25 text index over everything committed so far."""
+        if self.dataset.count_rows() == 0:
+            return
+        self.dataset.create_scalar_index("id", "BTREE", replace=True)
+        if text:
+            self.dataset.create_scalar_index("text", "INVERTED", replace=True)
+
+    # -- reading ---------------------------------------------------------------------------
+    def ids(self) -> set[str]:
+        """Every passage id committed (read from the id column only)."""
+        table = self.dataset.to_table(columns=["id"], filter="window = 0")
+        return set(table.column("id").to_pylist())
+
+    def __len__(self) -> int:
+        return self.dataset.count_rows(filter="window = 0")
+
+    def fetch(self, ids: list[str], with_text: bool = True) -> CachedWindows:
+        """All windows of `ids`, in the order given (windows in order), padded into arrays."""
+        if not ids:
+            raise StoreError("no passage ids to fetch")
+        columns = ["id", "window", "token_ids", "offsets", "length", "rep", "scale"] + (["text"] if with_text else [])
+        table = self.dataset.to_table(columns=columns, filter=f"id IN ({_sql_list(list(dict.fromkeys(ids)))})")
+        row_ids = table.column("id").to_pylist()
+        found = set(row_ids)
+        missing = [i for i in ids if i not in found]
+        if missing:
+            raise StoreError(f"{len(missing)} passage id(s) are not in store {self.uri}, e.g. {missing[0]!r}; index them first")
+        windows = table.column("window").to_numpy()
+        lengths = table.column("length").to_numpy()
+        rank = {pid: n for n, pid in enumerate(dict.fromkeys(ids))}
+        order = sorted(range(len(row_ids)), key=lambda r: (rank[row_ids[r]], windows[r]))
+        tokens = np.split(table.column("token_ids").combine_chunks().flatten().to_numpy(), np.cumsum(lengths)[:-1])
+        spans = np.split(table.column("offsets").combine_chunks().flatten().to_numpy().reshape(-1, 2), np.cumsum(lengths)[:-1])
+        values, scales = table.column("rep").to_pylist(), table.column("scale").to_pylist()
+        d = self.info.rep_dim
+        reps = np.zeros((len(order), int(lengths.max()), d), np.float32)
+        mask = np.zeros(reps.shape[:2], np.int64)
+        for row, r in enumerate(order):
+            n = int(lengths[r])
+            reps[row, :n] = quantize.decode(values[r], scales[r], n, d, self.info.dtype)
+            mask[row, :n] = 1
+        texts = table.column("text").to_pylist() if with_text else []
+        return CachedWindows(
+            ids=[row_ids[r] for r in order],
+            windows=[int(windows[r]) for r in order],
+            reps=reps,
+            mask=mask,
+            token_ids=[tokens[r].astype(np.int64) for r in order],
+            offsets=[spans[r].astype(np.int64) for r in order],
+            texts={row_ids[r]: texts[r] for r in order if with_text and windows[r] == 0},
+        )
+
+    def search(self, query: str, k: int) -> list[tuple[str, float]]:
+        """BM25 over passage texts (Lance's inverted index): the k best (id, score)."""
+        terms = " ".join("".join(c if c.isalnum() else " " for c in query).split())
+        if not terms:
+            raise StoreError(f"query {query!r} has no words to search for")
+        table = self.dataset.to_table(columns=["id", "_score"], full_text_query=terms, limit=k)
+        return list(zip(table.column("id").to_pylist(), table.column("_score").to_pylist()))
+
+    def verify(self) -> dict:
+        """Integrity check: Lance's own validation, then every row's lengths and the (id, window) set."""
+        try:
+            self.dataset.validate()
+        except Exception as e:
+            raise StoreError(f"store {self.uri} fails Lance validation ({str(e).splitlines()[0][:200]}); re-index into a new store") from None
+        per_token = self.info.rep_dim * (2 if self.info.dtype == "fp16" else 1)
+        scale_bytes = 0 if self.info.dtype == "fp16" else 4
+        windows: dict[str, list[int]] = {}
+        problems: list[str] = []
+        rows = 0
+        for batch in self.dataset.to_batches(columns=["id", "window", "text", "token_ids", "offsets", "length", "rep", "scale"], batch_size=4096):
+            b = batch.to_pydict()
+            for i, pid in enumerate(b["id"]):
+                rows += 1
+                n, w = b["length"][i], b["window"][i]
+                windows.setdefault(pid, []).append(w)
+                if len(b["token_ids"][i]) != n or len(b["offsets"][i]) != 2 * n or len(b["rep"][i]) != n * per_token or len(b["scale"][i]) != n * scale_bytes:
+                    problems.append(f"record {pid!r} window {w} has inconsistent lengths")
+                if w == 0 and not b["text"][i]:
+                    problems.append(f"record {pid!r} has no text")
+        for pid, ws in windows.items():
+            if sorted(ws) != list(range(len(ws))):
+                problems.append(f"passage {pid!r} has windows {sorted(ws)} (duplicated or missing)")
+        if problems:
+            raise StoreError(f"store {self.uri}: {len(problems)} problem(s), first: {problems[0]}; re-index into a new store")
+        return {"passages": len(windows), "rows": rows, "version": self.dataset.version, "dtype": self.info.dtype, "rep_dim": self.info.rep_dim}

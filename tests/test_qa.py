@@ -1,0 +1,231 @@
+"""QA data, the SQuAD 2.0 metric, QA fine-tuning / distillation and `dtx eval` on tiny models."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from dtx.cli import main
+from dtx.data.pairs import read_pairs
+from dtx.data.qa import NO_ANSWER, locate_answer, qa_features, token_span
+from dtx.errors import DtxError
+from dtx.eval.evaluate import evaluate_model, mrr_at_10
+from dtx.eval.squad import f1, normalize_answer, squad_v2
+from dtx.model.checkpoint import load_checkpoint
+from dtx.model.decouple import decouple
+from dtx.train.distill import DistillConfig, distill
+from dtx.train.finetune import FinetuneConfig, finetune_qa
+from tiny_models import WORDS
+
+
+# -- the metric, against hand-checked cases ---------------------------------------------------
+def test_normalisation_drops_case_punctuation_articles_whitespace():
+    assert normalize_answer("  The  Eiffel-Tower, in  PARIS! ") == "eiffeltower in paris"
+    assert normalize_answer("an apple a day") == "apple day"
+
+
+@pytest.mark.parametrize(
+    "gold, pred, expected",
+    [
+        ("the cat sat", "cat sat", 1.0),  # article removed
+        ("cat sat on the mat", "cat sat", 2 * (1.0 * 0.5) / 1.5),  # P = 2/2, R = 2/4
+        ("cat", "dog", 0.0),
+        ("", "", 1.0),  # no answer, none predicted
+        ("", "cat", 0.0),  # no answer, a span predicted
+        ("cat", "", 0.0),  # an answer, none predicted
+        ("a b b c", "b b d", 2 * (2 / 3) * (2 / 3) / (4 / 3)),  # multiset overlap: P = 2/3, R = 2/3 (articles removed)
+    ],
+)
+def test_f1_hand_cases(gold, pred, expected):
+    assert f1(gold, pred) == pytest.approx(expected)
+
+
+def test_squad_v2_splits_has_and_no_answer():
+    golds = [["Paris", "the city of Paris"], ["42"], [], []]
+    preds = ["city of paris", "41", "", "something"]
+    r = squad_v2(golds, preds)
+    assert r["HasAns_total"] == 2 and r["NoAns_total"] == 2 and r["total"] == 4
+    assert r["HasAns_exact"] == pytest.approx(50.0) and r["NoAns_exact"] == pytest.approx(50.0)
+    assert r["exact"] == pytest.approx(50.0)
+    assert r["f1"] == pytest.approx(100 * (1 + 0 + 1 + 0) / 4)
+
+
+def test_mrr_at_10_by_hand():
+    from dtx.data.pairs import Pair
+
+    pairs = [Pair("q1", "a", "0", group="1"), Pair("q1", "b", "1", group="1"), Pair("q1", "c", "0", group="1"), Pair("q2", "d", "1", group="2"), Pair("q2", "e", "0", group="2")]
+    logits = np.array([[0, 3.0], [0, 2.0], [0, 1.0], [0, 5.0], [0, 0.0]])  # q1: positive ranked 2nd; q2: 1st
+    assert mrr_at_10(pairs, logits, ["0", "1"]) == pytest.approx((1 / 2 + 1) / 2)
+
+
+# -- answers to token spans -------------------------------------------------------------------
+def test_locate_answer_with_and_without_start():
+    passage = "In 1466 , perhaps 40 , 000 people died ."
+    s, e = locate_answer("40,000", passage)
+    assert passage[s:e] == "40 , 000"
+    assert locate_answer("people", passage, start=27) == (27, 33)
+    assert locate_answer("people", passage, start=3) == (27, 33)  # a wrong start is searched for
+    assert locate_answer("plague", passage) is None
+
+
+def test_token_span_needs_the_whole_answer_in_the_window():
+    offsets = [(0, 0), (0, 3), (4, 7), (8, 11), (0, 0)]
+    assert token_span(offsets, (4, 11)) == (2, 3)
+    assert token_span(offsets, (5, 6)) == (2, 2)
+    assert token_span(offsets, (8, 20)) == (NO_ANSWER, NO_ANSWER)  # runs past the window
+
+
+def test_features_map_answers_through_sliding_windows(model_dir):
+    ckpt_dir = model_dir("bert", "qa")
+    from tiny_models import load_tokenizer
+    from dtx.model.segments import PairSegmenter
+
+    seg = PairSegmenter(load_tokenizer(ckpt_dir), 16, 24, 8)
+    rng = random.Random(0)
+    words = [rng.choice(WORDS[10:]) for _ in range(60)]
+    passage = " ".join(words)
+    answer = " ".join(words[40:43])
+    from dtx.data.pairs import Pair
+
+    feats = qa_features([Pair("where is it", passage, None, [answer])], seg, "x")
+    assert len(feats) > 2  # a sliding window with a stride
+    hits = [f for f in feats if f.start != NO_ANSWER]
+    assert hits, "some window holds the answer"
+    for f in hits:
+        o = f.passage.offsets
+        assert passage[o[f.start][0] : o[f.end][1]] == answer
+    assert any(f.start == NO_ANSWER for f in feats)  # windows without it point at [CLS]
+
+
+# -- bad data: file and line ------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "content, needle",
+    [
+        ('{"question": "q", "passage": "the cat", "answers": ["cat"]}\n{"question": "q"}\n', r"qa\.jsonl:2"),
+        ('{"question": "q", "passage": "the cat", "answers": "cat"}\n', r"qa\.jsonl:1: 'answers' must be a list"),
+        ("", "is empty"),
+    ],
+)
+def test_bad_qa_files(tmp_path, content, needle):
+    path = tmp_path / "qa.jsonl"
+    path.write_text(content)
+    with pytest.raises(DtxError, match=needle):
+        read_pairs(path)
+
+
+def test_answer_not_in_passage_names_the_example(model_dir, tmp_path):
+    path = tmp_path / "qa.jsonl"
+    path.write_text('{"id": "ex-7", "question": "the cat", "passage": "the river is wide", "answers": ["mountain"]}\n')
+    from tiny_models import load_tokenizer
+    from dtx.model.segments import PairSegmenter
+
+    seg = PairSegmenter(load_tokenizer(model_dir("bert", "qa")), 16, 24, 8)
+    with pytest.raises(DtxError, match=r"qa\.jsonl: example ex-7: answer 'mountain' is not in its passage"):
+        qa_features(read_pairs(path), seg, str(path))
+
+
+def test_squad_json_reader(tmp_path):
+    doc = {"data": [{"paragraphs": [{"context": "the cat sat on the mat", "qas": [
+        {"id": "a", "question": "who sat", "answers": [{"text": "cat", "answer_start": 4}]},
+        {"id": "b", "question": "who flew", "answers": [], "is_impossible": True},
+        {"id": "c", "question": "where"},
+    ]}]}]}
+    path = tmp_path / "squad.json"
+    path.write_text(json.dumps(doc))
+    pairs = read_pairs(path)
+    assert [(p.id, p.answers, p.answer_start) for p in pairs] == [("a", ["cat"], 4), ("b", [], None), ("c", [], None)]
+    doc["data"][0]["paragraphs"][0]["qas"][0]["answers"] = [{"answer_start": 4}]
+    path.write_text(json.dumps(doc))
+    with pytest.raises(DtxError, match=r"paragraphs\[0\]\.qas\[0\]: every answer needs a 'text'"):
+        read_pairs(path)
+
+
+# -- training and evaluation on a tiny model --------------------------------------------------
+@pytest.fixture(scope="module")
+def qa_data(tmp_path_factory):
+    """Questions whose answer is the word after a marker word, with a share of unanswerable ones."""
+    rng = random.Random(1)
+    rows = []
+    for i in range(160):
+        words = [rng.choice(WORDS[12:]) for _ in range(rng.randint(10, 30))]
+        if i % 4:
+            at = rng.randrange(len(words) - 1)
+            words[at] = "king"
+            rows.append({"id": f"q{i}", "question": "what follows king", "passage": " ".join(words) + f" {i % 7}", "answers": [words[at + 1]]})
+        else:
+            rows.append({"id": f"q{i}", "question": "what follows king", "passage": " ".join(w for w in words if w != "king") + f" {i % 7}", "answers": []})
+    path = tmp_path_factory.mktemp("qa") / "qa.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_finetune_qa_reports_has_and_no_answer(model_dir, qa_data, tmp_path):
+    cfg = FinetuneConfig(epochs=1, batch_size=16, lr=1e-3, max_len=48, doc_stride=8, dev_percent=20)
+    report = finetune_qa(model_dir("bert", "qa"), qa_data, tmp_path / "t", cfg, progress=False)
+    d = report["dev"]
+    assert report["task"] == "qa" and d["HasAns_total"] > 0 and d["NoAns_total"] > 0 and d["total"] == report["dev_questions"]
+    assert 0 <= d["f1"] <= 100
+
+
+def test_qa_distill_phase1_codec_only_and_squad_report(model_dir, qa_data, tmp_path):
+    ckpt = decouple(model_dir("bert", "qa"), tmp_path / "ckpt", split=2, compress=2, max_question_len=16, max_passage_len=32)
+    before = ckpt.model.state_dict()
+    report = distill(ckpt.path, qa_data, DistillConfig(epochs=0, phase1_epochs=1, batch_size=16, dev_limit=16), tmp_path / "p1", progress=False)
+    after = load_checkpoint(tmp_path / "p1").model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith(("input.compressor.", "cross.decompressor.")) for k in changed)
+    report = distill(ckpt.path, qa_data, DistillConfig(epochs=1, phase1_epochs=0, batch_size=16, dev_limit=24), tmp_path / "p2", progress=False)
+    final = report["final"]
+    assert set(final) == {"student", "teacher", "agreement"}
+    assert final["student"]["total"] == report["dev_pairs"] > 0 and "HasAns_f1" in final["teacher"]
+    assert report["history"][-1]["loss"]["kl"] > 0 and report["history"][-1]["loss"]["hidden"] > 0
+
+
+def test_eval_agrees_across_checkpoint_export_and_engine(engine, exported, qa_data):
+    ckpt_dir, export_dir = exported("bert", 2, 2)
+    _, engine_dir = engine()
+    reports = [evaluate_model(p, qa_data, split="all", limit=40, progress=False) for p in (ckpt_dir, export_dir, engine_dir)]
+    assert [r["kind"] for r in reports] == ["checkpoint", "export", "engine"]
+    for r in reports[1:]:  # the same model three ways: fp32 differences never change an answer here
+        assert r["teacher"]["f1"] == pytest.approx(reports[0]["teacher"]["f1"], abs=2.5)
+        assert r["student"]["f1"] == pytest.approx(reports[0]["student"]["f1"], abs=2.5)
+    assert all(0 <= r["agreement"] <= 1 for r in reports)
+
+
+def test_eval_cli_table_and_errors(exported, qa_data, tmp_path):
+    _, export_dir = exported("bert", 2, 2)
+    result = CliRunner().invoke(main, ["eval", str(export_dir), "--data", str(qa_data), "--split", "all", "--limit", "20", "--json", str(tmp_path / "e.json")])
+    assert result.exit_code == 0, result.output
+    assert "HasAns" in result.output and "teacher" in result.output
+    assert json.loads((tmp_path / "e.json").read_text())["examples"] == 20
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("the cat\tthe cat sat\tTrue\n")
+    result = CliRunner().invoke(main, ["eval", str(export_dir), "--data", str(pairs), "--split", "all"])
+    assert result.exit_code == 1 and "not questions with answers" in result.output and "Traceback" not in result.output
+    result = CliRunner().invoke(main, ["eval", str(export_dir), "--data", str(qa_data), "--split", "test"])
+    assert result.exit_code != 0 and "test" in result.output
+
+
+def test_sweep_table_resumes_and_plots(model_dir, qa_data, tmp_path):
+    from dtx.train.sweep import SweepConfig, run_sweep
+
+    cfg = SweepConfig([1, 3], [2], DistillConfig(epochs=1, phase1_epochs=1, batch_size=32, train_limit=32, dev_limit=8), ["distill", "phase2-only", "labels-only"])
+    teacher = model_dir("bert", "qa")
+    report = run_sweep(teacher, qa_data, tmp_path / "sweep", cfg, progress=False)
+    assert [(r["split"], r["variant"]) for r in report["rows"]] == [(n, v) for n in (1, 3) for v in ("distill", "phase2-only", "labels-only")]
+    for r in report["rows"]:
+        assert r["metric"] == "f1" and r["flop_speedup"] > 1 and r["cache_bytes_per_passage"] == 150 * 16 * 2
+    assert report["rows"][0]["flop_speedup"] < report["rows"][3]["flop_speedup"]  # a later split saves more
+    stamp = (tmp_path / "sweep" / "split1-k2-distill" / "model.safetensors").stat().st_mtime_ns
+    again = run_sweep(teacher, qa_data, tmp_path / "sweep", cfg, progress=False)
+    assert again["rows"] == report["rows"] and (tmp_path / "sweep" / "split1-k2-distill" / "model.safetensors").stat().st_mtime_ns == stamp
+    result = CliRunner().invoke(main, ["sweep", str(teacher), "--data", str(qa_data), "--splits", "1,3", "-k", "2", "--variants", "distill,phase2-only,labels-only",
+                                       "--batch-size", "32", "--train-limit", "32", "--dev-limit", "8", "-o", str(tmp_path / "sweep"), "--plot", str(tmp_path / "s.png")])
+    assert result.exit_code == 0, result.output
+    assert "kept" in result.output and (tmp_path / "s.png").stat().st_size > 0
+    assert "outside 0..4" in CliRunner().invoke(main, ["sweep", str(teacher), "--data", str(qa_data), "--splits", "9", "-o", str(tmp_path / "x")]).output

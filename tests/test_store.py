@@ -1,0 +1,243 @@
+"""The passage store, `dtx index`, retrieval and answers read from cached representations."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from dtx.cli import main
+from dtx.engines import load_engine
+from dtx.engines.manifest import read_engine_export
+from dtx.export.manifest import segmenter_for
+from dtx.query import QueryPipeline
+from dtx.store import PassageStore
+from dtx.store import quantize
+from dtx.store.corpus import read_corpus
+from dtx.store.indexer import index_corpus
+from helpers import texts
+
+
+def write_corpus(path: Path, n: int, seed: int = 0, long_every: int = 7) -> list[dict]:
+    """n passages as JSONL; every `long_every`-th is long enough for several windows."""
+    rng = random.Random(seed)
+    rows = [{"id": f"doc-{i}", "text": texts(seed * 100_000 + i, 1, 150, 220)[0] if i % long_every == 0 else texts(seed * 100_000 + i, 1, 5, 40)[0]} for i in range(n)]
+    rng.shuffle(rows)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return rows
+
+
+def cli_error(args: list[str]) -> str:
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and "Traceback" not in result.output, result.output
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> tuple[Path, list[dict]]:
+    path = tmp_path_factory.mktemp("corpus") / "corpus.jsonl"
+    return path, write_corpus(path, 60)
+
+
+@pytest.fixture(scope="module")
+def stores(engine, corpus, tmp_path_factory):
+    """fp16 and int8 stores of the tiny corpus, built by the bert/2/2 QA engine."""
+    _, engine_dir = engine()
+    root = tmp_path_factory.mktemp("stores")
+    for dtype in ("fp16", "int8"):
+        index_corpus(corpus[0], engine_dir, root / dtype, dtype=dtype, batch=8, chunk=16, progress=False)
+    return engine_dir, root
+
+
+def test_quantize_round_trip_on_random_values():
+    rng = np.random.default_rng(1)
+    rep = rng.normal(size=(40, 48)).astype(np.float32) * rng.uniform(0.01, 30, size=(40, 1)).astype(np.float32)
+    values, scales = quantize.encode(rep, "int8")
+    back = quantize.decode(values, scales, 40, 48, "int8")
+    per_token_scale = np.abs(rep).max(-1, keepdims=True) / 127
+    assert np.all(np.abs(back - rep) <= per_token_scale / 2 + 1e-6)  # within half a level of its own token's scale
+    assert len(scales) == 40 * 4
+    values, _ = quantize.encode(rep, "fp16")
+    np.testing.assert_array_equal(quantize.decode(values, b"", 40, 48, "fp16"), rep.astype(np.float16).astype(np.float32))
+
+
+def test_store_holds_every_passage_and_window_once(stores, corpus):
+    engine_dir, root = stores
+    seg = segmenter_for(engine_dir, read_engine_export(engine_dir))
+    expected_windows = sum(len(seg.passage(r["text"])) for r in corpus[1])
+    assert expected_windows > len(corpus[1])  # the long passages really were cut into windows
+    for dtype in ("fp16", "int8"):
+        report = PassageStore.open(root / dtype).verify()
+        assert report["passages"] == len(corpus[1]) and report["rows"] == expected_windows
+
+
+def test_fetched_representations_equal_on_the_fly_ones(stores, corpus):
+    engine_dir, root = stores
+    store = PassageStore.open(root / "fp16")
+    ids = [r["id"] for r in corpus[1][:20]]
+    cached = store.fetch(ids)
+    seg = segmenter_for(engine_dir, read_engine_export(engine_dir))
+    segments = [w for r in corpus[1][:20] for w in seg.passage(r["text"])]
+    assert [list(t) for t in cached.token_ids] == [s.input_ids for s in segments]  # same windows, in the order asked
+    with load_engine(engine_dir) as runner:
+        fresh = runner.encode(seg.pad(segments))
+    real = cached.mask.astype(bool)
+    assert cached.reps.shape == fresh.shape
+    err = np.abs(cached.reps - fresh)[real]
+    assert err.max() <= np.abs(fresh[real]).max() * 2**-11  # fp16 rounding, nothing more
+    assert np.all(cached.reps[~real] == 0)
+
+
+def test_answers_from_the_store_equal_answers_on_the_fly(stores, corpus):
+    engine_dir, root = stores
+    rng = random.Random(3)
+    for dtype, tol in (("fp16", 5e-3), ("int8", 5e-2)):
+        with QueryPipeline.open(root / dtype) as pipe:
+            for row in rng.sample(corpus[1], 8):
+                query = " ".join(row["text"].split()[:4])
+                cached = pipe.answer(query, k=10)
+                fresh = pipe.answer(query, k=10, ids=[c.id for c in cached.candidates], on_the_fly=True)
+                scores = {c.id: c.score for c in fresh.candidates}
+                assert max(abs(c.score - scores[c.id]) for c in cached.candidates) < tol
+                if dtype == "fp16":
+                    assert [(c.id, c.answer) for c in cached.candidates] == [(c.id, c.answer) for c in fresh.candidates]
+                assert set(cached.timings_ms) == {"input", "retrieve", "fetch", "cross", "total"}
+
+
+def test_bm25_finds_the_passage_with_a_rare_phrase(stores, corpus):
+    _, root = stores
+    store = PassageStore.open(root / "fp16")
+    # a distinctive query: the first eight words of one passage
+    for row in corpus[1][:5]:
+        hits = store.search(" ".join(row["text"].split()[:8]), 5)
+        assert row["id"] in [h[0] for h in hits]
+
+
+def test_answer_spans_are_text_of_the_passage(stores, corpus):
+    _, root = stores
+    texts_by_id = {r["id"]: r["text"] for r in corpus[1]}
+    with QueryPipeline.open(root / "fp16") as pipe:
+        result = pipe.answer(" ".join(corpus[1][0]["text"].split()[:3]), k=20)
+    spans = [c for c in result.candidates if c.answer]
+    assert spans, "a random head should still beat no-answer somewhere"
+    for c in spans:
+        assert c.answer in texts_by_id[c.id]
+
+
+def test_rerank_pair_model_orders_by_label_log_probability(engine, corpus, tmp_path):
+    _, engine_dir = engine(task="pair")
+    index_corpus(corpus[0], engine_dir, tmp_path / "s", batch=8, chunk=64, limit=12, progress=False)
+    ids = [r.id for r in read_corpus(corpus[0], 12)]
+    result = CliRunner().invoke(main, ["rerank", str(tmp_path / "s"), "the cat", "--ids", ",".join(ids), "--top", "12", "--json", str(tmp_path / "r.json")])
+    assert result.exit_code == 0, result.output
+    out = json.loads((tmp_path / "r.json").read_text())
+    scores = [c["score"] for c in out["candidates"]]
+    assert sorted(scores, reverse=True) == scores and len(scores) == 12
+    assert all(s <= 0 for s in scores)  # log-probabilities
+    assert "stage timings" in result.output
+    assert "not a QA reader" in cli_error(["answer", str(tmp_path / "s"), "the cat"])
+
+
+def test_index_resumes_and_stores_each_passage_once(engine, corpus, tmp_path):
+    _, engine_dir = engine()
+    first = index_corpus(corpus[0], engine_dir, tmp_path / "s", batch=8, chunk=8, limit=20, progress=False)
+    second = index_corpus(corpus[0], engine_dir, tmp_path / "s", batch=8, chunk=8, progress=False)
+    third = index_corpus(corpus[0], engine_dir, tmp_path / "s", batch=8, chunk=8, progress=False)
+    assert (first.indexed, second.already_stored, second.indexed, third.indexed) == (20, 20, len(corpus[1]) - 20, 0)
+    assert PassageStore.open(tmp_path / "s").verify()["passages"] == len(corpus[1])
+
+
+def test_sigkill_at_random_points_then_resume(engine, tmp_path):
+    """Kill `dtx index` with SIGKILL several times mid-run; the resumed store holds every passage exactly once."""
+    _, engine_dir = engine()
+    corpus = tmp_path / "big.jsonl"
+    rows = write_corpus(corpus, 1500, seed=5, long_every=50)
+    store = tmp_path / "store"
+    cmd = [sys.executable, "-m", "dtx.cli", "index", str(corpus), "--engine", str(engine_dir), "-o", str(store), "--batch", "8", "--chunk", "16", "--threads", "1"]
+    rng = random.Random(11)
+    partial = []
+    for _ in range(4):
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+        deadline = time.time() + 60
+        # wait until this run has committed something new, then kill it at a random moment soon after
+        before = len(PassageStore.open(store)) if (store / "_versions").exists() else 0
+        while time.time() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+            if (store / "_versions").exists() and len(PassageStore.open(store)) > before:
+                break
+        time.sleep(rng.uniform(0.0, 1.5))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        partial.append(len(PassageStore.open(store)))
+    assert any(0 < n < len(rows) for n in partial), f"no kill landed mid-run: {partial}"
+    assert partial == sorted(partial)  # nothing committed was ever lost
+    result = CliRunner().invoke(main, cmd[3:])
+    assert result.exit_code == 0, result.output
+    report = PassageStore.open(store).verify()
+    assert report["passages"] == len(rows)
+    assert PassageStore.open(store).ids() == {r["id"] for r in rows}
+
+
+def test_store_from_another_export_is_refused_and_kept(stores, exported, tmp_path, corpus):
+    from dtx.engines.build import BuildOptions, build_engine
+
+    engine_dir, root = stores
+    _, other_export = exported("bert", 1, 2)
+    other_engine = tmp_path / "other"
+    build_engine(other_export, other_engine, BuildOptions(), progress=False)
+    before = PassageStore.open(root / "fp16").verify()
+    err = cli_error(["index", str(corpus[0]), "--engine", str(other_engine), "-o", str(root / "fp16")])
+    assert "was built from export" in err and "re-index" in err
+    assert "was built from export" in cli_error(["answer", str(root / "fp16"), "the cat", "--engine", str(other_engine)])
+    assert "holds fp16" in cli_error(["index", str(corpus[0]), "--engine", str(engine_dir), "-o", str(root / "fp16"), "--dtype", "int8"])
+    assert PassageStore.open(root / "fp16").verify() == before
+
+
+def test_bad_corpus_and_missing_store_are_one_line_errors(stores, tmp_path):
+    engine_dir, root = stores
+    no_text = tmp_path / "no_text.jsonl"
+    no_text.write_text('{"id": "a", "text": "the cat"}\n{"id": "b"}\n')
+    assert f"{no_text}:2" in cli_error(["index", str(no_text), "--engine", str(engine_dir), "-o", str(root / "fp16")])
+    dup = tmp_path / "dup.tsv"
+    dup.write_text("a\tthe cat\nb\tthe dog\na\tthe bird\n")
+    err = cli_error(["index", str(dup), "--engine", str(engine_dir), "-o", str(tmp_path / "new")])
+    assert f"{dup}:3" in err and "'a'" in err and f"{dup}:1" in err
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    assert "empty" in cli_error(["index", str(empty), "--engine", str(engine_dir), "-o", str(tmp_path / "new")])
+    assert "no store at" in cli_error(["answer", str(tmp_path / "missing"), "the cat"])
+    assert "not a dtx store" in cli_error(["check-store", str(tmp_path)])
+    assert "dtx index" in cli_error(["check-store", str(tmp_path / "missing")])
+
+
+def test_squad_json_corpus(tmp_path):
+    doc = {"data": [{"title": "t", "paragraphs": [{"context": "the cat sat.", "qas": []}, {"context": "the dog ran.", "qas": []}, {"context": "the cat sat.", "qas": []}]}]}
+    path = tmp_path / "squad.json"
+    path.write_text(json.dumps(doc))
+    passages = read_corpus(path)
+    assert [p.text for p in passages] == ["the cat sat.", "the dog ran."]  # the same paragraph once
+
+
+def test_ray_index_writes_the_same_representations(engine, corpus, stores, tmp_path):
+    pytest.importorskip("ray", reason="ray is installed by .ci/run; this checkout lacks it")
+    engine_dir, root = stores
+    report = index_corpus(corpus[0], engine_dir, tmp_path / "ray", dtype="fp16", batch=8, chunk=16, use_ray=True, threads=1, progress=False)
+    assert report.backend == "ray" and report.indexed == len(corpus[1])
+    local, ray_store = PassageStore.open(root / "fp16"), PassageStore.open(tmp_path / "ray")
+    assert ray_store.verify()["rows"] == local.verify()["rows"]
+    ids = [r["id"] for r in corpus[1]]
+    a, b = local.fetch(ids), ray_store.fetch(ids)
+    assert a.ids == b.ids and a.windows == b.windows
+    # the same engine on differently composed batches: equal up to one fp16 rounding step
+    assert np.abs(a.reps - b.reps).max() <= np.abs(a.reps).max() * 2**-10
