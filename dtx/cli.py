@@ -288,7 +288,7 @@ def distill(ckpt_dir, data, temperature, alpha, epochs, phase1_epochs, pca_init,
 @_distill_options
 @click.option("--splits", required=True, callback=_int_list, help="Comma list of splits N, e.g. 1,2,3,4,5.")
 @click.option("--compress", "-k", default="4", show_default=True, callback=_int_list, help="Comma list of compression ratios (1 = none).")
-@click.option("--variants", default="distill", show_default=True, help="Comma list of distill, labels-only (no teacher), phase2-only (no autoencoder phase).")
+@click.option("--variants", default="distill", show_default=True, help="Comma list of distill, labels-only (no teacher), phase2-only (no autoencoder phase), no-pca (random compressor start).")
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Sweep directory (one student per cell; re-run resumes).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the table as JSON (it is always in OUT/sweep.json).")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write a PNG of accuracy kept and FLOP speed-up against the split.")

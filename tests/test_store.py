@@ -241,3 +241,19 @@ def test_ray_index_writes_the_same_representations(engine, corpus, stores, tmp_p
     assert a.ids == b.ids and a.windows == b.windows
     # the same engine on differently composed batches: equal up to one fp16 rounding step
     assert np.abs(a.reps - b.reps).max() <= np.abs(a.reps).max() * 2**-10
+
+
+def test_check_store_agreement_and_plan_from_index_rate(stores, corpus, tmp_path):
+    engine_dir, root = stores
+    queries = tmp_path / "q.jsonl"
+    queries.write_text("".join(json.dumps({"question": " ".join(r["text"].split()[:4]), "passage": r["text"]}) + "\n" for r in corpus[1][:6]))
+    result = CliRunner().invoke(main, ["check-store", str(root / "fp16"), "--queries", str(queries), "-k", "5", "--json", str(tmp_path / "c.json")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "c.json").read_text())
+    assert report["passages"] == len(corpus[1]) and report["agreement"]["queries"] == 6
+    assert report["agreement"]["same top answer %"] == 100.0 and report["agreement"]["max |score diff|"] < 5e-3
+    result = CliRunner().invoke(main, ["index", str(corpus[0]), "--engine", str(engine_dir), "-o", str(tmp_path / "s"), "--limit", "10", "--json", str(tmp_path / "i.json")])
+    assert result.exit_code == 0, result.output
+    rate = json.loads((tmp_path / "i.json").read_text())["passages_per_s"]
+    result = CliRunner().invoke(main, ["plan", "--passages", "1000000", "--bench-json", str(tmp_path / "i.json")])
+    assert result.exit_code == 0 and f"{rate:.3g} passages/s" in result.output

@@ -18,6 +18,7 @@ import gzip
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 from dtx.errors import DtxError
 
@@ -53,7 +54,7 @@ def _squad(path: Path, doc: dict) -> list[Pair]:
     return pairs
 
 
-def _open_text(path: Path) -> str:
+def read_text(path: Path) -> str:
     raw = path.read_bytes()
     if raw[:2] == b"\x1f\x8b":
         raw = gzip.decompress(raw)
@@ -84,8 +85,8 @@ def _bigbench(path: Path, task: dict) -> list[Pair]:
     return pairs
 
 
-def _jsonl(path: Path, text: str) -> list[Pair]:
-    pairs = []
+def json_lines(path: Path, text: str) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for every non-blank line; a line that is not a JSON object is an error naming it."""
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
@@ -93,6 +94,21 @@ def _jsonl(path: Path, text: str) -> list[Pair]:
             row = json.loads(line)
         except json.JSONDecodeError as e:
             raise DtxError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+        if not isinstance(row, dict):
+            raise DtxError(f"{path}:{n}: expected a JSON object per line")
+        yield n, row
+
+
+def tsv_lines(path: Path, text: str, at_most: int) -> Iterator[tuple[int, list[str]]]:
+    """(line number, columns) for every non-blank line, split on at most `at_most` tabs (-1: all)."""
+    for n, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            yield n, line.split("\t", at_most)
+
+
+def _jsonl(path: Path, text: str) -> list[Pair]:
+    pairs = []
+    for n, row in json_lines(path, text):
         question = row.get("question", row.get("query"))
         if "positive" in row:  # re-ranking: query, positive, negatives
             passages = [row["positive"], *row.get("negatives", [])]
@@ -113,17 +129,14 @@ def _jsonl(path: Path, text: str) -> list[Pair]:
 
 def _tsv(path: Path, text: str) -> list[Pair]:
     pairs = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        cols = line.split("\t")
+    for n, cols in tsv_lines(path, text, -1):
         if len(cols) < 2 or not cols[1].strip():
             raise DtxError(f"{path}:{n}: expected question<TAB>passage[<TAB>label]")
         pairs.append(Pair(cols[0], cols[1], cols[2].strip() if len(cols) > 2 else None, [], str(n)))
     return pairs
 
 
-def _whole_json(text: str) -> object:
+def whole_json(text: str) -> object:
     """The file as one JSON document, or None when it is JSON lines / TSV."""
     try:
         return json.loads(text)
@@ -136,10 +149,10 @@ def read_pairs(path: str | Path, limit: int | None = None) -> list[Pair]:
     path = Path(path)
     if not path.is_file():
         raise DtxError(f"{path} does not exist; pass a JSONL, TSV, SQuAD JSON or BIG-bench task file")
-    text = _open_text(path)
+    text = read_text(path)
     if not text.strip():
         raise DtxError(f"{path} is empty")
-    doc = _whole_json(text) if text.lstrip().startswith("{") else None
+    doc = whole_json(text) if text.lstrip().startswith("{") else None
     if isinstance(doc, dict) and "examples" in doc:
         pairs = _bigbench(path, doc)
     elif isinstance(doc, dict) and isinstance(doc.get("data"), list):

@@ -12,11 +12,10 @@ A line without text or an id given twice is a one-line error naming the file and
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from dtx.data.pairs import _open_text, _whole_json, read_pairs
+from dtx.data.pairs import json_lines, read_pairs, read_text, tsv_lines, whole_json
 from dtx.errors import DtxError
 
 TEXT_FIELDS = ("text", "passage", "contents", "context")
@@ -46,14 +45,8 @@ def _unique(passages: list[tuple[str, str, str]]) -> list[Passage]:
 
 def _jsonl(path: Path, text: str) -> list[Passage]:
     rows = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DtxError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-        body = next((row[f] for f in TEXT_FIELDS if f in row), None) if isinstance(row, dict) else None
+    for n, row in json_lines(path, text):
+        body = next((row[f] for f in TEXT_FIELDS if f in row), None)
         if not isinstance(body, str) or not body.strip():
             raise DtxError(f"{path}:{n}: no passage text; give a non-empty 'text' field")
         pid = row.get("id", row.get("_id"))
@@ -63,10 +56,7 @@ def _jsonl(path: Path, text: str) -> list[Passage]:
 
 def _tsv(path: Path, text: str) -> list[Passage]:
     rows = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        cols = line.split("\t", 1)
+    for n, cols in tsv_lines(path, text, 1):
         if len(cols) < 2 or not cols[1].strip():
             raise DtxError(f"{path}:{n}: no passage text; expected id<TAB>text")
         rows.append((cols[0].strip(), cols[1].strip(), f"{path}:{n}"))
@@ -89,10 +79,10 @@ def read_corpus(path: str | Path, limit: int | None = None) -> list[Passage]:
     path = Path(path)
     if not path.is_file():
         raise DtxError(f"{path} does not exist; pass a JSONL, TSV, SQuAD JSON or BIG-bench task file")
-    text = _open_text(path)
+    text = read_text(path)
     if not text.strip():
         raise DtxError(f"{path} is empty; it holds no passages to index")
-    doc = _whole_json(text)
+    doc = whole_json(text)
     passages: list[Passage]
     if isinstance(doc, dict) and isinstance(doc.get("data"), list):
         passages = _squad(path, doc)

@@ -238,6 +238,7 @@ def _run_phase(phase: str, model, teacher_c, batches: list[dict], cfg: DistillCo
     student_attn = LastLayerAttention(model.cross.layers[-1]) if len(model.cross.layers) else None
     teacher_attn = LastLayerAttention(teacher_c.encoder.layers[-1])
     sums: dict[str, float] = {}
+    tail: list[dict[str, float]] = []
     device = next(model.parameters()).device
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and phase == "phase2")
     order = np.random.default_rng(cfg.seed + len(phase)).permutation(steps)
@@ -261,13 +262,16 @@ def _run_phase(phase: str, model, teacher_c, batches: list[dict], cfg: DistillCo
             optim.zero_grad(set_to_none=True)
             for k, v in items.items():
                 sums[k] = sums.get(k, 0.0) + v
+            tail.append(items)
             bar.set_postfix({k: f"{v:.3f}" for k, v in items.items() if k != "attention" or v})
     finally:
         teacher_attn.remove()
         if student_attn:
             student_attn.remove()
     model.eval()
-    return {k: v / max(steps, 1) for k, v in sums.items()}
+    # the epoch's mean, and the mean of its last tenth: where the term ended up, not just its average
+    last = tail[-max(1, steps // 10) :]
+    return {**{k: v / max(steps, 1) for k, v in sums.items()}, **{f"{k}_last": sum(t[k] for t in last) / len(last) for k in sums}}
 
 
 def _phase2_terms(model, teacher_c, b: dict, cfg: DistillConfig, student_attn, teacher_attn) -> LossTerms:

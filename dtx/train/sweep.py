@@ -5,7 +5,8 @@ directory, so a killed sweep resumes cell by cell (and a cell mid-training from 
 Next to the accuracy kept, every row carries the cost of DESIGN.md section 5 (per-query FLOPs
 against the coupled model, cached bytes per passage), which is the trade-off a user picks from.
 Variants add the ablations: `labels-only` (plain fine-tuning of the decoupled model, no
-teacher) and `phase2-only` (compression trained jointly from the start, no autoencoder phase).
+teacher), `phase2-only` (compression trained jointly from the start, no autoencoder phase) and
+`no-pca` (the compressor starts random instead of from principal components).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from dtx.cost import EncoderShape, cache_bytes, query_cost
 from dtx.errors import ConfigError
 from dtx.train.distill import DistillConfig, distill
 
-VARIANTS = ("distill", "labels-only", "phase2-only")
+VARIANTS = ("distill", "labels-only", "phase2-only", "no-pca")
 SWEEP_FILE = "sweep.json"
 
 
@@ -40,6 +41,8 @@ def _variant(cfg: DistillConfig, name: str) -> DistillConfig:
         return replace(cfg, labels_only=True)
     if name == "phase2-only":
         return replace(cfg, phase1_epochs=0)
+    if name == "no-pca":
+        return replace(cfg, pca_init=False)
     return cfg
 
 
@@ -71,7 +74,7 @@ def run_sweep(teacher_dir: str | Path, data: str | Path, out_dir: str | Path, cf
             base = out_dir / f"split{n}-k{k}"
             if not (base / "decoupled.json").is_file():
                 decouple(teacher_dir, base, n, k)
-            for variant in cfg.variants if k > 1 else [v for v in cfg.variants if v != "phase2-only"]:
+            for variant in cfg.variants if k > 1 else [v for v in cfg.variants if v not in ("phase2-only", "no-pca")]:
                 student = out_dir / f"split{n}-k{k}-{variant}"
                 settings = _variant(cfg.distill, variant)
                 report = _cached(student, settings) or distill(base, data, settings, student, progress)
@@ -113,6 +116,7 @@ def _row(report: dict, n: int, layers: int, k: int, variant: str, source, cfg: S
         "train_pairs": report.get("train_pairs"),
         "dev_pairs": report.get("dev_pairs"),
         "pca_variance_kept": report.get("pca_variance_kept"),
+        "phase1_ae_mse_last": next((h["loss"].get("ae_mse_last") for h in report["history"] if h["phase"] == "phase1"), None),
         "seconds": sum(h["seconds"] for h in report["history"]),
     }
 
