@@ -29,3 +29,9 @@ $DTX build-engine $R/qa-2-k4-onnx --fp16 -o $R/qa-2-k4-fp16
 for m in $R/qa-2-k4-onnx $R/qa-2-k4-int8 $R/qa-2-k4-fp16; do
   $DTX eval $m --data "$DATA" --json docs/results/disflqa-eval-$(basename $m).json
 done
+# 5. the store on the real passages with the best student: int8 and fp16 stores vs on-the-fly representations
+for dt in int8 fp16; do
+  $DTX index "$DATA" --engine $R/qa-2-k4-fp32 -o $R/qa-store-$dt --dtype $dt --json docs/results/disflqa-index-$dt.json
+done
+$DTX check-store $R/qa-store-int8 --queries "$DATA" --limit 300 --json docs/results/disflqa-store-int8.json
+$DTX check-store $R/qa-store-fp16 --queries "$DATA" --limit 60 --json docs/results/disflqa-store-fp16.json
