@@ -144,15 +144,20 @@ def whole_json(text: str) -> object:
         return None
 
 
-def read_pairs(path: str | Path, limit: int | None = None) -> list[Pair]:
-    """All pairs in `path` (first `limit`), or a one-line error naming the file and line."""
-    path = Path(path)
+def read_document(path: Path, what: str) -> tuple[str, object]:
+    """The text of `path` and, when the whole file is one JSON document, that document (else None)."""
     if not path.is_file():
         raise DtxError(f"{path} does not exist; pass a JSONL, TSV, SQuAD JSON or BIG-bench task file")
     text = read_text(path)
     if not text.strip():
-        raise DtxError(f"{path} is empty")
-    doc = whole_json(text) if text.lstrip().startswith("{") else None
+        raise DtxError(f"{path} is empty; it holds no {what}")
+    return text, whole_json(text) if text.lstrip().startswith("{") else None
+
+
+def read_pairs(path: str | Path, limit: int | None = None) -> list[Pair]:
+    """All pairs in `path` (first `limit`), or a one-line error naming the file and line."""
+    path = Path(path)
+    text, doc = read_document(path, "pairs")
     if isinstance(doc, dict) and "examples" in doc:
         pairs = _bigbench(path, doc)
     elif isinstance(doc, dict) and isinstance(doc.get("data"), list):

@@ -15,7 +15,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from dtx.data.pairs import json_lines, read_pairs, read_text, tsv_lines, whole_json
+from dtx.data.pairs import json_lines, read_document, read_pairs, tsv_lines
 from dtx.errors import DtxError
 
 TEXT_FIELDS = ("text", "passage", "contents", "context")
@@ -77,12 +77,7 @@ def _squad(path: Path, doc: dict) -> list[Passage]:
 def read_corpus(path: str | Path, limit: int | None = None) -> list[Passage]:
     """Every passage in `path` (the first `limit`), in file order."""
     path = Path(path)
-    if not path.is_file():
-        raise DtxError(f"{path} does not exist; pass a JSONL, TSV, SQuAD JSON or BIG-bench task file")
-    text = read_text(path)
-    if not text.strip():
-        raise DtxError(f"{path} is empty; it holds no passages to index")
-    doc = whole_json(text)
+    text, doc = read_document(path, "passages to index")
     passages: list[Passage]
     if isinstance(doc, dict) and isinstance(doc.get("data"), list):
         passages = _squad(path, doc)
