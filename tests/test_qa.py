@@ -102,22 +102,7 @@ def test_features_map_answers_through_sliding_windows(model_dir):
     assert any(f.start == NO_ANSWER for f in feats)  # windows without it point at [CLS]
 
 
-# -- bad data: file and line ------------------------------------------------------------------
-@pytest.mark.parametrize(
-    "content, needle",
-    [
-        ('{"question": "q", "passage": "the cat", "answers": ["cat"]}\n{"question": "q"}\n', r"qa\.jsonl:2"),
-        ('{"question": "q", "passage": "the cat", "answers": "cat"}\n', r"qa\.jsonl:1: 'answers' must be a list"),
-        ("", "is empty"),
-    ],
-)
-def test_bad_qa_files(tmp_path, content, needle):
-    path = tmp_path / "qa.jsonl"
-    path.write_text(content)
-    with pytest.raises(DtxError, match=needle):
-        read_pairs(path)
-
-
+# -- bad data: file and line (bad JSONL / empty files: tests/test_train_pair.py) ----------------
 def test_answer_not_in_passage_names_the_example(model_dir, tmp_path):
     path = tmp_path / "qa.jsonl"
     path.write_text('{"id": "ex-7", "question": "the cat", "passage": "the river is wide", "answers": ["mountain"]}\n')

@@ -36,6 +36,9 @@ def test_split_keeps_each_passage_on_one_side():
         ('{"question": "a"}\n', ":1: needs string fields"),
         ('{"question": "a", "passage": "b"}\n{oops\n', ":2: not valid JSON"),
         ("only one column\n", ":1: expected question<TAB>passage"),
+        # QA lines
+        ('{"question": "q", "passage": "the cat", "answers": ["cat"]}\n{"question": "q"}\n', r"pairs\.jsonl:2"),
+        ('{"question": "q", "passage": "the cat", "answers": "cat"}\n', r"pairs\.jsonl:1: 'answers' must be a list"),
     ],
 )
 def test_bad_pair_files_name_file_and_line(tmp_path, content, needle):

@@ -15,8 +15,7 @@ import numpy as np
 
 from dtx.data.pairs import Pair, read_pairs
 from dtx.errors import DtxError
-from dtx.eval.predict import qa_answers, run_pair, run_qa
-from dtx.eval.squad import normalize_answer, squad_v2
+from dtx.eval.predict import qa_side_by_side, run_pair
 from dtx.train.splits import dev_subset, split_by_passage
 
 SPLITS = ("dev", "train", "all")
@@ -87,11 +86,7 @@ def _qa(runner, seg, pairs: list[Pair], data, batch_size: int, progress: bool) -
 
     if all(p.label is not None and not p.answers for p in pairs):
         raise DtxError(f"{data} holds labelled pairs, not questions with answers; this model is a QA reader")
-    features = qa_features(pairs, seg, str(data))
-    golds = [p.answers for p in pairs]
-    answers = {path: qa_answers(pairs, features, run_qa(runner, seg, features, path, batch_size, progress=progress)) for path in ("decoupled", "coupled")}
-    same = np.mean([normalize_answer(a) == normalize_answer(b) for a, b in zip(answers["decoupled"], answers["coupled"])])
-    return {"student": squad_v2(golds, answers["decoupled"]), "teacher": squad_v2(golds, answers["coupled"]), "agreement": float(same)}
+    return qa_side_by_side(runner, seg, pairs, qa_features(pairs, seg, str(data)), batch_size, progress)
 
 
 def _pair(runner, seg, pairs: list[Pair], labels: list[str], data, batch_size: int, progress: bool) -> dict:

@@ -80,6 +80,16 @@ def qa_answers(pairs: list[Pair], features: list[QAFeature], scores: list[Window
     return answers
 
 
+def qa_side_by_side(runner, segmenter: PairSegmenter, pairs: list[Pair], features: list[QAFeature], batch_size: int = 32, progress: bool = False) -> dict:
+    """SQuAD 2.0 scores of the student (decoupled path) and the teacher (coupled path), and how often they answer alike."""
+    from dtx.eval.squad import normalize_answer, squad_v2
+
+    answers = {path: qa_answers(pairs, features, run_qa(runner, segmenter, features, path, batch_size, progress=progress)) for path in PATHS}
+    golds = [p.answers for p in pairs]
+    same = float(np.mean([normalize_answer(a) == normalize_answer(b) for a, b in zip(answers["decoupled"], answers["coupled"])]))
+    return {"student": squad_v2(golds, answers["decoupled"]), "teacher": squad_v2(golds, answers["coupled"]), "agreement": same}
+
+
 def run_pair(runner, segmenter: PairSegmenter, pairs: list[Pair], path: str, batch_size: int = 32, progress: bool = False) -> np.ndarray:
     """(N, labels) logits along `path`; the passage is its first window."""
     logits = []

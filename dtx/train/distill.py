@@ -152,16 +152,12 @@ def evaluate(model, teacher_c, batches: list[dict], n_labels: int) -> dict:
 def evaluate_qa(model, teacher_c, seg, pairs: list[Pair], features: list[QAFeature]) -> dict:
     """SQuAD 2.0 EM / F1 of student and teacher on held-out questions, decoded as `dtx eval` decodes."""
     from dtx.engines.torch_backend import TorchRunner
-    from dtx.eval.predict import qa_answers, run_qa
-    from dtx.eval.squad import normalize_answer, squad_v2
+    from dtx.eval.predict import qa_side_by_side
 
     names = ["start_logits", "end_logits"]
     runner = TorchRunner.from_modules({"input": model.input, "cross": model.cross, "coupled": teacher_c}, {"cross": names, "coupled": names, "input": ["hidden"]})
     model.eval()
-    answers = {path: qa_answers(pairs, features, run_qa(runner, seg, features, path)) for path in ("decoupled", "coupled")}
-    golds = [p.answers for p in pairs]
-    same = float(np.mean([normalize_answer(a) == normalize_answer(b) for a, b in zip(answers["decoupled"], answers["coupled"])]))
-    return {"student": squad_v2(golds, answers["decoupled"]), "teacher": squad_v2(golds, answers["coupled"]), "agreement": same}
+    return qa_side_by_side(runner, seg, pairs, features)
 
 
 def _joined(b: dict) -> tuple[torch.Tensor, ...]:
