@@ -162,7 +162,7 @@ def test_sigkill_at_random_points_then_resume(engine, tmp_path):
     """Kill `dtx index` with SIGKILL several times mid-run; the resumed store holds every passage exactly once."""
     _, engine_dir = engine()
     corpus = tmp_path / "big.jsonl"
-    rows = write_corpus(corpus, 1500, seed=5, long_every=50)
+    rows = write_corpus(corpus, 5000, seed=5, long_every=50)  # long enough that no run finishes before its kill
     store = tmp_path / "store"
     cmd = [sys.executable, "-m", "dtx.cli", "index", str(corpus), "--engine", str(engine_dir), "-o", str(store), "--batch", "8", "--chunk", "16", "--threads", "1"]
     rng = random.Random(11)
@@ -173,10 +173,10 @@ def test_sigkill_at_random_points_then_resume(engine, tmp_path):
         # wait until this run has committed something new, then kill it at a random moment soon after
         before = len(PassageStore.open(store)) if (store / "_versions").exists() else 0
         while time.time() < deadline and proc.poll() is None:
-            time.sleep(0.2)
+            time.sleep(0.05)
             if (store / "_versions").exists() and len(PassageStore.open(store)) > before:
                 break
-        time.sleep(rng.uniform(0.0, 1.5))
+        time.sleep(rng.uniform(0.0, 0.3))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         partial.append(len(PassageStore.open(store)))
