@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import tempfile
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -73,6 +74,31 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
         raise
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def remove_stale_temps(target: Path) -> list[Path]:
+    """Delete the temp directories that killed writers of `target` left behind (their process is gone).
+
+    A temp directory is named `.{target}.{pid}.{random}.tmp`; one whose pid still runs belongs to
+    a writer at work and is left alone. Returns what was removed.
+    """
+    removed = []
+    for p in target.parent.glob(f".{glob_escape(target.name)}.*.tmp"):
+        middle = p.name[len(target.name) + 2 : -len(".tmp")].split(".")  # [pid, random] for a temp of exactly this target
+        if p.is_dir() and len(middle) == 2 and middle[0].isdigit() and not _alive(int(middle[0])):
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_dir(target: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
     """Yield a fresh temp directory that replaces `target` only if the block completes.
@@ -85,7 +111,8 @@ def atomic_dir(target: str | os.PathLike, overwrite: bool = False) -> Iterator[P
     if target.exists() and not overwrite:
         raise DtxError(f"{target} already exists; choose another output directory or pass --overwrite")
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    remove_stale_temps(target)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent))
     try:
         yield tmp
     except BaseException:

@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from dtx.errors import DtxError
+from dtx.train.config import DistillConfig, FinetuneConfig
 
 
 class DtxGroup(click.Group):
@@ -122,7 +123,8 @@ def info(ckpt_dir, seq_q, seq_p, candidates, dtype, json_path):
 @click.option("--opset", type=int, default=18, show_default=True, help="ONNX opset (17 or newer).")
 @click.option("--check", is_flag=True, help="Re-validate the export directory PATH instead of exporting.")
 @click.option("--ckpt", "ckpt_dir", type=click.Path(file_okay=False), help="With --check: also check against this checkpoint.")
-def export_cmd(path, out_dir, opset, check, ckpt_dir):
+@click.option("--overwrite", is_flag=True, help="Replace an existing export in OUT (atomically; never a directory holding other files).")
+def export_cmd(path, out_dir, opset, check, ckpt_dir, overwrite):
     """Export checkpoint PATH to input.onnx, cross.onnx, coupled.onnx + manifest (or --check an export)."""
     _quiet_transformers()
     from dtx.report import emit
@@ -143,7 +145,7 @@ def export_cmd(path, out_dir, opset, check, ckpt_dir):
 
     out_dir = out_dir or f"{str(path).rstrip('/')}-onnx"
     start = time.perf_counter()
-    manifest = export_checkpoint(path, out_dir, opset)
+    manifest = export_checkpoint(path, out_dir, opset, overwrite=overwrite)
     rows = {}
     for r in manifest["parity"]["results"]:
         row = rows.setdefault(r["check"], [r["check"], 0.0, 0.0, 0])
@@ -162,11 +164,12 @@ def export_cmd(path, out_dir, opset, check, ckpt_dir):
 
 @main.command("build-engine")
 @click.argument("export_dir", type=click.Path(file_okay=False))
-@click.option("--backend", type=click.Choice(["ort", "trt", "torch"]), default="ort", show_default=True, help="Engine backend.")
+@click.option("--backend", type=click.Choice(["ort", "trt", "torch", "aoti"]), default="ort", show_default=True, help="Engine backend (aoti: torch.export + AOTInductor, compiled for this machine's CPU or GPU).")
 @click.option("--fp16", "precision", flag_value="fp16", help="Float16 graphs (LayerNorm, softmax, mask kept in fp32).")
 @click.option("--int8", "precision", flag_value="int8", help="INT8 (needs --calib): dynamic on ORT CPU, Q/DQ for TensorRT.")
 @click.option("--int8-mode", type=click.Choice(["dynamic", "qdq"]), help="INT8 flavour (default: dynamic for ort, qdq for trt).")
 @click.option("--calib", type=click.Path(dir_okay=False), help="Real pairs for INT8 calibration and drift (JSONL, TSV or BIG-bench task).")
+@click.option("--int8-keep-float", type=click.IntRange(0), default=0, show_default=True, help="Dynamic INT8: keep this many of each graph's most error-prone MatMuls (measured on --calib pairs) in float32.")
 @click.option("--drift-pairs", type=int, default=500, show_default=True, help="Real pairs on which fp16/int8 drift is measured.")
 @click.option("--threads", type=int, help="ONNX Runtime intra-op threads (default: ORT's choice).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
@@ -175,14 +178,14 @@ def export_cmd(path, out_dir, opset, check, ckpt_dir):
 @click.option("--seq-p", type=int, default=150, show_default=True, help="TensorRT profile: passage length served.")
 @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), help="Engine directory (default: EXPORT_DIR-BACKEND-PRECISION).")
 @click.option("--verbose", "-v", is_flag=True, help="Print fused and quantized op counts per graph.")
-def build_engine_cmd(export_dir, backend, precision, int8_mode, calib, drift_pairs, threads, device, batch, seq_q, seq_p, out_dir, verbose):
+def build_engine_cmd(export_dir, backend, precision, int8_mode, calib, int8_keep_float, drift_pairs, threads, device, batch, seq_q, seq_p, out_dir, verbose):
     """Build an engine directory (all three graphs, same treatment) from an export."""
     _quiet_transformers()
     from dtx.engines.build import BuildOptions, build_engine
     from dtx.report import emit
 
     precision = precision or "fp32"
-    opts = BuildOptions(backend, precision, int8_mode, calib, drift_pairs=drift_pairs, threads=threads, device=device, batch=batch, seq_q=seq_q, seq_p=seq_p)
+    opts = BuildOptions(backend, precision, int8_mode, calib, int8_keep_float=int8_keep_float, drift_pairs=drift_pairs, threads=threads, device=device, batch=batch, seq_q=seq_q, seq_p=seq_p)
     out_dir = out_dir or f"{str(export_dir).rstrip('/')}-{backend}-{precision}"
     m = build_engine(export_dir, out_dir, opts)
     if verbose:
@@ -199,67 +202,85 @@ def build_engine_cmd(export_dir, backend, precision, int8_mode, calib, drift_pai
     click.echo(f"wrote {out_dir} ({backend} {precision}{' ' + m['int8_mode'] if m['int8_mode'] else ''}) in {m['build_seconds']:.1f} s")
 
 
+_FT = FinetuneConfig()
+
+
 @main.command()
 @click.argument("model_dir", type=click.Path(file_okay=False))
 @click.option("--task", type=click.Choice(["qa", "pair"]), required=True, help="qa: extractive reader (SQuAD 2.0 style); pair: classifier.")
 @click.option("--data", required=True, type=click.Path(dir_okay=False), help="QA: SQuAD JSON, JSONL with answers, BIG-bench Disfl-QA; pair: labelled JSONL/TSV, VitaminC.")
-@click.option("--epochs", type=float, default=1.0, show_default=True)
-@click.option("--batch-size", type=int, default=32, show_default=True)
-@click.option("--lr", type=float, default=5e-5, show_default=True)
-@click.option("--max-len", type=int, default=128, show_default=True, help="Pair tokens (pair: passage truncated; qa: passage cut into windows).")
-@click.option("--doc-stride", type=int, default=64, show_default=True, help="QA: tokens shared by consecutive passage windows.")
-@click.option("--train-limit", type=int, help="Train on the first N shuffled training pairs.")
-@click.option("--dev-limit", type=int, default=2000, show_default=True, help="Evaluate on at most N held-out pairs.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--epochs", type=click.IntRange(1), default=_FT.epochs, show_default=True, help="At most this many; early stopping on the held-out passages keeps the best epoch.")
+@click.option("--patience", type=click.IntRange(1), default=_FT.patience, show_default=True, help="Stop after this many epochs without a better dev score.")
+@click.option("--min-epochs", type=click.IntRange(1), default=_FT.min_epochs, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=_FT.batch_size, show_default=True)
+@click.option("--lr", type=click.FloatRange(0, min_open=True), default=_FT.lr, show_default=True, help="Peak learning rate (warm-up, then linear decay over --epochs).")
+@click.option("--warmup", type=click.FloatRange(0, 1), default=_FT.warmup, show_default=True, help="Share of the steps spent warming up.")
+@click.option("--max-len", type=click.IntRange(8), help="Pair tokens (qa: windows, default 256; pair: passage truncated, default 128).")
+@click.option("--doc-stride", type=click.IntRange(0), default=_FT.doc_stride, show_default=True, help="QA: tokens shared by consecutive passage windows.")
+@click.option("--train-limit", type=click.IntRange(1), help="Train on the first N shuffled training pairs.")
+@click.option("--dev-limit", type=click.IntRange(1), default=_FT.dev_limit, show_default=True, help="Evaluate on at most N held-out pairs.")
+@click.option("--seed", type=int, default=_FT.seed, show_default=True)
+@click.option("--bf16/--no-bf16", default=None, help="bf16 autocast (default: on where the device computes bf16 natively: CUDA, AVX512-BF16/AMX CPUs).")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), help="Train on this device (default: CUDA when present, else the CPU).")
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False))
-@click.option("--overwrite", is_flag=True)
-def finetune(model_dir, task, data, epochs, batch_size, lr, max_len, doc_stride, train_limit, dev_limit, seed, out_dir, overwrite):
-    """Fine-tune a coupled teacher (dev split holds out whole passages / paragraphs)."""
+@click.option("--overwrite", is_flag=True, help="Replace OUT (default: refuse; an unfinished run in OUT with the same settings resumes).")
+def finetune(model_dir, task, data, epochs, patience, min_epochs, batch_size, lr, warmup, max_len, doc_stride, train_limit, dev_limit, seed, bf16, device, out_dir, overwrite):
+    """Fine-tune a coupled teacher (dev split holds out whole passages / paragraphs); resumes a killed run."""
     _quiet_transformers()
-    from dtx.train.finetune import FinetuneConfig, finetune_pair, finetune_qa
+    from dtx.train.finetune import finetune_pair, finetune_qa
 
-    cfg = FinetuneConfig(epochs, batch_size, lr, max_len=max_len, doc_stride=doc_stride, train_limit=train_limit, dev_limit=dev_limit, seed=seed)
+    cfg = FinetuneConfig(
+        epochs=epochs, patience=patience, min_epochs=min_epochs, batch_size=batch_size, lr=lr, warmup=warmup, max_len=max_len,
+        doc_stride=doc_stride, train_limit=train_limit, dev_limit=dev_limit, seed=seed, bf16=bf16,
+    )  # fmt: skip
+    r = (finetune_qa if task == "qa" else finetune_pair)(model_dir, data, out_dir, cfg, overwrite=overwrite, device=device)
+    curve = ", ".join(f"{h['dev']['f1' if task == 'qa' else 'accuracy']:.4g}" for h in r["history"])
+    d = r["dev"]
     if task == "qa":
-        r = finetune_qa(model_dir, data, out_dir, cfg, overwrite=overwrite)
-        d = r["dev"]
         click.echo(
-            f"wrote {out_dir}: {r['train_questions']} questions ({r['train_windows']} windows), {r['steps']} steps in {r['train_seconds']:.0f} s; "
-            f"dev ({r['dev_questions']} questions, held-out paragraphs): EM {d['exact']:.2f}, F1 {d['f1']:.2f} "
+            f"wrote {out_dir}: {r['train_questions']} questions ({r['train_windows']} windows), {r['epochs_run']} epochs in {r['train_seconds']:.0f} s, "
+            f"dev F1 per epoch {curve}; kept epoch {r['best_epoch']} ({r['dev_questions']} questions, held-out paragraphs): EM {d['exact']:.2f}, F1 {d['f1']:.2f} "
             f"(HasAns F1 {d['HasAns_f1']:.2f} on {d['HasAns_total']}, NoAns {d['NoAns_f1']:.2f} on {d['NoAns_total']})"
         )
         return
-    r = finetune_pair(model_dir, data, out_dir, cfg, overwrite=overwrite)
     click.echo(
-        f"wrote {out_dir}: {r['train_pairs']} training pairs, {r['steps']} steps in {r['train_seconds']:.0f} s; "
-        f"dev ({r['dev']['pairs']} pairs, held-out passages): accuracy {r['dev']['accuracy']:.4f}, macro-F1 {r['dev']['macro_f1']:.4f}"
+        f"wrote {out_dir}: {r['train_pairs']} training pairs, {r['epochs_run']} epochs in {r['train_seconds']:.0f} s, dev accuracy per epoch {curve}; "
+        f"kept epoch {r['best_epoch']} ({d['pairs']} pairs, held-out passages): accuracy {d['accuracy']:.4f}, macro-F1 {d['macro_f1']:.4f}"
     )
 
 
+_DC = DistillConfig()
+
+
 def _distill_options(f):
-    """The training options `dtx distill` and `dtx sweep` share."""
+    """The training options `dtx distill` and `dtx sweep` share; defaults are the recipe in dtx/train/config.py."""
     for option in reversed(
         [
             click.option("--data", required=True, type=click.Path(dir_okay=False), help="QA: questions with answers (SQuAD JSON, JSONL, Disfl-QA); pair: labelled pairs."),
-            click.option("--temperature", "-T", type=float, default=2.0, show_default=True),
-            click.option("--alpha", "-a", type=float, default=0.5, show_default=True, help="Weight of CE with labels (1 - a on the KL term)."),
-            click.option("--epochs", type=int, default=1, show_default=True, help="Phase-2 (joint) epochs."),
-            click.option("--phase1-epochs", type=int, default=1, show_default=True, help="Autoencoder epochs with compression (0: phase 2 only)."),
-            click.option("--pca-init", is_flag=True, help="Start the compressor from principal components of real layer-N states."),
-            click.option("--batch-size", type=int, default=16, show_default=True),
-            click.option("--lr", type=float, default=5e-5, show_default=True),
-            click.option("--train-limit", type=int, help="Train on the first N shuffled training examples."),
-            click.option("--dev-limit", type=int, default=1000, show_default=True),
-            click.option("--seed", type=int, default=0, show_default=True),
+            click.option("--temperature", "-T", type=click.FloatRange(0, min_open=True), default=_DC.temperature, show_default=True),
+            click.option("--alpha", "-a", type=click.FloatRange(0, 1), default=_DC.alpha, show_default=True, help="Weight of CE with labels (1 - a on the KL term)."),
+            click.option("--epochs", type=click.IntRange(0), default=_DC.epochs, show_default=True, help="Phase-2 (joint) epochs at most; early stopping keeps the best."),
+            click.option("--patience", type=click.IntRange(1), default=_DC.patience, show_default=True, help="Stop phase 2 after this many epochs without a better dev score."),
+            click.option("--min-epochs", type=click.IntRange(1), default=_DC.min_epochs, show_default=True),
+            click.option("--phase1-epochs", type=click.IntRange(0), default=_DC.phase1_epochs, show_default=True, help="Autoencoder epochs with compression (0: phase 2 only)."),
+            click.option("--pca-init/--no-pca-init", default=_DC.pca_init, show_default=True, help="Start the compressor from principal components of real layer-N states."),
+            click.option("--batch-size", type=click.IntRange(1), default=_DC.batch_size, show_default=True),
+            click.option("--lr", type=click.FloatRange(0, min_open=True), default=_DC.lr, show_default=True),
+            click.option("--warmup", type=click.FloatRange(0, 1), default=_DC.warmup, show_default=True, help="Share of a phase's steps spent warming up."),
+            click.option("--train-limit", type=click.IntRange(1), help="Train on the first N shuffled training examples."),
+            click.option("--dev-limit", type=click.IntRange(1), default=_DC.dev_limit, show_default=True),
+            click.option("--seed", type=int, default=_DC.seed, show_default=True),
+            click.option("--bf16/--no-bf16", default=None, help="bf16 autocast (default: where the device computes bf16 natively)."),
+            click.option("--device", type=click.Choice(["cpu", "cuda"]), help="Train on this device (default: CUDA when present, else the CPU)."),
         ]
     ):
         f = option(f)
     return f
 
 
-def _distill_config(temperature, alpha, epochs, phase1_epochs, pca_init, batch_size, lr, train_limit, dev_limit, seed, labels_only=False):
-    from dtx.train.distill import DistillConfig
-
-    return DistillConfig(temperature, alpha, epochs, phase1_epochs, pca_init, batch_size, lr, train_limit=train_limit, dev_limit=dev_limit, labels_only=labels_only, seed=seed)
+def _distill_config(labels_only: bool = False, device: str | None = None, **options) -> DistillConfig:
+    """The config from the shared options (`device` is where to run, not a setting of the recipe)."""
+    return DistillConfig(labels_only=labels_only, **options)
 
 
 @main.command()
@@ -267,14 +288,13 @@ def _distill_config(temperature, alpha, epochs, phase1_epochs, pca_init, batch_s
 @_distill_options
 @click.option("--labels-only", is_flag=True, help="Ablation: plain fine-tuning of the decoupled model, no teacher.")
 @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), help="Where to write the student (default: CKPT_DIR, replaced atomically).")
-def distill(ckpt_dir, data, temperature, alpha, epochs, phase1_epochs, pca_init, batch_size, lr, train_limit, dev_limit, seed, labels_only, out_dir):
+def distill(ckpt_dir, data, labels_only, out_dir, **options):
     """Distil the decoupled student from its coupled teacher; resumes a killed run from its last epoch."""
     _quiet_transformers()
     from dtx.train.distill import distill as run
     from dtx.train.sweep import headline
 
-    cfg = _distill_config(temperature, alpha, epochs, phase1_epochs, pca_init, batch_size, lr, train_limit, dev_limit, seed, labels_only)
-    r = run(ckpt_dir, data, cfg, out_dir)
+    r = run(ckpt_dir, data, _distill_config(labels_only, **options), out_dir, device=options["device"])
     f = r["final"]
     metric = headline("qa" if "f1" in f["student"] else "pair")
     click.echo(
@@ -292,14 +312,14 @@ def distill(ckpt_dir, data, temperature, alpha, epochs, phase1_epochs, pca_init,
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Sweep directory (one student per cell; re-run resumes).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the table as JSON (it is always in OUT/sweep.json).")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write a PNG of accuracy kept and FLOP speed-up against the split.")
-def sweep(teacher_dir, data, temperature, alpha, epochs, phase1_epochs, pca_init, batch_size, lr, train_limit, dev_limit, seed, splits, compress, variants, out_dir, json_path, plot_path):
+def sweep(teacher_dir, data, splits, compress, variants, out_dir, json_path, plot_path, **options):
     """Distil and score a student per (split, compression): accuracy kept and cost, as the paper tabulates."""
     _quiet_transformers()
     from dtx.report import emit, save_json
     from dtx.train.sweep import SweepConfig, plot_sweep, run_sweep
 
-    cfg = SweepConfig(splits, compress, _distill_config(temperature, alpha, epochs, phase1_epochs, pca_init, batch_size, lr, train_limit, dev_limit, seed), [v.strip() for v in variants.split(",") if v.strip()])
-    report = run_sweep(teacher_dir, data, out_dir, cfg)
+    cfg = SweepConfig(splits, compress, _distill_config(**options), [v.strip() for v in variants.split(",") if v.strip()])
+    report = run_sweep(teacher_dir, data, out_dir, cfg, device=options["device"])
     rows = [[r["layers"], f"{r['compress']}x", r["variant"], round(r["teacher"], 4), round(r["student"], 4), f"{r['kept_percent']:.1f}%", f"{r['flop_speedup']:.2f}x", r["cache_bytes_per_passage"]] for r in report["rows"]]
     metric = report["rows"][0]["metric"] if report["rows"] else "metric"
     emit(f"sweep of {teacher_dir} on {data} (dev {metric})", ["split", "compress", "variant", "teacher", "student", "kept", "FLOP speed-up", "cache B/passage"], rows)
@@ -369,11 +389,12 @@ def plan(passages, seq_p, hidden, compress, dtype, layers, split, intermediate, 
 @click.option("--dtype", type=click.Choice(["fp16", "int8"]), default="fp16", show_default=True, help="Stored value type (int8: a scale per token).")
 @click.option("--batch", type=int, default=32, show_default=True, help="Windows per input-component call (length-bucketed).")
 @click.option("--chunk", type=int, default=512, show_default=True, help="Passages per atomic commit (the unit a kill can lose).")
-@click.option("--limit", type=int, help="Index only the first N passages of the corpus.")
+@click.option("--limit", type=click.IntRange(1), help="Index only the first N passages of the corpus.")
+@click.option("--split", type=click.Choice(["all", "dev", "train"]), default="all", show_default=True, help="dev: only the passages training held out (by the same hash finetune and distill split by).")
 @click.option("--threads", type=int, help="ONNX Runtime intra-op threads (per Ray actor with --ray).")
 @click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, help="Encode on Ray: `--ray` starts a local instance, `--ray ADDRESS` joins a cluster.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the report (with passages/s) as JSON.")
-def index(corpus, engine_dir, store, dtype, batch, chunk, limit, threads, ray_address, json_path):
+def index(corpus, engine_dir, store, dtype, batch, chunk, limit, split, threads, ray_address, json_path):
     """Encode a corpus once and commit the passage representations; resumes a killed run."""
     from dataclasses import asdict
 
@@ -381,7 +402,7 @@ def index(corpus, engine_dir, store, dtype, batch, chunk, limit, threads, ray_ad
     from dtx.store.indexer import index_corpus
 
     _quiet_transformers()
-    r = index_corpus(corpus, engine_dir, store, dtype, batch, chunk, limit, threads, None if ray_address == "local" else ray_address, ray_address is not None)
+    r = index_corpus(corpus, engine_dir, store, dtype, batch, chunk, limit, threads, None if ray_address == "local" else ray_address, ray_address is not None, split=split)
     rows = [[k, v] for k, v in asdict(r).items()] + [["passages/s", round(r.passages_per_s, 2)]]
     emit(f"indexed into {store}", ["field", "value"], rows)
     save_json(json_path, {**asdict(r), "passages_per_s": r.passages_per_s, "store": store})
@@ -474,16 +495,18 @@ def check_store(store, queries, limit, k, engine_dir, json_path):
 @click.option("--candidates", "-K", callback=_int_list, default="20", show_default=True, help="Passages per query, or a comma list for a sweep.")
 @click.option("--seq-q", type=int, default=32, show_default=True, help="Question tokens (specials included).")
 @click.option("--seq-p", type=int, default=150, show_default=True, help="Passage tokens (specials included).")
-@click.option("--backend", type=click.Choice(["ort", "trt", "torch"]), default="ort", show_default=True)
+@click.option("--backend", type=click.Choice(["ort", "trt", "torch", "aoti"]), default="ort", show_default=True)
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True)
 @click.option("--calib", type=click.Path(dir_okay=False), help="Real pairs for INT8 calibration (required with --precision int8).")
 @click.option("--runs", "-r", type=int, default=20, show_default=True, help="Timed queries per configuration.")
 @click.option("--warmup", type=int, default=2, show_default=True)
 @click.option("--threads", type=int, help="ONNX Runtime intra-op threads (default: one per core).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--cuda-graphs/--no-cuda-graphs", default=True, show_default=True, help="Torch backend on CUDA: replay captured CUDA graphs.")
+@click.option("--fp32-baseline/--no-fp32-baseline", default=True, show_default=True, help="With --precision fp16/int8: also time the coupled model in fp32 (builds a second engine).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the full report (every timing) as JSON.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write a PNG of latency and speed-up vs split (or K).")
-def bench(target, arch, splits, compress, candidates, seq_q, seq_p, backend, precision, calib, runs, warmup, threads, device, json_path, plot_path):
+def bench(target, arch, splits, compress, candidates, seq_q, seq_p, backend, precision, calib, runs, warmup, threads, device, cuda_graphs, fp32_baseline, json_path, plot_path):
     """Per-query latency, decoupled vs coupled, on an engine, export, checkpoint or --arch preset."""
     _quiet_transformers()
     from dtx.bench.run import BenchConfig, plot, run_bench, summary_rows
@@ -491,7 +514,7 @@ def bench(target, arch, splits, compress, candidates, seq_q, seq_p, backend, pre
 
     if target is None and arch is None:
         raise click.UsageError("pass TARGET (engine, export or checkpoint directory) or --arch PRESET")
-    cfg = BenchConfig(target, arch, splits or [5], compress, candidates, seq_q, seq_p, backend, precision, calib, runs, warmup, threads, device)
+    cfg = BenchConfig(target, arch, splits or [5], compress, candidates, seq_q, seq_p, backend, precision, calib, runs, warmup, threads, device, cuda_graphs=cuda_graphs, fp32_baseline=fp32_baseline)
     if target is not None and splits is None:
         cfg.splits = [None]
     report = run_bench(cfg)
@@ -540,6 +563,31 @@ def eval_rows(r: dict) -> list[list]:
             t, s = r["teacher"][k], r["student"][k]
             rows.append([k, round(t, 4), round(s, 4), f"{100 * s / t:.1f}%" if t else "-"])
     return rows
+
+@main.command("eval-store")
+@click.argument("store")
+@click.option("--data", required=True, type=click.Path(dir_okay=False), help="QA data whose held-out questions are asked (SQuAD JSON / JSONL / Disfl-QA).")
+@click.option("-k", "--candidates", "k", type=click.IntRange(1), default=20, show_default=True, help="BM25 candidates read per question.")
+@click.option("--limit", type=click.IntRange(1), help="Ask only the first N held-out questions.")
+@click.option("--engine", "engine_dir", type=click.Path(file_okay=False), help="Engine to read with (default: the one that built the store).")
+@click.option("--threads", type=click.IntRange(1), help="ONNX Runtime intra-op threads.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the report as JSON.")
+def eval_store(store, data, k, limit, engine_dir, threads, json_path):
+    """End to end: BM25 top-k from STORE read by the student from cached passages, and by the coupled teacher on the same candidates."""
+    from dtx.query.open_domain import open_domain_eval
+    from dtx.report import emit, save_json
+
+    _quiet_transformers()
+    r = open_domain_eval(store, data, k, limit, engine_dir, threads)
+    emit(
+        f"{r['questions']} held-out questions of {data}, top {k} BM25 candidates from {store} (gold paragraph retrieved for {100 * r['gold_passage_retrieved']:.1f}%)",
+        ["reader", "EM", "F1", "HasAns F1", "NoAns", "p50 ms/query", "p90 ms/query"],
+        [[name, f"{m['exact']:.2f}", f"{m['f1']:.2f}", f"{m.get('HasAns_f1', float('nan')):.2f}", f"{m.get('NoAns_f1', float('nan')):.2f}", f"{m['p50_ms']:.1f}", f"{m['p90_ms']:.1f}"]
+         for name, m in (("student, cached passages", r["student"]), ("coupled teacher, same candidates", r["teacher"]))],
+    )  # fmt: skip
+    click.echo(f"same answer on {100 * r['agreement']:.1f}% of questions")
+    save_json(json_path, r)
+
 
 @main.command("bench-store")
 @click.argument("target", required=False)

@@ -14,7 +14,7 @@ mkdir -p "$OUT"
 
 $DTX decouple "$MODEL" --task qa --split 3 --compress 4 -o "$OUT/ckpt" --overwrite
 $DTX info "$OUT/ckpt"
-$DTX export "$OUT/ckpt" -o "$OUT/onnx"
+$DTX export "$OUT/ckpt" -o "$OUT/onnx" --overwrite
 $DTX export --check "$OUT/onnx" --ckpt "$OUT/ckpt"
 $DTX build-engine "$OUT/onnx" -o "$OUT/engine-ort-fp32" --verbose
 if [ -f "$DATA" ]; then

@@ -1,4 +1,4 @@
-"""Distillation on a tiny model: phase 1 touches only the codec, PCA init, resume after a kill."""
+"""Distillation on a tiny model: phase 1 touches only the codec, PCA init, the labels-only ablation (resume: test_training_loop.py)."""
 
 from __future__ import annotations
 
@@ -57,31 +57,6 @@ def test_pca_init_beats_a_random_projection(pair_setup, tmp_path):
     random_err = ae_error(ckpt.model)
     kept = distill_mod.pca_init(ckpt.model, batches)
     assert 0 < kept <= 1 and ae_error(ckpt.model) < random_err
-
-
-def test_resume_after_a_kill(pair_setup, tmp_path, monkeypatch):
-    ckpt_dir, data = pair_setup
-    cfg = DistillConfig(epochs=2, phase1_epochs=1, batch_size=16, dev_limit=8)
-    calls = []
-    real = distill_mod._run_phase
-
-    def killed_in_second_epoch(phase, *a, **k):
-        calls.append(phase)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real(phase, *a, **k)
-
-    monkeypatch.setattr(distill_mod, "_run_phase", killed_in_second_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        distill(ckpt_dir, data, cfg, tmp_path / "out", progress=False)
-    saved = load_checkpoint(tmp_path / "out")
-    assert [h["phase"] for h in saved.meta["distill"]["history"]] == ["phase1", "phase2"]
-    calls.clear()
-    report = distill(ckpt_dir, data, cfg, tmp_path / "out", progress=False)
-    assert calls == ["phase2"], "resume must run only the epoch that was killed"
-    assert [(h["phase"], h["epoch"]) for h in report["history"]] == [("phase1", 1), ("phase2", 1), ("phase2", 2)]
-    with pytest.raises(DtxError, match="other settings"):
-        distill(ckpt_dir, data, DistillConfig(epochs=3, batch_size=16), tmp_path / "out", progress=False)
 
 
 def test_labels_only_ablation_and_label_check(pair_setup, tmp_path):

@@ -89,6 +89,37 @@ def test_int8_dynamic_reports_drift(engine, disfl_qa):
         assert m["drift"][path]["pairs"] == 24 and 0 < m["drift"][path]["max_abs"] < 5
 
 
+def test_int8_keeps_the_output_matmuls_float(engine, exported, disfl_qa):
+    """The head (cross, coupled) and the compressor (input) stay float MatMuls; the layers' MatMuls become MatMulInteger."""
+    from dtx.engines.transforms import fuse_for_ort, output_matmuls
+
+    export_dir = exported("bert", 2, 2)[1]
+    _, engine_dir = engine("bert", "int8", str(disfl_qa))
+    m = json.loads((engine_dir / "engine.json").read_text())
+    for g in GRAPHS:
+        fused = engine_dir.parent / f"{g}-fused-check.onnx"
+        fuse_for_ort(export_dir / f"{g}.onnx", fused)
+        heads = output_matmuls(onnx.load(str(fused)))
+        assert heads and sorted(heads) == m["int8_float_matmuls"][g]
+        built = {n.name: n.op_type for n in onnx.load(str(engine_dir / f"{g}.onnx")).graph.node}
+        assert all(built.get(h) == "MatMul" for h in heads), f"{g}: an output MatMul was quantized"
+        assert m["fused_ops"][g].get("MatMulInteger", 0) > 0
+
+
+def test_int8_keeps_the_most_sensitive_matmuls_float(engine, disfl_qa):
+    """--int8-keep-float 2: per graph, the two MatMuls whose INT8 error on real pairs is worst stay float, besides the head."""
+    from dtx.engines.transforms import output_matmuls
+
+    _, plain_dir = engine("bert", "int8", str(disfl_qa))
+    _, engine_dir = engine("bert", "int8", str(disfl_qa), int8_keep_float=2)
+    plain = json.loads((plain_dir / "engine.json").read_text())["int8_float_matmuls"]
+    kept = json.loads((engine_dir / "engine.json").read_text())["int8_float_matmuls"]
+    for g in GRAPHS:
+        assert set(plain[g]) < set(kept[g]) and len(kept[g]) == len(plain[g]) + 2
+        built = {n.name: n.op_type for n in onnx.load(str(engine_dir / f"{g}.onnx")).graph.node}
+        assert all(built.get(name) == "MatMul" for name in kept[g])
+
+
 def test_int8_qdq_is_symmetric(engine, disfl_qa):
     _, engine_dir = engine("bert", "int8", str(disfl_qa), int8_mode="qdq")
     for g in GRAPHS:
@@ -127,6 +158,62 @@ def test_torch_backend_matches_export(exported, tmp_path):
     _, export_dir = exported()
     build_engine(export_dir, tmp_path / "t", BuildOptions(backend="torch"), progress=False)
     assert_engine_matches_export(tmp_path / "t", export_dir, 1e-4)
+
+
+@pytest.mark.parametrize("task", ["qa", "pair"])
+def test_shape_buckets_change_no_output(exported, task):
+    """Sequence axes padded up to CUDA-graph buckets and cut back: the same outputs as the unpadded call (checked on CPU)."""
+    from dtx.engines.torch_backend import TorchRunner
+
+    ckpt_dir, export_dir = exported("bert", 2, 2, task)
+    export = read_manifest(export_dir)
+    outputs = {g: [t.name for t in s.outputs] for g, s in graph_specs(task, export["rep_dim"], export["decoupling"]["num_labels"]).items()}
+    plain, padded = TorchRunner(ckpt_dir, outputs), TorchRunner(ckpt_dir, outputs, buckets=True)
+    seg = segmenter_for(export_dir, export)
+    rng = np.random.default_rng(4)
+    for b, lq, lp, bq in ((3, 9, 21, 1), (4, 16, 32, 4), (2, 5, 17, 2)):
+        pb = random_pairs(seg, rng, b, lq, lp, bq=bq)
+        for got, want in ((padded.decoupled(pb.question, pb.passage), plain.decoupled(pb.question, pb.passage)), (padded.coupled(pb.coupled()), plain.coupled(pb.coupled()))):
+            assert got.keys() == want.keys()
+            for k in want:
+                assert got[k].shape == want[k].shape and np.abs(got[k] - want[k]).max() < 1e-5, (k, b, lq, lp)
+
+
+def test_aoti_engine_equals_the_export_on_ragged_batches(exported, tmp_path):
+    """AOTInductor packages (CPU here), dynamic batch and sequence axes: outputs within 1e-4 of the export's,
+    on shapes never seen at compile time, with every row padded differently; and refused on another machine."""
+    _, export_dir = exported()
+    m = build_engine(export_dir, tmp_path / "aoti", BuildOptions(backend="aoti"), progress=False)
+    assert m["backend"] == "aoti" and m["aoti"]["device"] == "cpu" and m["parity"]["worst_max_abs"] < 1e-4
+    ref, seg = reference(export_dir)
+    rng = np.random.default_rng(11)
+    with load_engine(tmp_path / "aoti") as runner:
+        for b, lq, lp, bq in ((5, 9, 27, 1), (5, 9, 27, 5), (2, 16, 32, 2), (7, 3, 13, 1)):
+            pb = random_pairs(seg, rng, b, lq, lp, bq=bq)
+            got, want = runner.decoupled(pb.question, pb.passage), ref.decoupled(pb.question, pb.passage)
+            assert all(np.abs(got[k] - want[k]).max() < 1e-4 for k in want), (b, lq, lp, bq)
+            c = pb.coupled()
+            got, want = runner.coupled(c), ref.coupled(c)
+            real = c.attention_mask.astype(bool)
+            assert all(np.abs(got[k] - want[k])[real].max() < 1e-4 for k in want), (b, lq, lp, bq)
+    manifest = json.loads((tmp_path / "aoti" / "engine.json").read_text())
+    manifest["aoti"]["isa"] = "neon"  # as if compiled on another CPU
+    (tmp_path / "aoti" / "engine.json").write_text(json.dumps(manifest))
+    with pytest.raises(EngineError, match="compiled for isa 'neon'.*rebuild it here"):
+        load_engine(tmp_path / "aoti")
+    assert "no int8 path" in cli_error(["build-engine", str(export_dir), "--backend", "aoti", "--int8", "--calib", str(export_dir / "manifest.json"), "-o", str(tmp_path / "x")])
+
+
+def test_torch_engine_over_a_replaced_checkpoint_is_refused(model_dir, tmp_path):
+    """The torch backend runs the checkpoint: one replaced after the export is refused at build, nothing written."""
+    from dtx.export.exporter import export_checkpoint
+    from dtx.model.decouple import decouple
+
+    ckpt = decouple(model_dir("bert", "qa"), tmp_path / "ckpt", split=2, compress=2, max_question_len=16, max_passage_len=32)
+    export_checkpoint(ckpt.path, tmp_path / "onnx", progress=False, shapes=[(2, 8, 8)])
+    decouple(model_dir("bert", "qa"), tmp_path / "ckpt", split=2, compress=2, max_question_len=16, max_passage_len=32, seed=7, overwrite=True)
+    assert "other weights" in cli_error(["build-engine", str(tmp_path / "onnx"), "--backend", "torch", "-o", str(tmp_path / "t")])
+    assert not (tmp_path / "t").exists()
 
 
 def cli_error(args) -> str:
@@ -200,28 +287,36 @@ def test_tensorrt_plan_from_another_machine_is_refused():
         check_built_with({**here, "compute_capability": "8.0"}, here)
 
 
-def _gpu_reason() -> str | None:
+def _no_gpu() -> bool:
     import torch
 
-    return None if torch.cuda.is_available() else "no CUDA GPU on this machine"
+    return not torch.cuda.is_available()
+
+
+needs_gpu = pytest.mark.skipif(_no_gpu(), reason="no CUDA GPU on this machine")
 
 
 @pytest.mark.gpu
+@needs_gpu
 def test_torch_cuda_fp16_cuda_graphs(exported, tmp_path):
-    reason = _gpu_reason()
-    if reason:
-        pytest.skip(reason)
     _, export_dir = exported()
     build_engine(export_dir, tmp_path / "t", BuildOptions(backend="torch", device="cuda", precision="fp16"), progress=False)
     assert_engine_matches_export(tmp_path / "t", export_dir, 2e-2, calls=2)
 
 
 @pytest.mark.gpu
+@needs_gpu
+def test_aoti_cuda_fp16_engine(exported, tmp_path):
+    _, export_dir = exported()
+    m = build_engine(export_dir, tmp_path / "aoti", BuildOptions(backend="aoti", device="cuda", precision="fp16"), progress=False)
+    assert m["aoti"]["device"] == "cuda" and m["aoti"]["compute_capability"]
+    assert_engine_matches_export(tmp_path / "aoti", export_dir, 2e-2)
+
+
+@pytest.mark.gpu
+@needs_gpu
 def test_tensorrt_engine_runs(exported, tmp_path):
     pytest.importorskip("tensorrt", reason="TensorRT is not installed")
-    reason = _gpu_reason()
-    if reason:
-        pytest.skip(reason)
     _, export_dir = exported()
     build_engine(export_dir, tmp_path / "trt", BuildOptions(backend="trt", precision="fp16", batch=4, seq_q=16, seq_p=30), progress=False)
     assert_engine_matches_export(tmp_path / "trt", export_dir, 2e-2)

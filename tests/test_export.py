@@ -129,7 +129,7 @@ def test_failed_export_keeps_the_previous_one(exported, tmp_path, monkeypatch):
     before = (target / "manifest.json").read_text()
     monkeypatch.setattr("dtx.export.exporter.measure", lambda *a, **k: [_failing()])
     with pytest.raises(ParityError, match="Nothing was written"):
-        export_checkpoint(ckpt_dir, target, progress=False)
+        export_checkpoint(ckpt_dir, target, progress=False, overwrite=True)
     assert (target / "manifest.json").read_text() == before
     check_export(target)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temp directory left behind"
@@ -141,12 +141,19 @@ def _failing():
     return ParityResult("coupled", "b=1", "logits", 1.0, 1.0, 1e-4)
 
 
-def test_reexport_replaces_and_refuses_foreign_dirs(exported, tmp_path):
+def test_reexport_needs_overwrite_and_never_loses_other_files(exported, tmp_path):
     ckpt_dir, _ = exported()
     target = tmp_path / "onnx"
     first = export_checkpoint(ckpt_dir, target, progress=False, shapes=[(2, 8, 8)])
-    second = export_checkpoint(ckpt_dir, target, progress=False, shapes=[(2, 8, 8)])
+    with pytest.raises(DtxError, match="already holds an export.*--overwrite"):
+        export_checkpoint(ckpt_dir, target, progress=False, shapes=[(2, 8, 8)])
+    assert check_export(target)["export_id"] == first["export_id"], "a refused export must leave the old one as it was"
+    second = export_checkpoint(ckpt_dir, target, progress=False, shapes=[(2, 8, 8)], overwrite=True)
     assert first["export_id"] != second["export_id"] and check_export(target)["export_id"] == second["export_id"]
+    (target / "notes.txt").write_text("mine")
+    with pytest.raises(DtxError, match="not part of its export.*notes.txt"):
+        export_checkpoint(ckpt_dir, target, progress=False, shapes=[(2, 8, 8)], overwrite=True)
+    assert (target / "notes.txt").read_text() == "mine" and check_export(target)["export_id"] == second["export_id"]
     foreign = tmp_path / "photos"
     foreign.mkdir()
     (foreign / "cat.jpg").write_bytes(b"x")

@@ -210,7 +210,7 @@ def test_sweep_table_resumes_and_plots(model_dir, qa_data, tmp_path):
     again = run_sweep(teacher, qa_data, tmp_path / "sweep", cfg, progress=False)
     assert again["rows"] == report["rows"] and (tmp_path / "sweep" / "split1-k2-distill" / "model.safetensors").stat().st_mtime_ns == stamp
     result = CliRunner().invoke(main, ["sweep", str(teacher), "--data", str(qa_data), "--splits", "1,3", "-k", "2", "--variants", "distill,phase2-only,labels-only",
-                                       "--batch-size", "32", "--train-limit", "32", "--dev-limit", "8", "-o", str(tmp_path / "sweep"), "--plot", str(tmp_path / "s.png")])
+                                       "--epochs", "1", "--batch-size", "32", "--train-limit", "32", "--dev-limit", "8", "-o", str(tmp_path / "sweep"), "--plot", str(tmp_path / "s.png")])
     assert result.exit_code == 0, result.output
     assert "kept" in result.output and (tmp_path / "s.png").stat().st_size > 0
     assert "outside 0..4" in CliRunner().invoke(main, ["sweep", str(teacher), "--data", str(qa_data), "--splits", "9", "-o", str(tmp_path / "x")]).output

@@ -257,3 +257,100 @@ def test_check_store_agreement_and_plan_from_index_rate(stores, corpus, tmp_path
     rate = json.loads((tmp_path / "i.json").read_text())["passages_per_s"]
     result = CliRunner().invoke(main, ["plan", "--passages", "1000000", "--bench-json", str(tmp_path / "i.json")])
     assert result.exit_code == 0 and f"{rate:.3g} passages/s" in result.output
+
+
+def test_coupled_teacher_reads_the_same_windows(stores, corpus, exported):
+    """`rerank_coupled` scores a stored window as the Hugging Face teacher scores tokenizer(question, passage)."""
+    import torch
+
+    from dtx.model.checkpoint import load_checkpoint
+    from dtx.model.decode import top_span
+
+    _, root = stores
+    ckpt = load_checkpoint(exported("bert", 2, 2)[0])
+    teacher, tok = ckpt.teacher().eval(), ckpt.tokenizer()
+    short = [r for r in corpus[1] if len(r["text"].split()) < 30][:4]
+    with QueryPipeline.open(root / "fp16") as pipe:
+        for row in short:
+            query = " ".join(row["text"].split()[1:5])
+            (cand,) = pipe.rerank_coupled(query, [row["id"]]).candidates
+            enc = tok(query, row["text"], return_tensors="pt", return_offsets_mapping=True)
+            offsets = enc.pop("offset_mapping")[0]
+            with torch.no_grad():
+                out = teacher(**enc)
+            start, end = out.start_logits[0].numpy(), out.end_logits[0].numpy()
+            allowed = np.array([s == 1 for s in enc.sequence_ids()]) & (offsets[:, 1] > offsets[:, 0]).numpy()
+            span, best = top_span(start, end, allowed)
+            null = float(start[0] + end[0])
+            assert abs(cand.score - (best - null)) < 1e-3
+            expected = row["text"][int(offsets[span[0]][0]) : int(offsets[span[1]][1])] if best > null else None
+            assert cand.answer == expected
+
+
+def test_open_domain_eval_reads_dev_paragraphs_only(engine, tmp_path):
+    """A store of the held-out paragraphs (`--split dev`), asked every held-out question: student and teacher side by side."""
+    from dtx.data.pairs import read_pairs
+    from dtx.data.splits import split_by_passage
+    from dtx.query.open_domain import open_domain_eval
+
+    _, engine_dir = engine()
+    passages = texts(77, 60, 12, 30)
+    examples = []
+    for i, p in enumerate(passages):
+        words = p.split()
+        answer = "unknown" if i % 3 == 0 else " ".join(words[5:7])
+        examples.append({"input": f"{' '.join(words[:6])} ? \ncontext: {p}", "target": answer})
+    data = tmp_path / "task.json"
+    data.write_text(json.dumps({"name": "disfl_qa", "examples": examples}))
+    dev = split_by_passage(read_pairs(data))[1]
+    assert dev, "the fixture needs held-out paragraphs"
+    store = tmp_path / "dev-store"
+    result = CliRunner().invoke(main, ["index", str(data), "--engine", str(engine_dir), "-o", str(store), "--split", "dev"])
+    assert result.exit_code == 0, result.output
+    assert len(PassageStore.open(store).ids()) == len({p.passage for p in dev})
+    report = open_domain_eval(store, data, k=5, progress=False)
+    assert report["questions"] == len(dev) and report["gold_passage_retrieved"] == 1.0
+    for side in ("student", "teacher"):
+        assert report[side]["total"] == len(dev) and report[side]["p50_ms"] > 0
+        assert report[side]["HasAns_total"] + report[side]["NoAns_total"] == len(dev)
+    bad = CliRunner().invoke(main, ["eval-store", str(store), "--data", str(data), "-k", "0"])
+    assert bad.exit_code == 2 and "Traceback" not in bad.output and "-k" in bad.output
+
+
+def test_file_uri_opens_the_same_store_and_creates_new_ones(engine, corpus, tmp_path):
+    """`-o file:///path` of an existing store resumes it (it used to be rewritten to 0 rows); of a new path, creates one."""
+    _, engine_dir = engine()
+    plain = tmp_path / "store"
+    index_corpus(corpus[0], engine_dir, plain, batch=8, chunk=16, limit=10, progress=False)
+    rows = len(PassageStore.open(plain))
+    again = index_corpus(corpus[0], engine_dir, plain.resolve().as_uri(), batch=8, chunk=16, limit=10, progress=False)
+    assert again.already_stored == 10 and again.indexed == 0 and len(PassageStore.open(plain)) == rows
+    fresh = tmp_path / "new store"
+    index_corpus(corpus[0], engine_dir, fresh.resolve().as_uri(), batch=8, chunk=16, limit=4, progress=False)
+    assert len(PassageStore.open(fresh.resolve().as_uri()).ids()) == 4 and len(PassageStore.open(fresh).ids()) == 4
+    a_file = tmp_path / "a-file"
+    a_file.write_text("keep me")
+    assert "existing file" in cli_error(["index", str(corpus[0]), "--engine", str(engine_dir), "-o", str(a_file)])
+    assert a_file.read_text() == "keep me"
+
+
+def test_a_nan_score_never_ranks_first(stores, corpus, monkeypatch):
+    """Corrupt stored values give NaN scores: such a candidate sorts last, never first."""
+    _, root = stores
+    with QueryPipeline.open(root / "fp16") as pipe:
+        query = " ".join(corpus[1][0]["text"].split()[:4])
+        clean = pipe.answer(query, k=10)
+        poisoned_id = clean.candidates[0].id
+        real_fetch = pipe.store.fetch
+
+        def corrupt_fetch(ids, *a, **k):
+            cached = real_fetch(ids, *a, **k)
+            for row, pid in enumerate(cached.ids):
+                if pid == poisoned_id:
+                    cached.reps[row] = np.nan
+            return cached
+
+        monkeypatch.setattr(pipe.store, "fetch", corrupt_fetch)
+        ranked = pipe.answer(query, k=10).candidates
+    assert ranked[-1].id == poisoned_id and np.isnan(ranked[-1].score)
+    assert not any(np.isnan(c.score) for c in ranked[:-1])

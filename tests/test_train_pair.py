@@ -10,7 +10,7 @@ import pytest
 from dtx.data.pairs import Pair, read_pairs
 from dtx.errors import DtxError
 from dtx.train.finetune import FinetuneConfig, finetune_pair, pair_metrics
-from dtx.train.splits import split_by_passage
+from dtx.data.splits import split_by_passage
 
 
 def test_pair_metrics_hand_count():

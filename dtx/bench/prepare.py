@@ -61,8 +61,9 @@ def prepare(
     seq_q: int,
     work: Path,
     progress: bool,
+    fp32_baseline: bool = True,
 ) -> Prepared:
-    """Engine directories for one configuration (building into `work` as needed)."""
+    """Engine directories for one configuration (building into `work` as needed; the fp32 baseline only with `fp32_baseline`)."""
     from dtx.export.exporter import export_checkpoint
     from dtx.model.decouple import decouple
 
@@ -83,13 +84,13 @@ def prepare(
             q_len = max(64, seq_q)
             decouple(model, ckpt_dir, split, compress, max_question_len=q_len, overwrite=True)
         export_dir = work / f"{ckpt_dir.name}-onnx"
-        export_checkpoint(ckpt_dir, export_dir, shapes=BENCH_PARITY_SHAPES, progress=progress)
+        export_checkpoint(ckpt_dir, export_dir, shapes=BENCH_PARITY_SHAPES, progress=progress, overwrite=True)
     engine_dir = work / f"{export_dir.name}-{opts.backend}-{opts.precision}"
     build_engine(export_dir, engine_dir, opts, progress=progress)
     baseline = None
-    if opts.precision != "fp32":
+    if opts.precision != "fp32" and fp32_baseline:
         baseline = work / f"{export_dir.name}-{opts.backend}-fp32"
-        fp32 = BuildOptions(opts.backend, "fp32", threads=opts.threads, device=opts.device)
+        fp32 = BuildOptions(opts.backend, "fp32", threads=opts.threads, device=opts.device, batch=opts.batch, seq_q=opts.seq_q, seq_p=opts.seq_p, cuda_graphs=opts.cuda_graphs)
         build_engine(export_dir, baseline, fp32, progress=progress)
     what = {"arch": f"random-weight {arch}", "checkpoint": f"checkpoint {target}", "export": f"export {target}"}[kind]
     return Prepared(engine_dir, baseline, what)

@@ -36,6 +36,8 @@ class BenchConfig:
     threads: int | None = None
     device: str = "cpu"
     seed: int = 0
+    cuda_graphs: bool = True  # torch backend on CUDA
+    fp32_baseline: bool = True  # also time the coupled model in fp32 (the headline) when precision is not fp32
 
 
 def model_limits(cfg: BenchConfig) -> dict:
@@ -80,13 +82,13 @@ def run_bench(cfg: BenchConfig, progress: bool = True) -> dict:
     """Every (split, K) configuration; returns a JSON-able report (partial if interrupted)."""
     validate(cfg)
     # drift of the bench's own int8/fp16 builds is checked on 64 pairs (dtx build-engine does 500)
-    opts = BuildOptions(cfg.backend, cfg.precision, calib=cfg.calib, drift_pairs=64, threads=cfg.threads, device=cfg.device, batch=max(cfg.candidates), seq_q=cfg.seq_q, seq_p=cfg.seq_p)
+    opts = BuildOptions(cfg.backend, cfg.precision, calib=cfg.calib, drift_pairs=64, threads=cfg.threads, device=cfg.device, batch=max(cfg.candidates), seq_q=cfg.seq_q, seq_p=cfg.seq_p, cuda_graphs=cfg.cuda_graphs)
     report = {"config": asdict(cfg), "rows": [], "interrupted": False, "machine": machine(cfg), "producers": producers()}
     splits = cfg.splits if target_kind(cfg.target) not in ("engine", "export") else [None]
     with tempfile.TemporaryDirectory(prefix="dtx-bench-") as tmp:
         try:
             for split in splits:
-                ready = prepare(cfg.target, cfg.arch, split, cfg.compress, opts, cfg.seq_q, Path(tmp), progress)
+                ready = prepare(cfg.target, cfg.arch, split, cfg.compress, opts, cfg.seq_q, Path(tmp), progress, cfg.fp32_baseline)
                 report["source"] = ready.source
                 runner = load_engine(ready.engine_dir, threads=cfg.threads)  # once per split: loading hashes every file
                 baseline = load_engine(ready.baseline_dir, threads=cfg.threads) if ready.baseline_dir else None

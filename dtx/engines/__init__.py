@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dtx.engines.manifest import EngineError, check_pair, read_engine_manifest
+from dtx.engines.manifest import BACKENDS, EngineError, check_pair, read_engine_manifest
 from dtx.engines.runner import Runner
 
 
@@ -43,9 +43,15 @@ def load_engine(engine_dir: str | Path, export_dir: str | Path | None = None, th
     elif backend == "torch":
         from dtx.engines.torch_backend import TorchRunner
 
-        runner = TorchRunner(Path(manifest["checkpoint"]["path"]), outputs, manifest["device"], manifest["precision"])
+        serve = manifest.get("serve_shape") or {}
+        warm = (serve["candidates"], serve["seq_q"], serve["seq_p"]) if serve else None
+        runner = TorchRunner(Path(manifest["checkpoint"]["path"]), outputs, manifest["device"], manifest["precision"], cuda_graphs=manifest.get("cuda_graphs") is not False, warm_shape=warm)
+    elif backend == "aoti":
+        from dtx.engines.aoti import AotiRunner
+
+        runner = AotiRunner(graphs, outputs, manifest["aoti"], manifest["precision"], engine_dir)
     else:
-        raise EngineError(f"{engine_dir} uses backend {backend!r}; this dtx runs ort, trt and torch")
+        raise EngineError(f"{engine_dir} uses backend {backend!r}; this dtx runs {', '.join(BACKENDS)}")
     runner.manifest = manifest
     return runner
 

@@ -22,7 +22,7 @@ from dtx.engines.calibration import graph_feeds, load_batches
 from dtx.engines.drift import measure_drift
 from dtx.engines.manifest import ENGINE_FILE, EXPORT_COPY, FORMAT_VERSION, KIND, EngineError
 from dtx.engines.runner import OrtRunner
-from dtx.engines.transforms import fuse_for_ort, op_counts, quantize_dynamic_int8, quantize_qdq_int8, qdq_zero_points, to_fp16
+from dtx.engines.transforms import fuse_for_ort, matmul_sensitivity, op_counts, quantize_dynamic_int8, quantize_qdq_int8, qdq_zero_points, to_fp16
 from dtx.export.check import check_export
 from dtx.export.manifest import MANIFEST_FILE, TOKENIZER_DIR, producers, segmenter_for
 from dtx.export.parity import compare
@@ -34,17 +34,19 @@ FP32_ENGINE_TOLERANCE = 1e-4
 
 @dataclass
 class BuildOptions:
-    backend: str = "ort"  # ort | trt | torch
+    backend: str = "ort"  # ort | trt | torch | aoti
     precision: str = "fp32"  # fp32 | fp16 | int8
     int8_mode: str | None = None  # dynamic (ORT CPU default) | qdq (TensorRT, and ORT for checks)
     calib: str | None = None  # pairs file for INT8 calibration and drift (JSONL / TSV / BIG-bench)
     calib_pairs: int = 256  # pairs used to calibrate
+    int8_keep_float: int = 0  # dynamic INT8: also keep this many of each graph's most sensitive MatMuls in float32
     drift_pairs: int = 500  # real pairs on which drift is measured
     threads: int | None = None  # ORT intra-op threads recorded for runners (None = ORT default)
     device: str = "cpu"  # cpu | cuda
     batch: int = 20  # TensorRT profile: passages per query (opt = max)
     seq_q: int = 32  # TensorRT profile: question length served (opt)
     seq_p: int = 150  # TensorRT profile: passage length served (opt)
+    cuda_graphs: bool = True  # torch backend on CUDA: replay CUDA graphs (bucketed shapes, the served shape captured at load)
 
 
 def validate(opts: BuildOptions) -> BuildOptions:
@@ -58,16 +60,17 @@ def validate(opts: BuildOptions) -> BuildOptions:
     mode = opts.int8_mode or ("qdq" if opts.backend == "trt" else "dynamic")
     if opts.precision == "int8" and opts.backend == "trt" and mode != "qdq":
         raise EngineError("TensorRT runs INT8 only from a Q/DQ graph; drop --int8-mode or use --int8-mode qdq")
-    if opts.backend == "torch" and opts.precision == "int8":
-        raise EngineError("the torch backend has no int8 path; use --backend ort --int8")
+    if opts.backend in ("torch", "aoti") and opts.precision == "int8":
+        raise EngineError(f"the {opts.backend} backend has no int8 path; use --backend ort --int8")
     opts.int8_mode = mode if opts.precision == "int8" else None
     return opts
 
 
-def _prepare_graph(src: Path, dst: Path, opts: BuildOptions, feeds: list[dict] | None) -> dict[str, int]:
-    """Write the ONNX this backend/precision runs; returns its fused/quantized op counts."""
+def _prepare_graph(src: Path, dst: Path, opts: BuildOptions, feeds: list[dict] | None) -> tuple[dict[str, int], list[str]]:
+    """Write the ONNX this backend/precision runs; returns its fused/quantized op counts and the MatMuls INT8 left in float."""
+    kept: list[str] = []
     if opts.precision == "fp32" and opts.backend == "ort":
-        return fuse_for_ort(src, dst)
+        return fuse_for_ort(src, dst), kept
     if opts.precision == "fp32":  # TensorRT takes the export graph as it is (ORT contrib ops would not parse)
         shutil.copy(src, dst)
     elif opts.precision == "fp16":  # unfused: ORT fuses at load where its provider can; TensorRT needs standard ops
@@ -75,11 +78,15 @@ def _prepare_graph(src: Path, dst: Path, opts: BuildOptions, feeds: list[dict] |
     elif opts.int8_mode == "dynamic":
         fused = dst.with_suffix(".fused.onnx")
         fuse_for_ort(src, fused)
-        quantize_dynamic_int8(fused, dst)
+        worst: list[str] = []
+        if opts.int8_keep_float:
+            cost = matmul_sensitivity(fused, (feeds or [])[:16], dst.parent)
+            worst = sorted(cost, key=cost.get, reverse=True)[: opts.int8_keep_float]
+        kept = quantize_dynamic_int8(fused, dst, worst)
         fused.unlink()
     else:
-        quantize_qdq_int8(src, dst, feeds or [])
-    return op_counts(onnx.load(str(dst)))
+        kept = quantize_qdq_int8(src, dst, feeds or [])
+    return op_counts(onnx.load(str(dst))), kept
 
 
 def build_engine(export_dir: str | Path, out_dir: str | Path, opts: BuildOptions, progress: bool = True) -> dict:
@@ -101,23 +108,32 @@ def build_engine(export_dir: str | Path, out_dir: str | Path, opts: BuildOptions
         from dtx.engines.torch_backend import check_device
 
         check_device(opts.device, opts.precision)
-        if not Path(export["checkpoint"]["path"]).is_dir():
-            raise EngineError(f"the torch backend runs the checkpoint, and {export['checkpoint']['path']} is gone; re-export from a checkpoint")
+    if opts.backend == "aoti":
+        from dtx.engines.aoti import check_options
+
+        check_options(opts.device, opts.precision)
+    if opts.backend in ("torch", "aoti"):
+        _check_checkpoint(export)
 
     reference = OrtRunner({g: export_dir / f"{g}.onnx" for g in GRAPHS}, outputs, threads=opts.threads)
     calib_feeds = None
-    if opts.precision == "int8" and opts.int8_mode == "qdq":
+    if opts.precision == "int8" and (opts.int8_mode == "qdq" or opts.int8_keep_float):
         calib_feeds = graph_feeds(load_batches(opts.calib, seg, opts.calib_pairs, seed=1), reference.encode)
 
     started = time.perf_counter()
     fused: dict[str, dict[str, int]] = {}
+    kept_float: dict[str, list[str]] = {}
     files: dict[str, str] = {}
     trt_info: dict = {}
     with atomic_dir(out_dir, overwrite=True) as tmp:
-        if opts.backend != "torch":
+        if opts.backend == "aoti":
+            from dtx.engines.aoti import compile_packages, device_signature
+
+            files = compile_packages(Path(export["checkpoint"]["path"]), tmp, opts.device, opts.precision)
+        elif opts.backend != "torch":
             for graph in tqdm(GRAPHS, desc=f"build {opts.backend} {opts.precision}", unit="graph", disable=not progress):
                 dst = tmp / f"{graph}.onnx"
-                fused[graph] = _prepare_graph(export_dir / f"{graph}.onnx", dst, opts, calib_feeds[graph] if calib_feeds else None)
+                fused[graph], kept_float[graph] = _prepare_graph(export_dir / f"{graph}.onnx", dst, opts, calib_feeds[graph] if calib_feeds else None)
                 files[graph] = dst.name
                 if opts.backend == "trt":
                     from dtx.engines.tensorrt import TIMING_CACHE, ServeShape, build_plan, device_signature
@@ -135,6 +151,8 @@ def build_engine(export_dir: str | Path, out_dir: str | Path, opts: BuildOptions
             "int8_mode": opts.int8_mode,
             "device": opts.device,
             "threads": opts.threads,
+            "serve_shape": {"candidates": opts.batch, "seq_q": opts.seq_q, "seq_p": opts.seq_p},
+            "cuda_graphs": opts.cuda_graphs if opts.backend == "torch" and opts.device == "cuda" else None,
             "graphs": files,
             "outputs": outputs,
             "export": {
@@ -147,15 +165,17 @@ def build_engine(export_dir: str | Path, out_dir: str | Path, opts: BuildOptions
             "rep_dim": export["rep_dim"],
             "model": export["model"],
             "fused_ops": fused,
+            "int8_float_matmuls": kept_float if opts.precision == "int8" else None,
             "tensorrt": trt_info or None,
+            "aoti": device_signature(opts.device) if opts.backend == "aoti" else None,
             "producers": producers(),
             "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine()},
             "files": {p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()},
         }
         if opts.precision == "int8" and opts.int8_mode == "qdq":
             manifest["qdq_zero_points_nonzero"] = sum(any(v != 0 for v in zp[2]) for g in GRAPHS for zp in qdq_zero_points(onnx.load(str(tmp / f"{g}.onnx"))))
-        if opts.backend == "ort":  # check what was built before it is published
-            with OrtRunner({g: tmp / files[g] for g in GRAPHS}, outputs, threads=opts.threads, device=opts.device) as built:
+        if opts.backend != "trt":  # check what was built before it is published (TensorRT: on its own machine, `dtx bench`)
+            with _built_runner(tmp, files, outputs, opts, export, manifest) as built:
                 if opts.precision == "fp32":
                     manifest["parity"] = _fp32_parity(built, reference, seg)
                 elif opts.calib:
@@ -166,7 +186,31 @@ def build_engine(export_dir: str | Path, out_dir: str | Path, opts: BuildOptions
     return manifest
 
 
-def _fp32_parity(built: OrtRunner, reference: OrtRunner, seg) -> dict:
+def _check_checkpoint(export: dict) -> None:
+    """The torch and aoti backends run the checkpoint itself: it must still be the one the export was made from."""
+    from dtx.model.checkpoint import read_meta
+
+    path = Path(export["checkpoint"]["path"])
+    if not path.is_dir():
+        raise EngineError(f"the torch and aoti backends run the checkpoint, and {path} is gone; re-export from a checkpoint")
+    if read_meta(path).get("weights_sha256") != export["checkpoint"]["weights_sha256"]:
+        raise EngineError(f"checkpoint {path} holds other weights than the export was made from; re-export it (`dtx export {path} --overwrite`) first")
+
+
+def _built_runner(tmp: Path, files: dict[str, str], outputs: dict, opts: BuildOptions, export: dict, manifest: dict):
+    """A runner over the engine being built (in its temp directory), for the checks before publishing."""
+    if opts.backend == "aoti":
+        from dtx.engines.aoti import AotiRunner
+
+        return AotiRunner({g: tmp / f for g, f in files.items()}, outputs, manifest["aoti"], opts.precision, tmp)
+    if opts.backend == "torch":
+        from dtx.engines.torch_backend import TorchRunner
+
+        return TorchRunner(Path(export["checkpoint"]["path"]), outputs, opts.device, opts.precision, cuda_graphs=opts.cuda_graphs)
+    return OrtRunner({g: tmp / files[g] for g in GRAPHS}, outputs, threads=opts.threads, device=opts.device)
+
+
+def _fp32_parity(built, reference: OrtRunner, seg) -> dict:
     """FP32 engine vs export on random batches where questions and passages carry different padding."""
     rng = np.random.default_rng(3)
     results = []

@@ -11,7 +11,7 @@ ENGINE_FILE = "engine.json"
 EXPORT_COPY = "export.json"  # the export manifest the engine was built from
 KIND = "dtx-engine"
 FORMAT_VERSION = 1
-BACKENDS = ("ort", "trt", "torch")
+BACKENDS = ("ort", "trt", "torch", "aoti")
 PRECISIONS = ("fp32", "fp16", "int8")
 
 

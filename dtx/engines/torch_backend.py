@@ -1,8 +1,12 @@
 """PyTorch backend: the checkpoint's own modules, eager, on CPU or CUDA.
 
 The reference every other backend is compared with, and the GPU path where TensorRT is missing:
-on CUDA it runs under fp16/bf16 autocast and, for shapes seen before, replays CUDA graphs
-(one capture per (graph, input shapes), static buffers refilled each call).
+on CUDA it runs under fp16/bf16 autocast and replays CUDA graphs. A CUDA graph is one fixed
+shape, so sequence axes are padded up to a bucket (multiples of `BUCKET` tokens: padding is
+masked, so the real slots' outputs are unchanged) and the padded slots cut off again; one capture
+per (graph, bucketed shape), static buffers refilled each call. The shape a store serves (K
+passages of the store's length, questions of up to `seq_q` tokens) is captured at load, so the
+first query does not pay for it.
 """
 
 from __future__ import annotations
@@ -18,6 +22,41 @@ from dtx.model.checkpoint import load_checkpoint
 from dtx.model.surgery import build_coupled
 
 AUTOCAST = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+BUCKET = 16  # sequence lengths are padded up to a multiple of this for CUDA graphs
+
+
+def bucket(n: int, size: int = BUCKET) -> int:
+    return -(-n // size) * size
+
+
+def pad_to(t: torch.Tensor, axis: int, length: int) -> torch.Tensor:
+    """Right-pad `t` with zeros along `axis` to `length` (zeros in a mask = padding, ignored by the model)."""
+    extra = length - t.shape[axis]
+    if extra <= 0:
+        return t
+    shape = list(t.shape)
+    shape[axis] = extra
+    return torch.cat([t, t.new_zeros(shape)], dim=axis)
+
+
+def bucketed(graph: str, tensors: list[torch.Tensor]) -> tuple[list[torch.Tensor], object]:
+    """Inputs padded to bucketed sequence lengths, and what `unbucket` needs to cut the outputs back."""
+    if graph == "cross":
+        q_hidden, q_mask, p_hidden, p_mask = tensors
+        lq, lp = q_mask.shape[1], p_mask.shape[1]
+        bq_len, bp_len = bucket(lq), bucket(lp)
+        return [pad_to(q_hidden, 1, bq_len), pad_to(q_mask, 1, bq_len), pad_to(p_hidden, 1, bp_len), pad_to(p_mask, 1, bp_len)], (lq, bq_len, lp)
+    length = tensors[0].shape[1]
+    return [pad_to(t, 1, bucket(length)) for t in tensors], length
+
+
+def unbucket(graph: str, outputs: tuple[torch.Tensor, ...], info) -> tuple[torch.Tensor, ...]:
+    """Drop the padded slots again: the outputs of the unpadded call, exactly."""
+    if graph == "cross":
+        lq, bq_len, lp = info
+        # slot outputs (QA start/end: (b, lq + lp)) lose the padded question and passage slots; pair logits have no slots
+        return tuple(torch.cat([o[:, :lq], o[:, bq_len : bq_len + lp]], dim=1) if o.dim() == 2 and o.shape[1] == bq_len + bucket(lp) else o for o in outputs)
+    return tuple(o[:, :info] if o.dim() >= 2 and o.shape[1] == bucket(info) else o for o in outputs)
 
 
 def check_device(device: str, precision: str) -> None:
@@ -32,7 +71,18 @@ def check_device(device: str, precision: str) -> None:
 class TorchRunner(Runner):
     backend = "torch"
 
-    def __init__(self, ckpt_dir: Path, output_names: dict[str, list[str]], device: str = "cpu", precision: str = "fp32", cuda_graphs: bool = True):
+    def __init__(
+        self,
+        ckpt_dir: Path,
+        output_names: dict[str, list[str]],
+        device: str = "cpu",
+        precision: str = "fp32",
+        cuda_graphs: bool = True,
+        buckets: bool | None = None,
+        warm_shape: tuple[int, int, int] | None = None,
+    ):
+        """`buckets` pads sequence axes to multiples of BUCKET (default: with CUDA graphs); `warm_shape`
+        = (K passages, question tokens, passage tokens) captured at load."""
         check_device(device, precision)
         super().__init__(output_names)
         ckpt = load_checkpoint(ckpt_dir)
@@ -43,8 +93,22 @@ class TorchRunner(Runner):
             "cross": ckpt.model.cross.to(self.device),
             "coupled": build_coupled(ckpt.teacher()).to(self.device),
         }
+        self.rep_dim = ckpt.config.rep_dim
         self.cuda_graphs = cuda_graphs and self.device.type == "cuda"
+        self.buckets = self.cuda_graphs if buckets is None else buckets
         self._graphs: dict[tuple, tuple] = {}
+        if warm_shape is not None and self.cuda_graphs:
+            self.warm_up(*warm_shape)
+
+    def warm_up(self, k: int, seq_q: int, seq_p: int) -> None:
+        """Capture what one query of the served shape runs: the question's input component and the cross component over K passages."""
+        ids = lambda b, n: [torch.ones(b, n, dtype=torch.long, device=self.device)] * 3  # noqa: E731
+        self._run_tensors("input", ids(1, seq_q))
+        self._run_tensors("input", ids(k, seq_p))
+        q = torch.zeros(1, seq_q, self.rep_dim, device=self.device)
+        p = torch.zeros(k, seq_p, self.rep_dim, device=self.device)
+        ones = lambda b, n: torch.ones(b, n, dtype=torch.long, device=self.device)  # noqa: E731
+        self._run_tensors("cross", [q, ones(1, seq_q), p, ones(k, seq_p)])
 
     @classmethod
     def from_modules(cls, modules: dict[str, torch.nn.Module], output_names: dict[str, list[str]]) -> "TorchRunner":
@@ -52,7 +116,7 @@ class TorchRunner(Runner):
         self = cls.__new__(cls)
         Runner.__init__(self, output_names)
         device = next(modules["input"].parameters()).device
-        self.device, self.dtype, self.modules, self.cuda_graphs, self._graphs = device, None, modules, False, {}
+        self.device, self.dtype, self.modules, self.cuda_graphs, self.buckets, self._graphs = device, None, modules, False, False, {}
         return self
 
     def _forward(self, graph: str, tensors: list[torch.Tensor]):
@@ -80,7 +144,13 @@ class TorchRunner(Runner):
         cuda_graph.replay()
         return outputs
 
+    def _run_tensors(self, graph: str, tensors: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        info = None
+        if self.buckets:
+            tensors, info = bucketed(graph, tensors)
+        outputs = self._captured(graph, tensors) if self.cuda_graphs else self._forward(graph, tensors)
+        return unbucket(graph, outputs, info) if self.buckets else outputs
+
     def _run(self, graph: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         tensors = [torch.from_numpy(np.ascontiguousarray(v)).to(self.device) for v in feeds.values()]
-        outputs = self._captured(graph, tensors) if self.cuda_graphs else self._forward(graph, tensors)
-        return [o.float().cpu().numpy() for o in outputs]
+        return [o.float().cpu().numpy() for o in self._run_tensors(graph, tensors)]

@@ -5,7 +5,11 @@
   and BiasGelu. These are ONNX Runtime contrib ops: TensorRT gets the unfused graph instead.
 - FP16: weights and activations in float16 with LayerNorm, Softmax and the mask arithmetic kept
   in float32; graph inputs/outputs stay float32 so callers and caches do not change.
-- INT8 dynamic (ORT CPU): MatMul weights int8, activations quantized on the fly (MatMulInteger).
+- INT8 dynamic (ORT CPU): MatMul weights int8 per channel, activations quantized on the fly
+  (MatMulInteger), inside the transformer layers only: attention is fused (its activation x
+  activation products stay float), LayerNorm / GELU / residual adds are not MatMuls, and the
+  MatMul nearest each graph output (the QA / classification head, the compressor whose output is
+  cached) stays float32, as FasterTransformer's INT8 mode 1 keeps BERT within 0.5 F1.
 - INT8 Q/DQ (TensorRT, and ORT for accuracy checks): static symmetric scales from calibration,
   zero point 0, per-channel weights, as TensorRT's explicit quantization requires.
 """
@@ -56,14 +60,62 @@ def to_fp16(src: Path, dst: Path) -> None:
     onnx.save_model(model, str(dst))
 
 
-def quantize_dynamic_int8(src: Path, dst: Path) -> None:
+def output_matmuls(model: onnx.ModelProto) -> list[str]:
+    """Names of the MatMul nodes nearest each graph output: walking back from the outputs, the first MatMul on every path."""
+    producer = {out: n for n in model.graph.node for out in n.output}
+    found: list[str] = []
+    seen: set[str] = set()
+    stack = [o.name for o in model.graph.output]
+    while stack:
+        node = producer.get(stack.pop())
+        if node is None or node.name in seen:
+            continue
+        seen.add(node.name)
+        if node.op_type == "MatMul":
+            found.append(node.name)
+            continue
+        stack += list(node.input)
+    return found
+
+
+def quantize_dynamic_int8(src: Path, dst: Path, keep_float: list[str] | None = None) -> list[str]:
+    """Dynamic INT8 of the MatMuls of `src`, except the output MatMuls and `keep_float`; returns the nodes kept float."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(src), str(dst), op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8, per_channel=True)
+    kept = sorted(set(output_matmuls(onnx.load(str(src), load_external_data=False))) | set(keep_float or []))
+    quantize_dynamic(str(src), str(dst), op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8, per_channel=True, nodes_to_exclude=kept)
+    return kept
 
 
-def quantize_qdq_int8(src: Path, dst: Path, feeds: list[dict]) -> None:
-    """Static Q/DQ with symmetric int8 scales (zero point 0) calibrated on `feeds`."""
+def matmul_sensitivity(src: Path, feeds: list[dict], work: Path) -> dict[str, float]:
+    """Each quantizable MatMul's cost: the graph's output error (mean |diff| / mean |fp32 output|) on
+    real `feeds` when that MatMul alone is INT8. The worst ones are the first to keep in float32."""
+    import numpy as np
+    import onnxruntime as ort
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    model = onnx.load(str(src), load_external_data=False)
+    heads = set(output_matmuls(model))
+    candidates = [n.name for n in model.graph.node if n.op_type == "MatMul" and n.name not in heads and any(i in {t.name for t in model.graph.initializer} for i in n.input)]
+
+    def run(path: Path) -> list[np.ndarray]:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return [np.concatenate([o.reshape(len(o), -1) for o in session.run(None, f)], axis=1).ravel() for f in feeds]
+
+    reference = run(src)
+    scale = float(np.mean([np.abs(r).mean() for r in reference])) or 1.0
+    out: dict[str, float] = {}
+    for name in candidates:
+        one = work / "sensitivity.onnx"
+        quantize_dynamic(str(src), str(one), op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8, per_channel=True, nodes_to_quantize=[name])
+        got = run(one)
+        out[name] = float(np.mean([np.abs(g - r).mean() for g, r in zip(got, reference)])) / scale
+        one.unlink()
+    return out
+
+
+def quantize_qdq_int8(src: Path, dst: Path, feeds: list[dict]) -> list[str]:
+    """Static Q/DQ with symmetric int8 scales (zero point 0) calibrated on `feeds`; the output MatMuls stay float (returned)."""
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     class Reader(CalibrationDataReader):
@@ -73,6 +125,7 @@ def quantize_qdq_int8(src: Path, dst: Path, feeds: list[dict]) -> None:
         def get_next(self):
             return next(self._it, None)
 
+    kept = output_matmuls(onnx.load(str(src), load_external_data=False))
     quantize_static(
         str(src),
         str(dst),
@@ -84,7 +137,9 @@ def quantize_qdq_int8(src: Path, dst: Path, feeds: list[dict]) -> None:
         weight_type=QuantType.QInt8,
         calibrate_method=CalibrationMethod.MinMax,
         extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+        nodes_to_exclude=kept,
     )
+    return kept
 
 
 def qdq_zero_points(model: onnx.ModelProto) -> list[tuple[str, int, list]]:

@@ -16,7 +16,7 @@ import numpy as np
 from dtx.data.pairs import Pair, read_pairs
 from dtx.errors import DtxError
 from dtx.eval.predict import qa_side_by_side, run_pair
-from dtx.train.splits import dev_subset, split_by_passage
+from dtx.data.splits import dev_subset, split_by_passage
 
 SPLITS = ("dev", "train", "all")
 

@@ -80,14 +80,24 @@ def qa_answers(pairs: list[Pair], features: list[QAFeature], scores: list[Window
     return answers
 
 
-def qa_side_by_side(runner, segmenter: PairSegmenter, pairs: list[Pair], features: list[QAFeature], batch_size: int = 32, progress: bool = False) -> dict:
-    """SQuAD 2.0 scores of the student (decoupled path) and the teacher (coupled path), and how often they answer alike."""
+def qa_path_answers(runner, segmenter: PairSegmenter, pairs: list[Pair], features: list[QAFeature], path: str, batch_size: int = 32, progress: bool = False) -> list[str]:
+    """One answer per question along `path` ("decoupled": student, "coupled": teacher)."""
+    return qa_answers(pairs, features, run_qa(runner, segmenter, features, path, batch_size, progress=progress))
+
+
+def qa_compare(pairs: list[Pair], student: list[str], teacher: list[str]) -> dict:
+    """SQuAD 2.0 scores of student and teacher answers, and how often they answer alike."""
     from dtx.eval.squad import normalize_answer, squad_v2
 
-    answers = {path: qa_answers(pairs, features, run_qa(runner, segmenter, features, path, batch_size, progress=progress)) for path in PATHS}
     golds = [p.answers for p in pairs]
-    same = float(np.mean([normalize_answer(a) == normalize_answer(b) for a, b in zip(answers["decoupled"], answers["coupled"])]))
-    return {"student": squad_v2(golds, answers["decoupled"]), "teacher": squad_v2(golds, answers["coupled"]), "agreement": same}
+    same = float(np.mean([normalize_answer(a) == normalize_answer(b) for a, b in zip(student, teacher)]))
+    return {"student": squad_v2(golds, student), "teacher": squad_v2(golds, teacher), "agreement": same}
+
+
+def qa_side_by_side(runner, segmenter: PairSegmenter, pairs: list[Pair], features: list[QAFeature], batch_size: int = 32, progress: bool = False) -> dict:
+    """SQuAD 2.0 scores of the student (decoupled path) and the teacher (coupled path), and how often they answer alike."""
+    answers = {path: qa_path_answers(runner, segmenter, pairs, features, path, batch_size, progress) for path in PATHS}
+    return qa_compare(pairs, answers["decoupled"], answers["coupled"])
 
 
 def run_pair(runner, segmenter: PairSegmenter, pairs: list[Pair], path: str, batch_size: int = 32, progress: bool = False) -> np.ndarray:

@@ -7,6 +7,7 @@ could pick up.
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 import uuid
@@ -40,13 +41,17 @@ def export_checkpoint(
     opset: int = DEFAULT_OPSET,
     shapes: list[tuple[int, int, int]] | None = None,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> dict:
-    """Export the three graphs, measure parity, write the manifest; returns the manifest."""
+    """Export the three graphs, measure parity, write the manifest; returns the manifest.
+
+    An existing export in `out_dir` is replaced only with `overwrite` (as `dtx decouple` does),
+    and never when the directory also holds files that are not the export's: those are the user's.
+    """
     if opset < MIN_OPSET:
         raise DtxError(f"opset {opset} has no LayerNormalization; use --opset {MIN_OPSET} or newer")
     out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()) and not is_export_dir(out_dir):
-        raise DtxError(f"{out_dir} exists and is not a dtx export; choose another output directory")
+    _check_target(out_dir, overwrite)
     ckpt = load_checkpoint(ckpt_dir)
     cfg = ckpt.config
     teacher = ckpt.teacher()
@@ -85,6 +90,25 @@ def export_checkpoint(
         manifest = build_manifest(tmp, ckpt, specs, export_id, opset, results, timings)
         write_json(tmp / MANIFEST_FILE, manifest)
     return manifest
+
+
+def _check_target(out_dir: Path, overwrite: bool) -> None:
+    """Refuse an output directory whose contents a re-export would lose (one-line errors naming the fix)."""
+    if not out_dir.exists() or not any(out_dir.iterdir()):
+        return
+    if not is_export_dir(out_dir):
+        raise DtxError(f"{out_dir} exists and is not a dtx export; choose another output directory")
+    try:
+        old = json.loads((out_dir / MANIFEST_FILE).read_text())
+        owned = set(old["files"]) | {MANIFEST_FILE}
+    except (OSError, ValueError, KeyError, TypeError):
+        raise DtxError(f"{out_dir / MANIFEST_FILE} is unreadable; remove {out_dir} or choose another output directory") from None
+    if not overwrite:
+        source = old.get("checkpoint", {}).get("path", "another checkpoint")
+        raise DtxError(f"{out_dir} already holds an export (of {source}); pass --overwrite to replace it, or choose another -o")
+    foreign = sorted(p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*") if p.is_file() and p.relative_to(out_dir).as_posix() not in owned)
+    if foreign:
+        raise DtxError(f"{out_dir} also holds files that are not part of its export ({', '.join(foreign[:3])}); move them or choose another -o")
 
 
 def _not_tokenizer(directory: str, names: list[str]) -> list[str]:

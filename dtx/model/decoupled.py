@@ -57,12 +57,15 @@ class InputComponent(nn.Module):
         self.compressor = compressor  # Linear(hidden -> hidden/k) or Identity
         self.position_offset = position_offset
 
-    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
-        """The layer-N hidden states before compression, (B, S, hidden)."""
+    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
+        """What enters the first layer, (B, S, hidden): word + position (real tokens counted) + type, normalised."""
         positions = segment_positions(attention_mask, self.position_offset)  # (B, S)
         h = self.embeddings(input_ids=input_ids, token_type_ids=token_type_ids, position_ids=positions)
-        h = self.embeddings_project(h)  # (B, S, hidden)
-        return run_layers(self.layers, h, attention_mask)
+        return self.embeddings_project(h)  # (B, S, hidden)
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
+        """The layer-N hidden states before compression, (B, S, hidden)."""
+        return run_layers(self.layers, self.embed(input_ids, attention_mask, token_type_ids), attention_mask)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
         return self.compressor(self.encode(input_ids, attention_mask, token_type_ids))  # (B, S, rep_dim)

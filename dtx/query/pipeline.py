@@ -148,31 +148,58 @@ class QueryPipeline:
             t = time.perf_counter()
             out = self.runner.cross(q_hidden[n : n + 1], q_mask[n : n + 1], cached.reps, cached.mask)
             timings["cross"] = (time.perf_counter() - t) * 1e3
-            best: dict[str, Candidate] = {}
-            for row, pid in enumerate(cached.ids):
-                cand = self._row_candidate(out, row, q_mask.shape[1], cached, pid, retrieval.get(pid))
-                if pid not in best or cand.score > best[pid].score:
-                    best[pid] = cand
-            timings["total"] = sum(timings.values())
-            results.append(QueryResult(query, sorted(best.values(), key=lambda c: -c.score), timings))
+            results.append(self._ranked(query, out, [q_mask.shape[1]] * len(cached.ids), cached, retrieval, timings))
         return results
 
-    def _row_candidate(self, out: dict[str, np.ndarray], row: int, lq: int, cached: CachedWindows, pid: str, retrieval: float | None) -> Candidate:
+    def rerank_coupled(self, query: str, ids: list[str]) -> QueryResult:
+        """The coupled teacher on the same stored windows of `ids` (the baseline a decoupled answer is judged against).
+
+        Nothing cached is used but the windows' tokens: the teacher reads question and window together.
+        """
+        from dtx.model.samples import PairBatch
+
+        timings: dict[str, float] = {}
+        t = time.perf_counter()
+        cached = self.store.fetch(list(dict.fromkeys(ids)))
+        timings["fetch"] = (time.perf_counter() - t) * 1e3
+        t = time.perf_counter()
+        seg = self.segmenter
+        q = seg.pad([seg.question(query)])
+        p = seg.pad([Segment(list(tok), [seg.passage_type] * len(tok), []) for tok in cached.token_ids])
+        out = self.runner.coupled(PairBatch(q, p, seg.tokenizer.pad_token_id).coupled())
+        timings["coupled"] = (time.perf_counter() - t) * 1e3
+        first = int(q.attention_mask[0].sum())  # the window follows the question's real tokens
+        cached.mask = p.attention_mask
+        return self._ranked(query, out, [first] * len(cached.ids), cached, {}, timings)
+
+    def _ranked(self, query: str, out: dict[str, np.ndarray], firsts: list[int], cached: CachedWindows, retrieval: dict, timings: dict[str, float]) -> QueryResult:
+        """Candidates best first; a passage scores its best window."""
+        best: dict[str, Candidate] = {}
+        for row, pid in enumerate(cached.ids):
+            cand = self._row_candidate(out, row, firsts[row], cached, pid, retrieval.get(pid))
+            if pid not in best or cand.score > best[pid].score or np.isnan(best[pid].score):
+                best[pid] = cand
+        timings["total"] = sum(timings.values())
+        # a NaN score (corrupt stored values) never ranks: it sorts after every real score
+        return QueryResult(query, sorted(best.values(), key=lambda c: (np.isnan(c.score), -c.score if not np.isnan(c.score) else 0.0)), timings)
+
+    def _row_candidate(self, out: dict[str, np.ndarray], row: int, first: int, cached: CachedWindows, pid: str, retrieval: float | None) -> Candidate:
+        """One window's candidate; `first` is the output slot of the window's first token."""
         if self.task == "pair":
             logits = out["logits"][row].astype(np.float64)
             logp = logits - np.log(np.exp(logits - logits.max()).sum()) - logits.max()
             label = self.labels[int(logits.argmax())] if self.labels else str(int(logits.argmax()))
             return Candidate(pid, float(logp[self.positive]), retrieval, label=label)
-        allowed = np.concatenate([np.zeros(lq, bool), cached.mask[row].astype(bool)])
+        width = out["start_logits"].shape[1]
         n_pre, n_suf = len(self.segmenter.p_prefix), len(self.segmenter.p_suffix)
         length = int(cached.mask[row].sum())
-        allowed[lq : lq + n_pre] = False  # passage specials are never answers
-        allowed[lq + length - n_suf : lq + length] = False
+        allowed = np.zeros(width, bool)
+        allowed[first + n_pre : first + length - n_suf] = True  # passage specials are never answers
         span, score, null = best_span(out["start_logits"][row], out["end_logits"][row], allowed)
         text = None
         if span[0] >= 0:
             offsets = cached.offsets[row]
-            start, end = offsets[span[0] - lq][0], offsets[span[1] - lq][1]
+            start, end = offsets[span[0] - first][0], offsets[span[1] - first][1]
             window0 = cached.texts.get(pid, "")
             text = window0[start:end]
         return Candidate(pid, float(score - null), retrieval, answer=text)

@@ -16,9 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dtx.data.pairs import json_lines, read_document, read_pairs, tsv_lines
+from dtx.data.splits import is_dev
 from dtx.errors import DtxError
 
 TEXT_FIELDS = ("text", "passage", "contents", "context")
+SPLITS = ("all", "dev", "train")
 
 
 @dataclass(frozen=True)
@@ -74,8 +76,13 @@ def _squad(path: Path, doc: dict) -> list[Passage]:
     return list(out.values())
 
 
-def read_corpus(path: str | Path, limit: int | None = None) -> list[Passage]:
-    """Every passage in `path` (the first `limit`), in file order."""
+def read_corpus(path: str | Path, limit: int | None = None, split: str = "all") -> list[Passage]:
+    """Every passage in `path` (the first `limit`), in file order.
+
+    `split` "dev" / "train" keeps only the passages training held out / trained on (the same hash
+    of the passage text that `dtx finetune` and `dtx distill` split by), so a store of the dev
+    paragraphs evaluates retrieval + reading on text no model has seen.
+    """
     path = Path(path)
     text, doc = read_document(path, "passages to index")
     passages: list[Passage]
@@ -90,4 +97,8 @@ def read_corpus(path: str | Path, limit: int | None = None) -> list[Passage]:
         passages = _jsonl(path, text)
     else:
         passages = _tsv(path, text)
+    if split not in SPLITS:
+        raise DtxError(f"split {split!r} is not one of {', '.join(SPLITS)}")
+    if split != "all":
+        passages = [p for p in passages if is_dev(p.text) == (split == "dev")]
     return passages[:limit] if limit else passages

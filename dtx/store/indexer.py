@@ -84,6 +84,7 @@ def index_corpus(
     ray_address: str | None = None,
     use_ray: bool = False,
     progress: bool = True,
+    split: str = "all",
 ) -> IndexReport:
     """Index `corpus` into the store at `store_uri` with the engine's input component."""
     from dtx.engines import load_engine
@@ -92,7 +93,7 @@ def index_corpus(
 
     if batch < 1 or chunk < 1:
         raise DtxError("--batch and the chunk size must be at least 1")
-    passages = read_corpus(corpus, limit)
+    passages = read_corpus(corpus, limit, split)
     info = StoreInfo.from_engine(engine_dir, dtype)
     segmenter = segmenter_for(engine_dir, read_engine_export(engine_dir))
     store = PassageStore.create_or_open(store_uri, info)

@@ -115,8 +115,27 @@ def _sql_list(values: list[str]) -> str:
     return ", ".join("'" + v.replace("'", "''") + "'" for v in values)
 
 
-def _is_local(uri: str) -> bool:
-    return "://" not in uri or uri.startswith("file://")
+def local_path(uri: str) -> Path | None:
+    """The directory a local store URI names (a plain path or `file://...`), or None for object storage (s3://, gs://, ...)."""
+    if uri.startswith("file://"):
+        from urllib.parse import unquote, urlparse
+
+        return Path(unquote(urlparse(uri).path))
+    return None if "://" in uri else Path(uri)
+
+
+def _remote_exists(uri: str, storage_options: dict | None) -> bool:
+    """Whether a dataset is committed at an object-storage URI (a missing one is a new store, anything else an error)."""
+    import lance
+
+    try:
+        lance.dataset(uri, storage_options=storage_options)
+        return True
+    except Exception as e:  # Lance raises its own error types; a missing dataset says so
+        text = str(e).lower()
+        if "not found" in text or "does not exist" in text or "no such" in text:
+            return False
+        raise StoreError(f"cannot reach store {uri} ({str(e).splitlines()[0][:200]}); check the URI and its credentials") from None
 
 
 class PassageStore:
@@ -134,9 +153,10 @@ class PassageStore:
         import lance
 
         uri = str(uri)
-        if _is_local(uri) and not Path(uri).exists():
+        local = local_path(uri)
+        if local is not None and not local.exists():
             raise StoreError(f"no store at {uri}; build one with `dtx index CORPUS --engine ENGINE_DIR -o {uri}`")
-        if _is_local(uri) and not (Path(uri) / "_versions").is_dir():
+        if local is not None and not (local / "_versions").is_dir():
             raise StoreError(f"{uri} is not a dtx store (no Lance dataset in it); build one with `dtx index CORPUS --engine ENGINE_DIR -o NEW_DIR`")
         try:
             ds = lance.dataset(uri, storage_options=storage_options)
@@ -157,14 +177,20 @@ class PassageStore:
         import pyarrow as pa
 
         uri = str(uri)
-        committed = not _is_local(uri) or (Path(uri) / "_versions").is_dir() and any((Path(uri) / "_versions").iterdir())
+        local = local_path(uri)
+        if local is not None and local.exists() and not local.is_dir():
+            raise StoreError(f"-o {uri} is an existing file, not a store; choose a directory")
+        if local is None:
+            committed = _remote_exists(uri, storage_options)
+        else:
+            committed = (local / "_versions").is_dir() and any((local / "_versions").iterdir())
         if committed:
             store = cls.open(uri, storage_options)
             store.require_model(info)
             if store.info.dtype != info.dtype:
                 raise StoreError(f"{uri} holds {store.info.dtype} representations, not {info.dtype}; index into another -o or pass --dtype {store.info.dtype}")
             return store
-        if _is_local(uri) and Path(uri).exists() and any(p.name not in ("data", "_versions", "_transactions", LOCK_FILE) for p in Path(uri).iterdir()):
+        if local is not None and local.exists() and any(p.name not in ("data", "_versions", "_transactions", LOCK_FILE) for p in local.iterdir()):
             raise StoreError(f"{uri} exists and is not a dtx store; choose another -o")
         # An empty first commit records the identity before any data: a kill after it leaves a valid empty store.
         ds = lance.write_dataset(pa.Table.from_pylist([], schema=_arrow_schema(info)), uri, mode="overwrite", storage_options=storage_options)
@@ -182,10 +208,11 @@ class PassageStore:
     @contextlib.contextmanager
     def writer_lock(self) -> Iterator[None]:
         """One writer at a time (a second `dtx index` on the same local store is refused, not interleaved)."""
-        if not _is_local(self.uri):
+        local = local_path(self.uri)
+        if local is None:
             yield
             return
-        fd = os.open(Path(self.uri) / LOCK_FILE, os.O_CREAT | os.O_RDWR, 0o644)
+        fd = os.open(local / LOCK_FILE, os.O_CREAT | os.O_RDWR, 0o644)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -1,15 +1,23 @@
 """`dtx distill`: train the decoupled student from its coupled teacher (DESIGN.md section 2).
 
 Student and teacher read the same slot layout: the question padded to lq, then the passage padded
-to lp. The teacher runs as `CoupledModel`, whose positions count real tokens only, so on that
-layout (padding holes masked) it computes exactly what it computes on the packed pair; every
-loss term is then an elementwise comparison over real slots.
+to lp (both to the longest in the batch: batches group windows of similar length). The teacher
+runs as `CoupledModel`, whose positions count real tokens only, so on that layout (padding holes
+masked) it computes exactly what it computes on the packed pair; every loss term is then an
+elementwise comparison over real slots.
+
+The teacher never changes, so its work is done once: `TeacherCache` keeps the states entering its
+last layer for every training example, and a step recomputes only that layer (for the hidden
+states and attention the loss compares) and the head.
 
 With compression, training has two phases: (1) the compressor/decompressor alone, as an
 autoencoder of the layer-N states (nothing else changes); (2) everything jointly. The compressor
-can instead start from the principal components of real layer-N states (`--pca-init`), the
-optimum of a linear autoencoder. A checkpoint with the training state is written atomically at
-the end of every epoch and of phase 1; a killed run resumes from the last one.
+starts from the principal components of real layer-N states (`pca_init`, the optimum of a linear
+autoencoder). Each phase has one optimizer and one warm-up + decay schedule over all its epochs;
+phase 2 is scored on the held-out passages after every epoch, stops when the score stops
+improving and publishes its best epoch. The training state (weights, optimizer, schedule, where
+in the epoch) is written atomically with the checkpoint every epoch and every `save_every`
+seconds; the same command resumes a killed run where it stopped.
 """
 
 from __future__ import annotations
@@ -24,32 +32,50 @@ from torch import nn
 from tqdm import tqdm
 
 from dtx.data.pairs import Pair, read_pairs
-from dtx.data.qa import QAFeature, qa_features
+from dtx.data.qa import qa_features
 from dtx.errors import DtxError
 from dtx.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from dtx.model.decoupled import run_layers
+from dtx.model.segments import PairSegmenter, Segment
 from dtx.model.surgery import build_coupled
+from dtx.train.config import DistillConfig
 from dtx.train.finetune import pair_metrics
+from dtx.train.loop import (
+    EarlyStopping,
+    autocast,
+    cpu_state,
+    epoch_batches,
+    loss_curve,
+    mean_terms,
+    optimizer_and_schedule,
+    padded_length,
+    resolve_bf16,
+    rng_state,
+    set_rng_state,
+    train_device,
+)
 from dtx.train.losses import MASKED, LossTerms, distillation_loss, masked_mse
-from dtx.train.splits import dev_subset, split_by_passage, train_subset
+from dtx.data.splits import dev_subset, split_by_passage, train_subset
+
+__all__ = ["DistillConfig", "distill", "pca_init", "TeacherCache"]
 
 STATE_FILE = "train_state.pt"
 
 
 @dataclass
-class DistillConfig:
-    temperature: float = 2.0  # T of the soft targets (teacher and student)
-    alpha: float = 0.5  # weight of CE with the labels; 1 - alpha goes to the KL term
-    epochs: int = 1  # phase-2 passes over the training pairs
-    phase1_epochs: int = 1  # autoencoder passes (only with compression; 0 = phase 2 only)
-    pca_init: bool = False  # start the compressor from the principal components of layer-N states
-    batch_size: int = 16
-    lr: float = 5e-5  # phase 2 (whole student)
-    phase1_lr: float = 1e-3  # phase 1 (compressor/decompressor)
-    train_limit: int | None = None
-    dev_limit: int | None = 1000
-    dev_percent: int = 10
-    labels_only: bool = False  # ablation: plain fine-tuning of the decoupled model (CE only, no teacher)
-    seed: int = 0
+class Example:
+    """One training or dev item as both models read it: its two segments and its target.
+
+    QA: `target` = (start, end) tokens of the answer in the passage segment (-1: no answer);
+    pair tasks: `target` = (label id,).
+    """
+
+    question: Segment
+    passage: Segment
+    target: tuple[int, ...]
+
+    def __len__(self) -> int:
+        return len(self.question) + len(self.passage)
 
 
 class LastLayerAttention:
@@ -66,9 +92,34 @@ class LastLayerAttention:
         self._hook.remove()
 
 
-def train_device() -> torch.device:
-    """CUDA when present (with bf16 autocast in phase 2), else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def _tensors(batch) -> tuple[torch.Tensor, ...]:
+    return tuple(torch.from_numpy(a) for a in (batch.input_ids, batch.attention_mask, batch.token_type_ids))
+
+
+def make_batch(seg: PairSegmenter, examples: list[Example], qa: bool) -> dict:
+    """Padded tensors of a batch; QA targets become slots of the student layout (question padded to lq, then the passage).
+
+    `slots` (QA) marks where an answer distribution may put mass: [CLS] and the real passage tokens.
+    """
+    q = seg.pad([e.question for e in examples], padded_length(max(len(e.question) for e in examples), seg.max_question_len))
+    p = seg.pad([e.passage for e in examples], padded_length(max(len(e.passage) for e in examples), seg.max_passage_len))
+    if not qa:
+        return {"q": _tensors(q), "p": _tensors(p), "labels": (torch.tensor([e.target[0] for e in examples]),), "slots": None}
+    lq = q.input_ids.shape[1]
+    slots = torch.cat([torch.zeros(len(examples), lq, dtype=torch.bool), torch.from_numpy(p.attention_mask.astype(bool))], dim=1)
+    slots[:, 0] = True
+    start = torch.tensor([lq + e.target[0] if e.target[0] >= 0 else 0 for e in examples])
+    end = torch.tensor([lq + e.target[1] if e.target[1] >= 0 else 0 for e in examples])
+    return {"q": _tensors(q), "p": _tensors(p), "labels": (start, end), "slots": slots}
+
+
+def pair_examples(seg: PairSegmenter, pairs: list[Pair], label2id: dict[str, int]) -> list[Example]:
+    """Pair-task examples: the question and the passage's first window."""
+    return [Example(seg.question(x.question), seg.passage(x.passage)[0], (label2id[x.label],)) for x in pairs]
+
+
+def _pair_batch(seg: PairSegmenter, pairs: list[Pair], label2id: dict[str, int]) -> dict:
+    return make_batch(seg, pair_examples(seg, pairs, label2id), qa=False)
 
 
 def _on(b: dict, device: torch.device) -> dict:
@@ -79,29 +130,46 @@ def _on(b: dict, device: torch.device) -> dict:
     return {k: (tuple(move(t) for t in v) if isinstance(v, tuple) else move(v)) for k, v in b.items()}
 
 
-def _tensors(batch) -> tuple[torch.Tensor, ...]:
-    return tuple(torch.from_numpy(a) for a in (batch.input_ids, batch.attention_mask, batch.token_type_ids))
+def _joined(b: dict) -> tuple[torch.Tensor, ...]:
+    """The pair as the teacher reads it in the student's slot layout: question slots, then passage slots."""
+    return tuple(torch.cat([q, p], dim=1) for q, p in zip(b["q"], b["p"]))
 
 
-def _pair_batch(seg, pairs: list[Pair], label2id: dict[str, int]) -> dict:
-    q = seg.pad([seg.question(p.question) for p in pairs])
-    p = seg.pad([seg.passage(x.passage)[0] for x in pairs])
-    return {"q": _tensors(q), "p": _tensors(p), "labels": (torch.tensor([label2id[x.label] for x in pairs]),), "slots": None}
+class TeacherCache:
+    """The states entering the teacher's last layer, for every training example, computed once.
 
-
-def _qa_batch(seg, features: list[QAFeature]) -> dict:
-    """Start/end targets as slots of the student layout (question padded to lq, then the passage); 0 = no answer.
-
-    `slots` marks where an answer distribution may put mass: [CLS] and the real passage tokens.
+    The loss needs the teacher's logits and its last layer's hidden states and attention, which
+    do not change during training. Stored outright, the attention alone is heads x S x S per
+    example (about 1 MB for a 256-token window: 10 GB for Disfl-QA's 9.4k windows); the states
+    entering the last layer are S x hidden (160 kB, 1.5 GB), and the last layer recomputed from
+    them costs 1/L of a teacher forward. Only real slots are kept, so the cache does not depend
+    on how a batch is padded. States are kept in the precision they were computed in (bf16
+    under autocast, else fp32, where the recomputed layer equals the full teacher).
     """
-    q = seg.pad([f.question for f in features])
-    p = seg.pad([f.passage for f in features])
-    lq = q.input_ids.shape[1]
-    slots = torch.cat([torch.zeros(len(features), lq, dtype=torch.bool), torch.from_numpy(p.attention_mask.astype(bool))], dim=1)
-    slots[:, 0] = True
-    start = torch.tensor([lq + f.start if f.start >= 0 else 0 for f in features])
-    end = torch.tensor([lq + f.end if f.end >= 0 else 0 for f in features])
-    return {"q": _tensors(q), "p": _tensors(p), "labels": (start, end), "slots": slots}
+
+    def __init__(self, teacher_c, seg: PairSegmenter, examples: list[Example], qa: bool, batch_size: int, device: torch.device, bf16: bool, progress: bool = True) -> None:
+        self.teacher_c = teacher_c
+        self.states: list[torch.Tensor] = [torch.empty(0)] * len(examples)
+        encoder = teacher_c.encoder
+        order = sorted(range(len(examples)), key=lambda i: len(examples[i]))
+        chunks = [order[i : i + 2 * batch_size] for i in range(0, len(order), 2 * batch_size)]
+        with torch.no_grad():
+            for indices in tqdm(chunks, desc="teacher cache", unit="batch", disable=not progress):
+                ids, mask, types = _joined(_on(make_batch(seg, [examples[i] for i in indices], qa), device))
+                with autocast(device, bf16):
+                    h = run_layers(encoder.layers[:-1], encoder.embed(ids, mask, types), mask)
+                real = mask.bool()
+                for row, i in enumerate(indices):
+                    self.states[i] = h[row][real[row]].cpu().clone()
+        self.nbytes = sum(t.numel() * t.element_size() for t in self.states)
+
+    def outputs(self, indices: list[int], mask: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """The teacher's last-layer states (B, S, hidden) and logits for a batch laid out by `mask` (B, S)."""
+        real = mask.bool()
+        x = torch.zeros(*mask.shape, self.states[indices[0]].shape[-1], device=mask.device)
+        x[real] = torch.cat([self.states[i] for i in indices]).to(mask.device, torch.float32)
+        th = run_layers(self.teacher_c.encoder.layers[-1:], x, mask)
+        return th, self.teacher_c.head(th)
 
 
 def pca_init(model, batches: list[dict]) -> float:
@@ -132,181 +200,249 @@ def pca_init(model, batches: list[dict]) -> float:
     return float(eigvals[-r:].sum() / eigvals.sum())
 
 
-def evaluate(model, teacher_c, batches: list[dict], n_labels: int) -> dict:
-    """Student and teacher accuracy / macro-F1 on the same pairs, and their agreement."""
-    preds, tpreds, gold = [], [], []
-    model.eval()
-    with torch.no_grad():
-        device = next(model.parameters()).device
-        for b in batches:
-            b = _on(b, device)
-            (logits,) = model(*b["q"], *b["p"])
-            (tlogits,) = teacher_c(*_joined(b))
-            preds += logits.argmax(-1).tolist()
-            tpreds += tlogits.argmax(-1).tolist()
-            gold += b["labels"][0].tolist()
-    s, t, g = np.array(preds), np.array(tpreds), np.array(gold)
-    return {"student": pair_metrics(s, g, n_labels), "teacher": pair_metrics(t, g, n_labels), "agreement": float((s == t).mean())}
+class DevScorer:
+    """The student's held-out score after an epoch, beside the teacher's, computed once (it does not change)."""
+
+    def __init__(self, model, teacher_c, seg: PairSegmenter, dev: list[Pair], qa: bool, label2id: dict[str, int], data: str) -> None:
+        from dtx.engines.torch_backend import TorchRunner
+
+        names = ["start_logits", "end_logits"] if qa else ["logits"]
+        self.runner = TorchRunner.from_modules({"input": model.input, "cross": model.cross, "coupled": teacher_c}, {"cross": names, "coupled": names, "input": ["hidden"]})
+        self.model, self.seg, self.dev, self.qa, self.label2id = model, seg, dev, qa, label2id
+        self.features = qa_features(dev, seg, data) if qa else None
+        self.teacher = self._predict("coupled")
+
+    def _predict(self, path: str):
+        from dtx.eval.predict import qa_path_answers, run_pair
+
+        self.model.eval()
+        if self.qa:
+            return qa_path_answers(self.runner, self.seg, self.dev, self.features, path)
+        return run_pair(self.runner, self.seg, self.dev, path).argmax(-1)
+
+    def __call__(self) -> dict:
+        from dtx.eval.predict import qa_compare
+
+        student = self._predict("decoupled")
+        if self.qa:
+            return qa_compare(self.dev, student, self.teacher)
+        gold = np.array([self.label2id[p.label] for p in self.dev])
+        n = len(self.label2id)
+        return {"student": pair_metrics(student, gold, n), "teacher": pair_metrics(self.teacher, gold, n), "agreement": float((student == self.teacher).mean())}
+
+    @property
+    def metric(self) -> str:
+        return "f1" if self.qa else "accuracy"
 
 
-def evaluate_qa(model, teacher_c, seg, pairs: list[Pair], features: list[QAFeature]) -> dict:
-    """SQuAD 2.0 EM / F1 of student and teacher on held-out questions, decoded as `dtx eval` decodes."""
-    from dtx.engines.torch_backend import TorchRunner
-    from dtx.eval.predict import qa_side_by_side
-
-    names = ["start_logits", "end_logits"]
-    runner = TorchRunner.from_modules({"input": model.input, "cross": model.cross, "coupled": teacher_c}, {"cross": names, "coupled": names, "input": ["hidden"]})
-    model.eval()
-    return qa_side_by_side(runner, seg, pairs, features)
-
-
-def _joined(b: dict) -> tuple[torch.Tensor, ...]:
-    """The pair as the teacher reads it in the student's slot layout: question slots, then passage slots."""
-    return tuple(torch.cat([q, p], dim=1) for q, p in zip(b["q"], b["p"]))
-
-
-def distill(ckpt_dir: str | Path, data: str | Path, cfg: DistillConfig, out_dir: str | Path | None = None, progress: bool = True) -> dict:
-    """Distil (or, with `labels_only`, plainly fine-tune) the student; returns the report."""
-    ckpt = load_checkpoint(ckpt_dir)
-    out_dir = Path(out_dir or ckpt_dir)
+def _task(ckpt: Checkpoint, pairs: list[Pair], data: str | Path) -> tuple[bool, dict[str, int]]:
+    """(is QA, label ids of a pair task), with one-line errors for data of another task."""
     teacher = ckpt.teacher()
-    seg = ckpt.segmenter()
-    pairs = read_pairs(data)
-    train, dev = split_by_passage(pairs, cfg.dev_percent)
-    train = train_subset(train, cfg.train_limit, cfg.seed)
-    dev = dev_subset(dev, cfg.dev_limit, cfg.seed)
-    device = train_device()
-    model, teacher_c = ckpt.model.to(device), build_coupled(teacher).eval().to(device)
-    for p in teacher_c.parameters():
-        p.requires_grad_(False)
-    chunks = lambda rows: [rows[i : i + cfg.batch_size] for i in range(0, len(rows), cfg.batch_size)]  # noqa: E731
     if ckpt.config.task == "qa":
         if all(not p.answers for p in pairs):
             raise DtxError(f"{data} has no answers; a QA student is distilled on questions with answer spans (SQuAD 2.0 style)")
-        features = qa_features(train, seg, str(data))
-        features = [features[i] for i in np.random.default_rng(cfg.seed).permutation(len(features))]
-        dev_features = qa_features(dev, seg, str(data))
-        train_batches = [_qa_batch(seg, rows) for rows in chunks(features)]
-        scorer = lambda: evaluate_qa(model, teacher_c, seg, dev, dev_features)  # noqa: E731
-    else:
-        id2label = {int(k): v for k, v in teacher.config.id2label.items()}
-        label2id = {v: k for k, v in id2label.items()}
-        unknown = sorted({p.label for p in pairs} - set(label2id))
-        if unknown:
-            raise DtxError(f"{data} has labels {unknown} the teacher does not know ({sorted(label2id)}); distil on the teacher's task")
-        train_batches = [_pair_batch(seg, rows, label2id) for rows in chunks(train)]
-        dev_batches = [_pair_batch(seg, rows, label2id) for rows in chunks(dev)]
-        scorer = lambda: evaluate(model, teacher_c, dev_batches, len(label2id))  # noqa: E731
+        return True, {}
+    id2label = {int(k): v for k, v in teacher.config.id2label.items()}
+    label2id = {v: k for k, v in id2label.items()}
+    unknown = sorted({p.label for p in pairs} - set(label2id))
+    if unknown:
+        raise DtxError(f"{data} has labels {unknown} the teacher does not know ({sorted(label2id)}); distil on the teacher's task")
+    return False, label2id
 
+
+def distill(ckpt_dir: str | Path, data: str | Path, cfg: DistillConfig, out_dir: str | Path | None = None, progress: bool = True, device: str | None = None) -> dict:
+    """Distil (or, with `labels_only`, plainly fine-tune) the student on `device` (default: CUDA when present); returns the report."""
+    ckpt = load_checkpoint(ckpt_dir)
+    out_dir = Path(out_dir or ckpt_dir)
     state = _load_state(out_dir, cfg)
+    if state.get("finished"):
+        return state["report"]
+    teacher = ckpt.teacher()
+    seg = ckpt.segmenter()
+    pairs = read_pairs(data)
+    qa, label2id = _task(ckpt, pairs, data)
+    train, dev = split_by_passage(pairs, cfg.dev_percent)
+    train = train_subset(train, cfg.train_limit, cfg.seed)
+    dev = dev_subset(dev, cfg.dev_limit, cfg.seed)
+    if qa:
+        examples = [Example(f.question, f.passage, (f.start, f.end)) for f in qa_features(train, seg, str(data))]
+    else:
+        examples = pair_examples(seg, train, label2id)
+    device = train_device(device)
+    bf16 = resolve_bf16(device, cfg.bf16)
+    model, teacher_c = ckpt.model.to(device), build_coupled(teacher).eval().to(device)
+    for p in teacher_c.parameters():
+        p.requires_grad_(False)
     torch.manual_seed(cfg.seed)
-    report = state.get("report", {"config": asdict(cfg), "data": str(data), "history": []})
+    report = state.get("report") or {"config": asdict(cfg), "data": str(data), "history": [], "bf16": bf16}
+    report["train_pairs"], report["train_examples"], report["dev_pairs"] = len(train), len(examples), len(dev)
     compressing = ckpt.config.compress > 1
     if compressing and cfg.pca_init and not state:
-        report["pca_variance_kept"] = pca_init(model, train_batches[: max(1, 2048 // cfg.batch_size)])
-    if state:
-        model.load_state_dict(state["model"])
-    phases = ([("phase1", e) for e in range(cfg.phase1_epochs)] if compressing and not cfg.labels_only else []) + [("phase2", e) for e in range(cfg.epochs)]
-    done = state.get("done", 0)
-    for index, (phase, epoch) in enumerate(phases):
-        if index < done:
-            continue
+        sample = examples[: max(cfg.batch_size, 2048)]
+        batches = [make_batch(seg, sample[i : i + cfg.batch_size], qa) for i in range(0, len(sample), cfg.batch_size)]
+        report["pca_variance_kept"] = pca_init(model, batches)
+    cache = None
+    if not cfg.labels_only and cfg.epochs > 0:
         start = time.perf_counter()
-        terms = _run_phase(phase, model, teacher_c, train_batches, cfg, progress, f"{phase} epoch {epoch + 1}")
-        entry = {"phase": phase, "epoch": epoch + 1, "seconds": round(time.perf_counter() - start, 1), "loss": terms}
-        if phase == "phase2":
-            entry["dev"] = scorer()
-        report["history"].append(entry)
-        _save(ckpt, model, teacher, out_dir, {"done": index + 1, "report": report, "config": asdict(cfg)})
-    report["final"] = scorer()
-    report["train_pairs"], report["dev_pairs"] = len(train), len(dev)
-    _save(ckpt, model, teacher, out_dir, {"done": len(phases), "report": report, "config": asdict(cfg)})
+        cache = TeacherCache(teacher_c, seg, examples, qa, cfg.batch_size, device, bf16, progress)
+        report["teacher_cache"] = {"seconds": round(time.perf_counter() - start, 1), "bytes": cache.nbytes}
+    scorer = DevScorer(model, teacher_c, seg, dev, qa, label2id, str(data))
+    run = _Run(ckpt, model, teacher, seg, examples, qa, cache, cfg, out_dir, report, device, bf16, progress)
+    run.train(state, scorer)
     return report
 
 
-def _run_phase(phase: str, model, teacher_c, batches: list[dict], cfg: DistillConfig, progress: bool, desc: str) -> dict[str, float]:
-    codec = list(model.input.compressor.parameters()) + list(model.cross.decompressor.parameters())
-    params = codec if phase == "phase1" else [p for p in model.parameters()]
-    optim = torch.optim.AdamW(params, lr=cfg.phase1_lr if phase == "phase1" else cfg.lr, weight_decay=0.0 if phase == "phase1" else 0.01)
-    steps = len(batches)
-    sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: max(0.0, 1 - s / steps))
-    model.train()
-    student_attn = LastLayerAttention(model.cross.layers[-1]) if len(model.cross.layers) else None
-    teacher_attn = LastLayerAttention(teacher_c.encoder.layers[-1])
-    sums: dict[str, float] = {}
-    tail: list[dict[str, float]] = []
-    device = next(model.parameters()).device
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and phase == "phase2")
-    order = np.random.default_rng(cfg.seed + len(phase)).permutation(steps)
-    bar = tqdm(order, desc=desc, unit="batch", disable=not progress)
-    try:
-        for i in bar:
-            b = _on(batches[i], device)
-            if phase == "phase1":
-                with torch.no_grad():
-                    hs = [model.input.encode(*b[s]) for s in ("q", "p")]
-                loss = sum(masked_mse(model.cross.decompressor(model.input.compressor(h)), h, b[s][1]) for h, s in zip(hs, ("q", "p"))) / 2
-                items = {"ae_mse": float(loss.detach())}
-            else:
-                with autocast:
-                    terms = _phase2_terms(model, teacher_c, b, cfg, student_attn, teacher_attn)
-                loss, items = terms.total, terms.items()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optim.step()
-            sched.step()
-            optim.zero_grad(set_to_none=True)
-            for k, v in items.items():
-                sums[k] = sums.get(k, 0.0) + v
-            tail.append(items)
-            bar.set_postfix({k: f"{v:.3f}" for k, v in items.items() if k != "attention" or v})
-    finally:
-        teacher_attn.remove()
-        if student_attn:
-            student_attn.remove()
-    model.eval()
-    # the epoch's mean, and the mean of its last tenth: where the term ended up, not just its average
-    last = tail[-max(1, steps // 10) :]
-    return {**{k: v / max(steps, 1) for k, v in sums.items()}, **{f"{k}_last": sum(t[k] for t in last) / len(last) for k in sums}}
+class _Run:
+    """One distillation run: its phases, their optimizers and schedules, saving and resuming."""
 
+    def __init__(self, ckpt, model, teacher, seg, examples, qa, cache, cfg: DistillConfig, out_dir: Path, report: dict, device, bf16: bool, progress: bool) -> None:
+        self.ckpt, self.model, self.teacher, self.seg, self.examples, self.qa, self.cache = ckpt, model, teacher, seg, examples, qa, cache
+        self.cfg, self.out_dir, self.report, self.device, self.bf16, self.progress = cfg, out_dir, report, device, bf16, progress
+        compressing = ckpt.config.compress > 1
+        self.phases = ([("phase1", cfg.phase1_epochs)] if compressing and not cfg.labels_only and cfg.phase1_epochs > 0 else []) + [("phase2", cfg.epochs)]
+        self.lengths = [len(e) for e in examples]
+        self.steps_per_epoch = -(-len(examples) // cfg.batch_size)
 
-def _phase2_terms(model, teacher_c, b: dict, cfg: DistillConfig, student_attn, teacher_attn) -> LossTerms:
-    q_rep, p_rep = model.input(*b["q"]), model.input(*b["p"])
-    h, mask = model.cross.hidden(q_rep, b["q"][1], p_rep, b["p"][1])
-    logits = model.cross.head(h)
-    if cfg.labels_only:
-        masked = [x.masked_fill(~b["slots"], MASKED) if b["slots"] is not None else x for x in logits]
-        ce = torch.stack([nn.functional.cross_entropy(x, y) for x, y in zip(masked, b["labels"])]).mean()
-        zero = ce.new_zeros(())
-        return LossTerms(ce, ce, zero, zero, zero)
-    with torch.no_grad():
-        joined = _joined(b)
-        th = teacher_c.encoder.encode(*joined)
-        tlogits = teacher_c.head(th)
-    attention = None
-    if student_attn is not None and student_attn.probs is not None:
-        attention = (student_attn.probs, teacher_attn.probs)
-    return distillation_loss(logits, tlogits, b["labels"], b["slots"], (h, th), attention, mask, cfg.temperature, cfg.alpha)
+    def _params(self, phase: str) -> list[nn.Parameter]:
+        if phase == "phase1":
+            return list(self.model.input.compressor.parameters()) + list(self.model.cross.decompressor.parameters())
+        return list(self.model.parameters())
+
+    def train(self, state: dict, scorer: DevScorer) -> None:
+        cfg, history = self.cfg, self.report["history"]
+        for index, (phase, epochs) in enumerate(self.phases):
+            if state and index < state["phase"]:
+                continue
+            params = self._params(phase)
+            lr, decay = (cfg.phase1_lr, 0.0) if phase == "phase1" else (cfg.lr, 0.01)
+            optim, sched = optimizer_and_schedule(params, lr, decay, max(1, epochs * self.steps_per_epoch), cfg.warmup)
+            stopper = EarlyStopping(cfg.patience, cfg.min_epochs)
+            epoch, position, seconds, rows, best = 0, 0, 0.0, [], None
+            if state and index == state["phase"]:
+                self.model.load_state_dict(state["model"])
+                optim.load_state_dict(state["optimizer"])
+                sched.load_state_dict(state["scheduler"])
+                stopper.load_state_dict(state["stopper"])
+                set_rng_state(state["rng"])
+                epoch, position, seconds, rows, best = state["epoch"], state["position"], state["seconds"], state["rows"], state["best"]
+            state = {}
+
+            def save() -> None:
+                self._save({
+                    "phase": index, "model": cpu_state(self.model), "optimizer": optim.state_dict(), "scheduler": sched.state_dict(),
+                    "stopper": stopper.state_dict(), "rng": rng_state(), "epoch": epoch, "position": position, "seconds": seconds,
+                    "rows": rows, "best": best,
+                }, best)  # fmt: skip
+
+            while epoch < epochs and not (phase == "phase2" and stopper.stop):
+                batches = epoch_batches(self.lengths, cfg.batch_size, cfg.seed, phase, epoch)
+                self.model.train()
+                attn = self._hooks(phase)
+                started = last_save = time.perf_counter()
+                bar = tqdm(enumerate(batches[position:], start=position), total=len(batches), initial=position, desc=f"{phase} epoch {epoch + 1}/{epochs}", unit="batch", disable=not self.progress)
+                try:
+                    for i, indices in bar:
+                        items = self._step(phase, indices, params, optim, sched, attn)
+                        rows.append(items)
+                        position = i + 1
+                        bar.set_postfix({k: f"{v:.3f}" for k, v in items.items() if k != "attention" or v})
+                        if time.perf_counter() - last_save > cfg.save_every and position < len(batches):
+                            seconds += time.perf_counter() - started
+                            save()
+                            started = last_save = time.perf_counter()
+                finally:
+                    for hook in attn:
+                        hook.remove()
+                seconds += time.perf_counter() - started
+                self.model.eval()
+                entry = {"phase": phase, "epoch": epoch + 1, "seconds": round(seconds, 1), "loss": mean_terms(rows), "loss_curve": loss_curve(rows, next(iter(rows[0]))), "lr_end": sched.get_last_lr()[0]}
+                if phase == "phase2":
+                    entry["dev"] = scorer()
+                    if stopper.update(entry["dev"]["student"][scorer.metric]):
+                        best = cpu_state(self.model)
+                history.append(entry)
+                epoch, position, seconds, rows = epoch + 1, 0, 0.0, []
+                save()
+            if phase == "phase2":
+                if best is not None:
+                    self.model.load_state_dict(best)
+                    self.report["best_epoch"] = stopper.best_epoch
+                    self.report["final"] = next(h for h in history if h["phase"] == "phase2" and h["epoch"] == stopper.best_epoch)["dev"]
+                else:
+                    self.report["final"] = scorer()
+        self._save(None, None)
+
+    def _hooks(self, phase: str) -> list[LastLayerAttention]:
+        """(student, teacher) last-layer attention captures for phase 2 with a teacher; none otherwise."""
+        if phase != "phase2" or self.cache is None or not len(self.model.cross.layers):
+            return []
+        return [LastLayerAttention(self.model.cross.layers[-1]), LastLayerAttention(self.cache.teacher_c.encoder.layers[-1])]
+
+    def _step(self, phase: str, indices: list[int], params, optim, sched, attn: list[LastLayerAttention]) -> dict[str, float]:
+        b = _on(make_batch(self.seg, [self.examples[i] for i in indices], self.qa), self.device)
+        if phase == "phase1":
+            with torch.no_grad(), autocast(self.device, self.bf16):
+                hs = [self.model.input.encode(*b[s]) for s in ("q", "p")]
+            codec = lambda h: self.model.cross.decompressor(self.model.input.compressor(h.float()))  # noqa: E731
+            loss = sum(masked_mse(codec(h), h.float(), b[s][1]) for h, s in zip(hs, ("q", "p"))) / 2
+            items = {"ae_mse": float(loss.detach())}
+        else:
+            terms = self._phase2_terms(b, indices, attn)
+            loss, items = terms.total, terms.items()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optim.step()
+        sched.step()
+        optim.zero_grad(set_to_none=True)
+        return items
+
+    def _phase2_terms(self, b: dict, indices: list[int], attn: list[LastLayerAttention]) -> LossTerms:
+        model = self.model
+        with autocast(self.device, self.bf16):
+            q_rep, p_rep = model.input(*b["q"]), model.input(*b["p"])
+            h, mask = model.cross.hidden(q_rep, b["q"][1], p_rep, b["p"][1])
+            logits = model.cross.head(h)
+        logits, h = tuple(x.float() for x in logits), h.float()  # the loss in fp32, whatever the forward ran in
+        if self.cache is None:
+            masked = [x.masked_fill(~b["slots"], MASKED) if b["slots"] is not None else x for x in logits]
+            ce = torch.stack([nn.functional.cross_entropy(x, y) for x, y in zip(masked, b["labels"])]).mean()
+            zero = ce.new_zeros(())
+            return LossTerms(ce, ce, zero, zero, zero)
+        with torch.no_grad():
+            th, tlogits = self.cache.outputs(indices, mask)
+        attention = (attn[0].probs.float(), attn[1].probs.float()) if attn else None
+        return distillation_loss(logits, tlogits, b["labels"], b["slots"], (h, th), attention, mask, self.cfg.temperature, self.cfg.alpha)
+
+    def _save(self, state: dict | None, best: dict | None) -> None:
+        """Publish the checkpoint (the best phase-2 weights so far, else the current ones) with the training state; `None` = finished."""
+        cfg = asdict(self.cfg)
+        payload = {"config": cfg, "finished": True, "report": self.report} if state is None else {**state, "config": cfg, "report": self.report}
+        current = cpu_state(self.model) if best is not None else None
+        if best is not None:
+            self.model.load_state_dict(best)
+        try:
+            save_checkpoint(
+                self.model,
+                self.teacher,
+                self.ckpt.tokenizer(),
+                self.out_dir,
+                overwrite=True,
+                extra={"source": self.ckpt.meta.get("source"), "distill": self.report},
+                extra_files={STATE_FILE: lambda path: torch.save(payload, path)},
+            )
+        finally:
+            if current is not None:
+                self.model.load_state_dict(current)
 
 
 def _load_state(out_dir: Path, cfg: DistillConfig) -> dict:
     path = out_dir / STATE_FILE
     if not path.is_file():
         return {}
-    state = torch.load(path, weights_only=False)
+    try:
+        state = torch.load(path, weights_only=False, map_location="cpu")
+    except Exception as e:  # a truncated or foreign file: say so, never a traceback
+        raise DtxError(f"{path} is not a readable training state ({type(e).__name__}); pass another -o to start again") from None
     if state.get("config") != asdict(cfg):
         raise DtxError(f"{out_dir} holds a run with other settings; pass another -o or the same settings to resume")
     return state
-
-
-def _save(ckpt: Checkpoint, model, teacher, out_dir: Path, state: dict) -> None:
-    payload = {**state, "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
-    save_checkpoint(
-        model,
-        teacher,
-        ckpt.tokenizer(),
-        out_dir,
-        overwrite=True,
-        extra={"source": ckpt.meta.get("source"), "distill": state["report"]},
-        extra_files={STATE_FILE: lambda path: torch.save(payload, path)},
-    )

@@ -1,16 +1,19 @@
 """`dtx finetune --task qa|pair`: fine-tune the coupled teacher (QA reader or pair classifier).
 
 No fine-tuned cross-encoder can be downloaded here, so teachers are made from a local encoder
-(all-MiniLM-L6-v2 is the offline start). The dev split holds out whole passages; dev accuracy
-and macro-F1 (pair) or SQuAD 2.0 EM / F1 (QA) are written beside the model (dtx_finetune.json), so every figure in the docs can
-be traced to the command that made it.
+(all-MiniLM-L6-v2 is the offline start). The dev split holds out whole passages; after every
+epoch the model is scored there (SQuAD 2.0 F1 for QA, accuracy for pairs), training stops once
+the score stops improving, and the best epoch is what is published, with the per-epoch curve in
+dtx_finetune.json. While a run is going, OUT holds the best weights so far plus a training
+state (written every epoch and every `save_every` seconds): the same command resumes it.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -23,23 +26,25 @@ from dtx.data.pairs import Pair, read_pairs
 from dtx.engines.runner import Runner
 from dtx.errors import DtxError
 from dtx.model.segments import PairSegmenter, Segment
-from dtx.train.splits import dev_subset, split_by_passage, train_subset
+from dtx.train.config import DEFAULT_MAX_LEN, FinetuneConfig
+from dtx.train.loop import (
+    EarlyStopping,
+    autocast,
+    cpu_state,
+    epoch_batches,
+    loss_curve,
+    mean_terms,
+    optimizer_and_schedule,
+    padded_length,
+    resolve_bf16,
+    rng_state,
+    set_rng_state,
+    train_device,
+)
+from dtx.data.splits import dev_subset, split_by_passage, train_subset
 
 REPORT_FILE = "dtx_finetune.json"
-
-
-@dataclass
-class FinetuneConfig:
-    epochs: float = 1.0  # passes over the training pairs (fractions allowed)
-    batch_size: int = 32
-    lr: float = 5e-5  # peak AdamW learning rate, linear warm-up then decay
-    warmup: float = 0.06  # share of steps spent warming up
-    max_len: int = 128  # pair tokens; pair tasks truncate the passage, QA cuts it into windows
-    doc_stride: int = 64  # QA: tokens shared by consecutive passage windows
-    train_limit: int | None = None  # use the first N training pairs (after a seeded shuffle)
-    dev_limit: int | None = 2000  # evaluate on at most N dev pairs
-    dev_percent: int = 10
-    seed: int = 0
+STATE_FILE = "train_state.pt"  # present only while a run is unfinished
 
 
 def _labels(pairs: list[Pair], path: str) -> list[str]:
@@ -55,13 +60,14 @@ def _encode(tokenizer, pairs: list[Pair], max_len: int) -> dict[str, torch.Tenso
 
 
 def evaluate(model, tokenizer, pairs: list[Pair], label2id: dict[str, int], max_len: int, batch_size: int = 64) -> dict:
-    """Accuracy and macro-F1 of a pair classifier."""
+    """Accuracy and macro-F1 of a pair classifier (fp32: the score of the weights that are published)."""
     model.eval()
+    device = next(model.parameters()).device
     preds, gold = [], [label2id[p.label] for p in pairs]
     with torch.no_grad():
         for i in range(0, len(pairs), batch_size):
-            logits = model(**_encode(tokenizer, pairs[i : i + batch_size], max_len)).logits
-            preds += logits.argmax(-1).tolist()
+            batch = {k: v.to(device) for k, v in _encode(tokenizer, pairs[i : i + batch_size], max_len).items()}
+            preds += model(**batch).logits.argmax(-1).tolist()
     return pair_metrics(np.array(preds), np.array(gold), len(label2id))
 
 
@@ -74,36 +80,127 @@ def pair_metrics(pred: np.ndarray, gold: np.ndarray, n_labels: int) -> dict:
     return {"accuracy": float((pred == gold).mean()), "macro_f1": float(np.mean(f1s)), "pairs": int(len(gold))}
 
 
-def _train(model, batches, steps: int, cfg: FinetuneConfig, progress: bool) -> float:
-    """AdamW with linear warm-up and decay over `steps` batches from `batches(step)`; returns seconds."""
-    optim = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
-    warm = max(1, int(cfg.warmup * steps))
-    sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: min((s + 1) / warm, max(0.0, (steps - s) / max(1, steps - warm))))
-    model.train()
-    start = time.perf_counter()
-    bar = tqdm(range(steps), desc="finetune", unit="step", disable=not progress)
-    for step in bar:
-        loss = model(**batches(step)).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optim.step()
-        sched.step()
-        optim.zero_grad(set_to_none=True)
-        bar.set_postfix(loss=f"{loss.item():.3f}")
-    model.eval()
-    return time.perf_counter() - start
-
-
-def _write(model, tokenizer, out_dir, report: dict, overwrite: bool) -> dict:
-    with atomic_dir(out_dir, overwrite=overwrite) as tmp:
-        model.save_pretrained(tmp)
+def _write(model, tokenizer, out_dir: Path, report: dict, weights: dict | None, state: dict | None) -> None:
+    """Publish OUT atomically: the given weights (the best epoch's), the report, and the training state while unfinished."""
+    with atomic_dir(out_dir, overwrite=True) as tmp:
+        model.save_pretrained(tmp, state_dict=weights)
         tokenizer.save_pretrained(tmp)
         write_json(tmp / REPORT_FILE, report)
+        if state is not None:
+            torch.save(state, tmp / STATE_FILE)
+
+
+def _resume_state(out_dir: Path, cfg: FinetuneConfig, overwrite: bool) -> dict:
+    """The unfinished run in OUT with these settings ({} for a fresh start); one-line errors otherwise."""
+    if not out_dir.exists():
+        return {}
+    path = out_dir / STATE_FILE
+    if path.is_file():
+        try:
+            state = torch.load(path, weights_only=False, map_location="cpu")
+        except Exception as e:  # a truncated or foreign file: say so, never a traceback
+            raise DtxError(f"{path} is not a readable training state ({type(e).__name__}); pass --overwrite to start again") from None
+        if state.get("config") == asdict(cfg):
+            return state
+        if not overwrite:
+            raise DtxError(f"{out_dir} holds an unfinished run with other settings; pass the same settings to resume it, or --overwrite to start again")
+        return {}
+    if not overwrite:
+        raise DtxError(f"{out_dir} already exists; choose another output directory or pass --overwrite")
+    return {}
+
+
+def fit(
+    model,
+    tokenizer,
+    lengths: list[int],
+    make_batch: Callable[[list[int]], dict],
+    score: Callable[[], tuple[float, dict]],
+    cfg: FinetuneConfig,
+    out_dir: str | Path,
+    report: dict,
+    overwrite: bool = False,
+    progress: bool = True,
+    device: str | None = None,
+) -> dict:
+    """Train a Hugging Face model (its own `.loss`) epoch by epoch, keep the best dev epoch, resume a killed run.
+
+    `lengths` are the examples' token counts (for length-bucketed batches), `make_batch(indices)`
+    gives the model's keyword arguments, `score()` the dev headline (higher is better) and details.
+    """
+    out_dir = Path(out_dir)
+    state = _resume_state(out_dir, cfg, overwrite)
+    device = train_device(device)
+    model.to(device)
+    bf16 = resolve_bf16(device, cfg.bf16)
+    steps_per_epoch = math.ceil(len(lengths) / cfg.batch_size)
+    params = list(model.parameters())
+    optim, sched = optimizer_and_schedule(params, cfg.lr, 0.01, cfg.epochs * steps_per_epoch, cfg.warmup)
+    stopper = EarlyStopping(cfg.patience, cfg.min_epochs)
+    epoch, position, seconds, rows, best = 0, 0, 0.0, [], None
+    history: list[dict] = []
+    if state:
+        model.load_state_dict(state["model"])
+        optim.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        stopper.load_state_dict(state["stopper"])
+        set_rng_state(state["rng"])
+        epoch, position, seconds, rows, best, history = state["epoch"], state["position"], state["seconds"], state["rows"], state["best"], state["history"]
+    report = {**report, "bf16": bf16, "steps_per_epoch": steps_per_epoch, "config": asdict(cfg)}
+
+    def save(done: bool) -> None:
+        report.update(history=history, best_epoch=stopper.best_epoch, finished=done)
+        if history:
+            report["dev"] = history[stopper.best_epoch - 1]["dev"]
+        snapshot = None
+        if not done:
+            snapshot = {
+                "config": asdict(cfg), "model": cpu_state(model), "optimizer": optim.state_dict(), "scheduler": sched.state_dict(),
+                "stopper": stopper.state_dict(), "rng": rng_state(), "epoch": epoch, "position": position, "seconds": seconds,
+                "rows": rows, "best": best, "history": history,
+            }  # fmt: skip
+        _write(model, tokenizer, out_dir, report, best if best is not None else cpu_state(model), snapshot)
+
+    while epoch < cfg.epochs and not stopper.stop:
+        batches = epoch_batches(lengths, cfg.batch_size, cfg.seed, "finetune", epoch)
+        model.train()
+        started = last_save = time.perf_counter()
+        bar = tqdm(enumerate(batches[position:], start=position), total=len(batches), initial=position, desc=f"finetune epoch {epoch + 1}/{cfg.epochs}", unit="step", disable=not progress)
+        for i, indices in bar:
+            batch = {k: v.to(device) for k, v in make_batch(indices).items()}
+            with autocast(device, bf16):
+                loss = model(**batch).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optim.step()
+            sched.step()
+            optim.zero_grad(set_to_none=True)
+            rows.append({"loss": float(loss.detach())})
+            position = i + 1  # batches of this epoch done
+            bar.set_postfix(loss=f"{rows[-1]['loss']:.3f}", lr=f"{sched.get_last_lr()[0]:.2e}")
+            if time.perf_counter() - last_save > cfg.save_every and position < len(batches):
+                seconds += time.perf_counter() - started
+                save(False)
+                started = last_save = time.perf_counter()
+        seconds += time.perf_counter() - started
+        model.eval()
+        headline, dev = score()
+        if stopper.update(headline):
+            best = cpu_state(model)
+        history.append({"epoch": epoch + 1, "seconds": round(seconds, 1), "loss": mean_terms(rows), "loss_curve": loss_curve(rows), "lr_end": sched.get_last_lr()[0], "dev": dev})
+        epoch, position, seconds, rows = epoch + 1, 0, 0.0, []
+        save(False)
+    report["epochs_run"] = len(history)
+    report["train_seconds"] = round(sum(h["seconds"] for h in history), 1)
+    save(True)
+    if best is not None:
+        model.load_state_dict(best)
     return report
 
 
-def finetune_pair(model_dir: str | Path, data: str | Path, out_dir: str | Path, cfg: FinetuneConfig, overwrite: bool = False, progress: bool = True) -> dict:
-    """Fine-tune, evaluate on held-out passages, write the model atomically; returns the report."""
+def finetune_pair(model_dir: str | Path, data: str | Path, out_dir: str | Path, cfg: FinetuneConfig, overwrite: bool = False, progress: bool = True, device: str | None = None) -> dict:
+    """Fine-tune a pair classifier, keeping the epoch with the best held-out accuracy; returns the report."""
+    cfg = cfg.for_task("pair")
     pairs = read_pairs(data)
     labels = _labels(pairs, str(data))
     label2id = {l: i for i, l in enumerate(labels)}
@@ -120,27 +217,21 @@ def finetune_pair(model_dir: str | Path, data: str | Path, out_dir: str | Path, 
         attn_implementation="eager",
         ignore_mismatched_sizes=True,  # a head trained for other labels is replaced by a fresh one
     )
-    steps = max(1, math.ceil(cfg.epochs * len(train) / cfg.batch_size))
+    encoded = tokenizer([p.question for p in train], [p.passage for p in train], truncation="only_second", max_length=cfg.max_len)
+    targets = [label2id[p.label] for p in train]
 
-    def batch(step: int) -> dict:
-        i = (step * cfg.batch_size) % len(train)
-        rows = train[i : i + cfg.batch_size]
-        return {**_encode(tokenizer, rows, cfg.max_len), "labels": torch.tensor([label2id[p.label] for p in rows])}
+    def make_batch(indices: list[int]) -> dict:
+        rows = [{k: encoded[k][i] for k in encoded.keys()} for i in indices]
+        longest = max(len(r["input_ids"]) for r in rows)
+        padded = tokenizer.pad(rows, padding="max_length", max_length=padded_length(longest, cfg.max_len), return_tensors="pt")
+        return {**padded, "labels": torch.tensor([targets[i] for i in indices])}
 
-    seconds = _train(model, batch, steps, cfg, progress)
-    report = {
-        "task": "pair",
-        "data": str(data),
-        "labels": labels,
-        "train_pairs": len(train),
-        "dev_pairs": len(dev),
-        "steps": steps,
-        "train_seconds": round(seconds, 1),
-        "dev": evaluate(model, tokenizer, dev, label2id, cfg.max_len),
-        "config": asdict(cfg),
-        "source": str(model_dir),
-    }
-    return _write(model, tokenizer, out_dir, report, overwrite)
+    def score() -> tuple[float, dict]:
+        dev_scores = evaluate(model, tokenizer, dev, label2id, cfg.max_len)
+        return dev_scores["accuracy"], dev_scores
+
+    report = {"task": "pair", "data": str(data), "labels": labels, "train_pairs": len(train), "dev_pairs": len(dev), "source": str(model_dir)}
+    return fit(model, tokenizer, [len(x) for x in encoded["input_ids"]], make_batch, score, cfg, out_dir, report, overwrite, progress, device)
 
 
 class _HFCoupled(Runner):
@@ -151,9 +242,10 @@ class _HFCoupled(Runner):
         self.model = model
 
     def _run(self, graph: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        device = next(self.model.parameters()).device
         with torch.no_grad():
-            out = self.model(**{k: torch.from_numpy(v) for k, v in feeds.items()})
-        return [out.start_logits.numpy(), out.end_logits.numpy()]
+            out = self.model(**{k: torch.from_numpy(v).to(device) for k, v in feeds.items()})
+        return [out.start_logits.float().cpu().numpy(), out.end_logits.float().cpu().numpy()]
 
 
 def qa_window_lengths(max_len: int) -> tuple[int, int]:
@@ -164,15 +256,16 @@ def qa_window_lengths(max_len: int) -> tuple[int, int]:
 
 def qa_segmenter(tokenizer, cfg: FinetuneConfig) -> PairSegmenter:
     """The windows the teacher is trained on (and its students read, see `dtx decouple`)."""
-    return PairSegmenter(tokenizer, *qa_window_lengths(cfg.max_len), cfg.doc_stride)
+    return PairSegmenter(tokenizer, *qa_window_lengths(cfg.max_len or DEFAULT_MAX_LEN["qa"]), cfg.doc_stride)
 
 
-def finetune_qa(model_dir: str | Path, data: str | Path, out_dir: str | Path, cfg: FinetuneConfig, overwrite: bool = False, progress: bool = True) -> dict:
-    """Fine-tune an extractive QA teacher (SQuAD 2.0 style: [CLS] = no answer) on held-out paragraphs."""
+def finetune_qa(model_dir: str | Path, data: str | Path, out_dir: str | Path, cfg: FinetuneConfig, overwrite: bool = False, progress: bool = True, device: str | None = None) -> dict:
+    """Fine-tune an extractive QA teacher (SQuAD 2.0 style: [CLS] = no answer), keeping the epoch with the best dev F1."""
     from dtx.data.qa import qa_features
     from dtx.eval.predict import qa_answers, run_qa
     from dtx.eval.squad import squad_v2
 
+    cfg = cfg.for_task("qa")
     pairs = read_pairs(data)
     if all(not p.answers for p in pairs):
         raise DtxError(f"{data} has no answers at all; QA fine-tuning needs questions with answer spans (SQuAD 2.0 style)")
@@ -183,32 +276,21 @@ def finetune_qa(model_dir: str | Path, data: str | Path, out_dir: str | Path, cf
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     seg = qa_segmenter(tokenizer, cfg)
     features = qa_features(train, seg, str(data))
-    order = np.random.default_rng(cfg.seed).permutation(len(features))
-    features = [features[i] for i in order]
+    dev_features = qa_features(dev, seg, str(data))
     model = AutoModelForQuestionAnswering.from_pretrained(model_dir, attn_implementation="eager")
-    steps = max(1, math.ceil(cfg.epochs * len(features) / cfg.batch_size))
 
-    def batch(step: int) -> dict:
-        i = (step * cfg.batch_size) % len(features)
-        rows = features[i : i + cfg.batch_size]
-        packed = seg.pad([Segment(f.question.input_ids + f.passage.input_ids, f.question.token_type_ids + f.passage.token_type_ids, []) for f in rows])
+    def make_batch(indices: list[int]) -> dict:
+        rows = [features[i] for i in indices]
+        segments = [Segment(f.question.input_ids + f.passage.input_ids, f.question.token_type_ids + f.passage.token_type_ids, []) for f in rows]
+        packed = seg.pad(segments, padded_length(max(len(x) for x in segments), cfg.max_len))
         starts = [len(f.question) + f.start if f.start >= 0 else 0 for f in rows]
         ends = [len(f.question) + f.end if f.end >= 0 else 0 for f in rows]
         return {**{k: torch.from_numpy(v) for k, v in packed.as_dict().items()}, "start_positions": torch.tensor(starts), "end_positions": torch.tensor(ends)}
 
-    seconds = _train(model, batch, steps, cfg, progress)
-    dev_features = qa_features(dev, seg, str(data))
-    answers = qa_answers(dev, dev_features, run_qa(_HFCoupled(model), seg, dev_features, "coupled"))
-    report = {
-        "task": "qa",
-        "data": str(data),
-        "train_questions": len(train),
-        "train_windows": len(features),
-        "dev_questions": len(dev),
-        "steps": steps,
-        "train_seconds": round(seconds, 1),
-        "dev": squad_v2([p.answers for p in dev], answers),
-        "config": asdict(cfg),
-        "source": str(model_dir),
-    }
-    return _write(model, tokenizer, out_dir, report, overwrite)
+    def score() -> tuple[float, dict]:
+        answers = qa_answers(dev, dev_features, run_qa(_HFCoupled(model), seg, dev_features, "coupled"))
+        dev_scores = squad_v2([p.answers for p in dev], answers)
+        return dev_scores["f1"], dev_scores
+
+    report = {"task": "qa", "data": str(data), "train_questions": len(train), "train_windows": len(features), "dev_questions": len(dev), "source": str(model_dir)}
+    return fit(model, tokenizer, [len(f.question) + len(f.passage) for f in features], make_batch, score, cfg, out_dir, report, overwrite, progress, device)

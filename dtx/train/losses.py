@@ -29,7 +29,7 @@ class LossTerms:
         return {k: float(v.detach()) for k, v in self.__dict__.items()}
 
 
-def kd_loss(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, temperature: float, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
+def kd_loss(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(CE with the labels, T^2-scaled KL to the teacher's softened distribution), over the last axis.
 
     student, teacher: (B, C) logits; labels: (B,) class (or slot) indices.
@@ -76,7 +76,7 @@ def distillation_loss(
         if slots is not None:  # QA: a distribution over slots, where padding can never win
             s = s.masked_fill(~slots.bool(), MASKED)
             t = t.masked_fill(~slots.bool(), MASKED)
-        ce, kl = kd_loss(s, t, y, temperature, alpha)
+        ce, kl = kd_loss(s, t, y, temperature)
         ces.append(ce)
         kls.append(kl)
     ce, kl = torch.stack(ces).mean(), torch.stack(kls).mean()

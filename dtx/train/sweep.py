@@ -18,7 +18,8 @@ from pathlib import Path
 from dtx.atomic import write_json
 from dtx.cost import EncoderShape, cache_bytes, query_cost
 from dtx.errors import ConfigError
-from dtx.train.distill import DistillConfig, distill
+from dtx.train.config import DistillConfig
+from dtx.train.distill import distill
 
 VARIANTS = ("distill", "labels-only", "phase2-only", "no-pca")
 SWEEP_FILE = "sweep.json"
@@ -51,7 +52,7 @@ def headline(task: str) -> str:
     return "f1" if task == "qa" else "accuracy"
 
 
-def run_sweep(teacher_dir: str | Path, data: str | Path, out_dir: str | Path, cfg: SweepConfig, progress: bool = True) -> dict:
+def run_sweep(teacher_dir: str | Path, data: str | Path, out_dir: str | Path, cfg: SweepConfig, progress: bool = True, device: str | None = None) -> dict:
     from dtx.model.decouple import decouple
     from dtx.model.surgery import read_source_config
 
@@ -77,7 +78,7 @@ def run_sweep(teacher_dir: str | Path, data: str | Path, out_dir: str | Path, cf
             for variant in cfg.variants if k > 1 else [v for v in cfg.variants if v not in ("phase2-only", "no-pca")]:
                 student = out_dir / f"split{n}-k{k}-{variant}"
                 settings = _variant(cfg.distill, variant)
-                report = _cached(student, settings) or distill(base, data, settings, student, progress)
+                report = _cached(student, settings) or distill(base, data, settings, student, progress, device)
                 rows.append(_row(report, n, layers, k, variant, source, cfg))
                 write_json(out_dir / SWEEP_FILE, {"teacher": str(teacher_dir), "data": str(data), "config": asdict(cfg), "rows": rows})
     return {"teacher": str(teacher_dir), "data": str(data), "config": asdict(cfg), "rows": rows}

@@ -1,0 +1,152 @@
+"""AOTInductor engines: each component exported with torch.export and compiled ahead of time.
+
+PyTorch's own answer to a serialized TensorRT plan: `aoti_compile_and_package` turns an exported
+program into a `.pt2` package of generated C++/CUDA kernels that loads without Python tracing or
+recompilation. Batch and sequence axes stay dynamic (the example inputs have sizes of at least 2
+on every axis: a size-1 example would specialise it). A package is machine code for one device,
+so the engine records what it was compiled for (CPU architecture and vector ISA, or GPU name and
+compute capability) and is refused elsewhere with a one-line error.
+
+fp16 packages (CUDA only) are compiled from the half-precision modules; graph inputs and outputs
+stay float32 at the runner boundary, as for every other backend.
+"""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dtx.engines.manifest import EngineError
+from dtx.engines.runner import Runner
+from dtx.export.spec import COUPLED, CROSS, INPUT
+from dtx.model.checkpoint import load_checkpoint
+from dtx.model.samples import random_pairs
+from dtx.model.surgery import build_coupled
+
+PRECISIONS = ("fp32", "fp16")
+FLOAT_INPUTS = ("q_hidden", "p_hidden")  # cast to the package's dtype on the way in
+
+
+def _cpu_isa() -> str:
+    """The widest x86 vector ISA this CPU has (what Inductor's generated C++ is vectorised for)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split("flags", 1)[1].split("\n", 1)[0].split()
+    except (OSError, IndexError):
+        return "unknown"
+    for isa in ("avx512f", "avx2", "sse4_2"):
+        if isa in flags:
+            return isa
+    return "baseline"
+
+
+def device_signature(device: str) -> dict:
+    """What a package compiled here runs on: a package is refused on a machine whose signature differs."""
+    if device == "cuda":
+        major, minor = torch.cuda.get_device_capability()
+        return {"device": "cuda", "gpu": torch.cuda.get_device_name(), "compute_capability": f"{major}.{minor}", "torch": torch.__version__}
+    return {"device": "cpu", "machine": platform.machine(), "isa": _cpu_isa(), "torch": torch.__version__}
+
+
+def check_signature(recorded: dict, engine_dir: Path) -> None:
+    """One line when the engine was compiled for another device (or another torch) than this machine's."""
+    device = recorded["device"]
+    if device == "cuda" and not torch.cuda.is_available():
+        raise EngineError(f"engine {engine_dir} was compiled for CUDA ({recorded['gpu']}), and this machine has no CUDA GPU; rebuild it here with --device cpu")
+    here = device_signature(device)
+    different = [k for k in recorded if recorded[k] != here.get(k)]
+    if different:
+        k = different[0]
+        raise EngineError(f"engine {engine_dir} was compiled for {k} {recorded[k]!r}, this machine has {here.get(k)!r}; rebuild it here with `dtx build-engine --backend aoti`")
+
+
+def check_options(device: str, precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise EngineError(f"the aoti backend compiles fp32 or fp16 (CUDA), not {precision}; use --backend ort --int8")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise EngineError("requested --device cuda, but PyTorch sees no CUDA GPU here; use --device cpu")
+    if device == "cpu" and precision == "fp16":
+        raise EngineError("an fp16 AOTInductor engine needs --device cuda; on CPU compile fp32")
+
+
+def _examples(ckpt, device: torch.device, dtype: torch.dtype) -> dict[str, tuple]:
+    """Example inputs per graph: every axis at least 2 and bq != b, so nothing is specialised to a constant."""
+    cfg = ckpt.config
+    sample = random_pairs(ckpt.segmenter(), np.random.default_rng(1), 3, min(7, cfg.max_question_len), min(11, cfg.max_passage_len), bq=2)
+    as_tensors = lambda b: tuple(torch.from_numpy(a).to(device) for a in (b.input_ids, b.attention_mask, b.token_type_ids))  # noqa: E731
+    q, p, c = as_tensors(sample.question), as_tensors(sample.passage), as_tensors(sample.coupled())
+    with torch.no_grad():
+        q_rep, p_rep = ckpt.model.input(*q), ckpt.model.input(*p)
+    return {INPUT: p, CROSS: (q_rep.to(dtype), q[1], p_rep.to(dtype), p[1]), COUPLED: c}
+
+
+def _dynamic_shapes(cfg) -> dict[str, tuple]:
+    from torch.export import Dim
+
+    batch, bq, b = Dim("batch", min=1, max=4096), Dim("bq", min=1, max=4096), Dim("b", min=1, max=4096)
+    seq = Dim("seq", min=1, max=cfg.max_question_len + cfg.max_passage_len)
+    lq, lp = Dim("lq", min=1, max=cfg.max_question_len), Dim("lp", min=1, max=cfg.max_passage_len)
+    ids = ({0: batch, 1: seq},) * 3
+    return {INPUT: ids, CROSS: ({0: bq, 1: lq}, {0: bq, 1: lq}, {0: b, 1: lp}, {0: b, 1: lp}), COUPLED: ids}
+
+
+def compile_packages(ckpt_dir: Path, out_dir: Path, device: str, precision: str) -> dict[str, str]:
+    """Export and compile the three components of a checkpoint into `out_dir/<graph>.pt2`; returns graph -> file."""
+    import torch._inductor
+
+    check_options(device, precision)
+    ckpt = load_checkpoint(ckpt_dir)
+    dtype = torch.float16 if precision == "fp16" else torch.float32
+    dev = torch.device(device)
+    modules = {INPUT: ckpt.model.input, CROSS: ckpt.model.cross, COUPLED: build_coupled(ckpt.teacher())}
+    for m in modules.values():
+        m.eval().to(dev)
+    examples = _examples(ckpt, dev, torch.float32)
+    if precision == "fp16":
+        examples[CROSS] = tuple(t.half() if t.is_floating_point() else t for t in examples[CROSS])
+        for m in modules.values():
+            m.half()
+    dynamic = _dynamic_shapes(ckpt.config)
+    files = {}
+    for graph, module in modules.items():
+        with torch.no_grad():
+            program = torch.export.export(module, examples[graph], dynamic_shapes=dynamic[graph])
+            path = out_dir / f"{graph}.pt2"
+            torch._inductor.aoti_compile_and_package(program, package_path=str(path))
+        files[graph] = path.name
+    return files
+
+
+class AotiRunner(Runner):
+    """The three compiled packages, loaded once; numpy in, float32 numpy out."""
+
+    backend = "aoti"
+
+    def __init__(self, graphs: dict[str, Path], output_names: dict[str, list[str]], signature: dict, precision: str, engine_dir: Path) -> None:
+        import torch._inductor
+
+        check_signature(signature, engine_dir)
+        super().__init__(output_names)
+        self.device = torch.device(signature["device"])
+        self.dtype = torch.float16 if precision == "fp16" else torch.float32
+        self.packages = {}
+        for graph, path in graphs.items():
+            try:
+                self.packages[graph] = torch._inductor.aoti_load_package(str(path))
+            except Exception as e:  # a truncated or foreign package: one line, not a C++ traceback
+                raise EngineError(f"cannot load {path} ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); rebuild the engine") from None
+
+    def _run(self, graph: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        tensors = []
+        for name, value in feeds.items():
+            t = torch.from_numpy(np.ascontiguousarray(value)).to(self.device)
+            tensors.append(t.to(self.dtype) if name in FLOAT_INPUTS else t)
+        with torch.inference_mode():
+            out = self.packages[graph](*tensors)
+        out = out if isinstance(out, (tuple, list)) else (out,)
+        return [o.float().cpu().numpy() for o in out]
+
+    def close(self) -> None:
+        self.packages.clear()

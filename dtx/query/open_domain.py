@@ -1,0 +1,73 @@
+"""End to end: retrieve, then read. The student reads cached passages; the teacher reads the same ones.
+
+For every held-out question, BM25 returns the top-k passages of the store; the student answers
+from their cached representations (the deployed path: only the question goes through the input
+component), and the coupled teacher reads the same windows, question and passage together. Both
+are scored against the gold answers (SQuAD 2.0 EM / F1: a question is answered with the best span
+over all candidates where it beats "no answer") and timed per query, so one table shows what
+decoupling costs in accuracy and saves in time on the same retrieval.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from dtx.data.pairs import Pair, read_pairs
+from dtx.errors import DtxError
+from dtx.eval.squad import squad_v2
+from dtx.store.corpus import content_id
+from dtx.data.splits import dev_subset, split_by_passage
+
+
+def _answer(candidates) -> str:
+    """The best candidate's span where it beats no-answer (score = span - null > 0), else "" (no answer)."""
+    top = candidates[0] if candidates else None
+    return top.answer if top is not None and top.answer is not None and top.score > 0 else ""
+
+
+def _latency(ms: list[float]) -> dict[str, float]:
+    return {"p50_ms": float(np.percentile(ms, 50)), "p90_ms": float(np.percentile(ms, 90)), "mean_ms": float(np.mean(ms))}
+
+
+def open_domain_eval(store: str | Path, data: str | Path, k: int = 20, limit: int | None = None, engine_dir: str | Path | None = None, threads: int | None = None, progress: bool = True) -> dict:
+    """Student (cached passages) and coupled teacher (same candidates) on the held-out questions of `data`."""
+    from dtx.query import QueryPipeline
+
+    if k < 1:
+        raise DtxError(f"-k {k}: read at least one candidate per question")
+    pairs: list[Pair] = dev_subset(split_by_passage(read_pairs(data))[1], limit)
+    if not pairs or all(not p.answers for p in pairs):
+        raise DtxError(f"{data} has no held-out questions with answers to score; pass a QA data set (SQuAD 2.0 style)")
+    answers: dict[str, list[str]] = {"student": [], "teacher": []}
+    times: dict[str, list[float]] = {"student": [], "teacher": []}
+    gold_retrieved = 0
+    with QueryPipeline.open(store, engine_dir, threads) as pipe:
+        if pipe.task != "qa":
+            raise DtxError(f"the model behind {store} is a pair classifier; open-domain QA needs a QA reader")
+        for pair in tqdm(pairs, desc="retrieve + read", unit="question", disable=not progress):
+            t = time.perf_counter()
+            student = pipe.answer(pair.question, k)
+            times["student"].append((time.perf_counter() - t) * 1e3)
+            ids = [c.id for c in student.candidates]
+            t = time.perf_counter()
+            teacher = pipe.rerank_coupled(pair.question, ids)
+            times["teacher"].append((time.perf_counter() - t) * 1e3 + student.timings_ms["retrieve"])
+            answers["student"].append(_answer(student.candidates))
+            answers["teacher"].append(_answer(teacher.candidates))
+            gold_retrieved += content_id(pair.passage) in ids
+    golds = [p.answers for p in pairs]
+    same = float(np.mean([a == b for a, b in zip(answers["student"], answers["teacher"])]))
+    return {
+        "store": str(store),
+        "data": str(data),
+        "questions": len(pairs),
+        "candidates": k,
+        "gold_passage_retrieved": gold_retrieved / len(pairs),  # by content id: a store indexed from the same data file
+        "student": {**squad_v2(golds, answers["student"]), **_latency(times["student"])},
+        "teacher": {**squad_v2(golds, answers["teacher"]), **_latency(times["teacher"])},
+        "agreement": same,
+    }

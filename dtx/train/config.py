@@ -1,0 +1,60 @@
+"""The training recipes as plain settings: what `dtx finetune` and `dtx distill` do given no flags.
+
+Kept apart from the training code (no torch import) so the CLI reads its defaults from here
+and `dtx --help` stays instant; docs/training.md records the sweeps that chose each value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+DEFAULT_MAX_LEN = {"qa": 256, "pair": 128}
+
+
+@dataclass
+class FinetuneConfig:
+    """The recipe: what `dtx finetune` does when given no flags (chosen in docs/training.md)."""
+
+    epochs: int = 6  # at most; early stopping on the held-out passages usually ends sooner
+    patience: int = 1  # epochs without a better dev score before stopping
+    min_epochs: int = 3  # never stop before this many
+    batch_size: int = 16
+    lr: float = 2e-4  # peak AdamW learning rate (the teacher sweep in docs/training.md)
+    warmup: float = 0.1  # share of all steps spent warming up; then linear decay to 0 at `epochs`
+    max_len: int | None = None  # pair tokens (None: 256 for QA windows, 128 for pairs)
+    doc_stride: int = 64  # QA: tokens shared by consecutive passage windows
+    train_limit: int | None = None  # use the first N training pairs (after a seeded shuffle)
+    dev_limit: int | None = 2000  # evaluate on at most N dev pairs
+    dev_percent: int = 10
+    seed: int = 0
+    bf16: bool | None = None  # bf16 autocast (None: where the device computes bf16 natively)
+    save_every: float = 600.0  # seconds between mid-epoch checkpoints (a killed run loses at most this)
+
+    def for_task(self, task: str) -> "FinetuneConfig":
+        """The config with task-dependent defaults filled in (what the report records)."""
+        return replace(self, max_len=self.max_len or DEFAULT_MAX_LEN[task])
+
+
+
+@dataclass
+class DistillConfig:
+    """The student recipe: what `dtx distill` does when given no flags (chosen in docs/training.md)."""
+
+    temperature: float = 2.0  # T of the soft targets (teacher and student)
+    alpha: float = 0.5  # weight of CE with the labels; 1 - alpha goes to the KL term
+    epochs: int = 5  # phase-2 passes at most; early stopping on the held-out passages keeps the best
+    patience: int = 1  # phase-2 epochs without a better dev score before stopping
+    min_epochs: int = 2  # phase-2 epochs before early stopping may end the run
+    phase1_epochs: int = 1  # autoencoder passes (only with compression; 0 = phase 2 only)
+    pca_init: bool = True  # start the compressor from the principal components of layer-N states
+    batch_size: int = 16
+    lr: float = 1e-4  # phase 2 (whole student), peak of warm-up + linear decay over `epochs`
+    phase1_lr: float = 1e-3  # phase 1 (compressor/decompressor)
+    warmup: float = 0.1  # share of a phase's steps spent warming up
+    train_limit: int | None = None
+    dev_limit: int | None = 1000
+    dev_percent: int = 10
+    labels_only: bool = False  # ablation: plain fine-tuning of the decoupled model (CE only, no teacher)
+    seed: int = 0
+    bf16: bool | None = None  # bf16 autocast (None: where the device computes bf16 natively)
+    save_every: float = 600.0  # seconds between mid-epoch checkpoints
