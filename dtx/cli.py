@@ -6,6 +6,7 @@ status 1; heavy libraries are imported inside the commands so `dtx --help` is in
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -13,6 +14,12 @@ import click
 
 from dtx.errors import DtxError
 from dtx.train.config import DistillConfig, FinetuneConfig
+
+
+class UsageLine(click.ClickException):
+    """A bad option value, said in one line (click's usage block is three), with usage's exit status 2."""
+
+    exit_code = 2
 
 
 class DtxGroup(click.Group):
@@ -23,6 +30,28 @@ class DtxGroup(click.Group):
             return super().invoke(ctx)
         except DtxError as e:
             raise click.ClickException(str(e)) from None
+        except click.UsageError as e:
+            where = f"dtx {e.ctx.info_name}" if e.ctx is not None and e.ctx.info_name else "dtx"
+            raise UsageLine(f"{e.format_message()} (see `{where} --help`)") from None
+
+
+class OutputFile(click.Path):
+    """A file a command will write: its directory must exist now, not after an hour of work."""
+
+    def __init__(self) -> None:
+        super().__init__(dir_okay=False)
+
+    def convert(self, value, param, ctx):
+        value = super().convert(value, param, ctx)
+        parent = Path(value).parent
+        if not parent.is_dir():
+            self.fail(f"{value}: directory {parent} does not exist; create it first", param, ctx)
+        if not os.access(parent, os.W_OK):
+            self.fail(f"{value}: directory {parent} is not writable", param, ctx)
+        return value
+
+
+OUTPUT_FILE = OutputFile()
 
 
 def _quiet_transformers() -> None:
@@ -49,13 +78,13 @@ def main() -> None:
 
 @main.command()
 @click.argument("model_dir", type=click.Path(file_okay=False))
-@click.option("--split", "-n", type=int, required=True, help="Layers in the input component (0..L).")
-@click.option("--compress", "-k", type=int, default=1, show_default=True, help="Compression ratio k (hidden -> hidden/k); 1 = none.")
+@click.option("--split", "-n", type=click.IntRange(0), required=True, help="Layers in the input component (0..L).")
+@click.option("--compress", "-k", type=click.IntRange(1), default=1, show_default=True, help="Compression ratio k (hidden -> hidden/k); 1 = none.")
 @click.option("--task", type=click.Choice(["qa", "pair"]), help="Head to add to a bare encoder (read from the model otherwise).")
-@click.option("--num-labels", type=int, help="Classes of a fresh pair head.")
-@click.option("--max-question-len", type=int, default=64, show_default=True, help="Question segment tokens, specials included.")
-@click.option("--max-passage-len", type=int, help="Passage window tokens (default: the positions left after the question).")
-@click.option("--doc-stride", type=int, help="Tokens shared by consecutive passage windows (default: the teacher's, else 128).")
+@click.option("--num-labels", type=click.IntRange(1), help="Classes of a fresh pair head.")
+@click.option("--max-question-len", type=click.IntRange(3), default=64, show_default=True, help="Question segment tokens, specials included.")
+@click.option("--max-passage-len", type=click.IntRange(3), help="Passage window tokens (default: the positions left after the question).")
+@click.option("--doc-stride", type=click.IntRange(0), help="Tokens shared by consecutive passage windows (default: the teacher's, else 128).")
 @click.option("--deformer", is_flag=True, help="Do not re-add position/segment embeddings at the split (DeFormer variant).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for fresh heads and the compressor.")
 @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Checkpoint directory to write.")
@@ -88,11 +117,11 @@ def decouple(model_dir, split, compress, task, num_labels, max_question_len, max
 
 @main.command()
 @click.argument("ckpt_dir", type=click.Path(file_okay=False))
-@click.option("--seq-q", type=int, default=32, show_default=True, help="Question tokens for the cost of one query.")
-@click.option("--seq-p", type=int, default=150, show_default=True, help="Passage tokens for the cost of one query.")
-@click.option("--candidates", "-K", type=int, default=20, show_default=True, help="Cached passages per query.")
+@click.option("--seq-q", type=click.IntRange(1), default=32, show_default=True, help="Question tokens for the cost of one query.")
+@click.option("--seq-p", type=click.IntRange(1), default=150, show_default=True, help="Passage tokens for the cost of one query.")
+@click.option("--candidates", "-K", type=click.IntRange(1), default=20, show_default=True, help="Cached passages per query.")
 @click.option("--dtype", type=click.Choice(["fp32", "fp16", "int8"]), default="fp16", show_default=True, help="Cache value type.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the report as JSON.")
+@click.option("--json", "json_path", type=OUTPUT_FILE, help="Also write the report as JSON.")
 def info(ckpt_dir, seq_q, seq_p, candidates, dtype, json_path):
     """Describe a decoupled checkpoint: parts, sizes, and the cost of one query (DESIGN.md section 5)."""
     _quiet_transformers()
@@ -120,7 +149,7 @@ def info(ckpt_dir, seq_q, seq_p, candidates, dtype, json_path):
 @main.command("export")
 @click.argument("path", type=click.Path(file_okay=False))
 @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), help="Export directory (default: PATH-onnx).")
-@click.option("--opset", type=int, default=18, show_default=True, help="ONNX opset (17 or newer).")
+@click.option("--opset", type=click.IntRange(17), default=18, show_default=True, help="ONNX opset (17 or newer).")
 @click.option("--check", is_flag=True, help="Re-validate the export directory PATH instead of exporting.")
 @click.option("--ckpt", "ckpt_dir", type=click.Path(file_okay=False), help="With --check: also check against this checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing export in OUT (atomically; never a directory holding other files).")
@@ -165,26 +194,28 @@ def export_cmd(path, out_dir, opset, check, ckpt_dir, overwrite):
 @main.command("build-engine")
 @click.argument("export_dir", type=click.Path(file_okay=False))
 @click.option("--backend", type=click.Choice(["ort", "trt", "torch", "aoti"]), default="ort", show_default=True, help="Engine backend (aoti: torch.export + AOTInductor, compiled for this machine's CPU or GPU).")
-@click.option("--fp16", "precision", flag_value="fp16", help="Float16 graphs (LayerNorm, softmax, mask kept in fp32).")
-@click.option("--int8", "precision", flag_value="int8", help="INT8 (needs --calib): dynamic on ORT CPU, Q/DQ for TensorRT.")
+@click.option("--fp16", is_flag=True, help="Float16 graphs (LayerNorm, softmax, mask kept in fp32).")
+@click.option("--int8", is_flag=True, help="INT8 (needs --calib): dynamic on ORT CPU, Q/DQ for TensorRT.")
 @click.option("--int8-mode", type=click.Choice(["dynamic", "qdq"]), help="INT8 flavour (default: dynamic for ort, qdq for trt).")
 @click.option("--calib", type=click.Path(dir_okay=False), help="Real pairs for INT8 calibration and drift (JSONL, TSV or BIG-bench task).")
 @click.option("--int8-keep-float", type=click.IntRange(0), default=0, show_default=True, help="Dynamic INT8: keep this many of each graph's most error-prone MatMuls (measured on --calib pairs) in float32.")
-@click.option("--drift-pairs", type=int, default=500, show_default=True, help="Real pairs on which fp16/int8 drift is measured.")
-@click.option("--threads", type=int, help="ONNX Runtime intra-op threads (default: ORT's choice).")
+@click.option("--drift-pairs", type=click.IntRange(1), default=500, show_default=True, help="Real pairs on which fp16/int8 drift is measured.")
+@click.option("--threads", type=click.IntRange(1), help="ONNX Runtime intra-op threads (default: ORT's choice).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
-@click.option("--batch", type=int, default=20, show_default=True, help="TensorRT profile: passages per query.")
-@click.option("--seq-q", type=int, default=32, show_default=True, help="TensorRT profile: question length served.")
-@click.option("--seq-p", type=int, default=150, show_default=True, help="TensorRT profile: passage length served.")
+@click.option("--batch", type=click.IntRange(1), default=20, show_default=True, help="TensorRT profile: passages per query.")
+@click.option("--seq-q", type=click.IntRange(3), default=32, show_default=True, help="TensorRT profile: question length served.")
+@click.option("--seq-p", type=click.IntRange(3), default=150, show_default=True, help="TensorRT profile: passage length served.")
 @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), help="Engine directory (default: EXPORT_DIR-BACKEND-PRECISION).")
 @click.option("--verbose", "-v", is_flag=True, help="Print fused and quantized op counts per graph.")
-def build_engine_cmd(export_dir, backend, precision, int8_mode, calib, int8_keep_float, drift_pairs, threads, device, batch, seq_q, seq_p, out_dir, verbose):
+def build_engine_cmd(export_dir, backend, fp16, int8, int8_mode, calib, int8_keep_float, drift_pairs, threads, device, batch, seq_q, seq_p, out_dir, verbose):
     """Build an engine directory (all three graphs, same treatment) from an export."""
     _quiet_transformers()
     from dtx.engines.build import BuildOptions, build_engine
     from dtx.report import emit
 
-    precision = precision or "fp32"
+    if fp16 and int8:
+        raise click.UsageError("--fp16 and --int8 are two precisions: pass one of them (or neither, for fp32)")
+    precision = "fp16" if fp16 else "int8" if int8 else "fp32"
     opts = BuildOptions(backend, precision, int8_mode, calib, int8_keep_float=int8_keep_float, drift_pairs=drift_pairs, threads=threads, device=device, batch=batch, seq_q=seq_q, seq_p=seq_p)
     out_dir = out_dir or f"{str(export_dir).rstrip('/')}-{backend}-{precision}"
     m = build_engine(export_dir, out_dir, opts)
@@ -310,8 +341,8 @@ def distill(ckpt_dir, data, labels_only, out_dir, **options):
 @click.option("--compress", "-k", default="4", show_default=True, callback=_int_list, help="Comma list of compression ratios (1 = none).")
 @click.option("--variants", default="distill", show_default=True, help="Comma list of distill, labels-only (no teacher), phase2-only (no autoencoder phase), no-pca (random compressor start).")
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Sweep directory (one student per cell; re-run resumes).")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the table as JSON (it is always in OUT/sweep.json).")
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write a PNG of accuracy kept and FLOP speed-up against the split.")
+@click.option("--json", "json_path", type=OUTPUT_FILE, help="Also write the table as JSON (it is always in OUT/sweep.json).")
+@click.option("--plot", "plot_path", type=OUTPUT_FILE, help="Write a PNG of accuracy kept and FLOP speed-up against the split.")
 def sweep(teacher_dir, data, splits, compress, variants, out_dir, json_path, plot_path, **options):
     """Distil and score a student per (split, compression): accuracy kept and cost, as the paper tabulates."""
     _quiet_transformers()
@@ -334,17 +365,17 @@ def _human_bytes(n: float) -> str:
 
 
 @main.command()
-@click.option("--passages", type=int, required=True, help="Passages to cache (N).")
-@click.option("--seq-p", type=int, default=150, show_default=True, help="Tokens per passage.")
-@click.option("--hidden", type=int, default=768, show_default=True, help="Hidden size of the encoder.")
-@click.option("--compress", "-k", type=int, default=1, show_default=True, help="Compression ratio (rep_dim = hidden / k).")
+@click.option("--passages", type=click.IntRange(1), required=True, help="Passages to cache (N).")
+@click.option("--seq-p", type=click.IntRange(1), default=150, show_default=True, help="Tokens per passage.")
+@click.option("--hidden", type=click.IntRange(1), default=768, show_default=True, help="Hidden size of the encoder.")
+@click.option("--compress", "-k", type=click.IntRange(1), default=1, show_default=True, help="Compression ratio (rep_dim = hidden / k).")
 @click.option("--dtype", type=click.Choice(["fp32", "fp16", "int8"]), default="fp16", show_default=True, help="Cache value type.")
-@click.option("--layers", type=int, help="L, for the per-query compute (with --split).")
-@click.option("--split", type=int, help="N, for the per-query compute (with --layers).")
-@click.option("--intermediate", type=int, help="Feed-forward width (default 4 x hidden).")
-@click.option("--seq-q", type=int, default=32, show_default=True)
-@click.option("--candidates", "-K", type=int, default=20, show_default=True)
-@click.option("--index-rate", type=float, help="Measured passages/s of indexing (or --bench-json).")
+@click.option("--layers", type=click.IntRange(1), help="L, for the per-query compute (with --split).")
+@click.option("--split", type=click.IntRange(0), help="N, for the per-query compute (with --layers).")
+@click.option("--intermediate", type=click.IntRange(1), help="Feed-forward width (default 4 x hidden).")
+@click.option("--seq-q", type=click.IntRange(1), default=32, show_default=True)
+@click.option("--candidates", "-K", type=click.IntRange(1), default=20, show_default=True)
+@click.option("--index-rate", type=click.FloatRange(0, min_open=True), help="Measured passages/s of indexing (or --bench-json).")
 @click.option("--bench-json", type=click.Path(dir_okay=False, exists=True), help="A `dtx index --json` or `dtx bench --json` report to take the indexing rate from.")
 def plan(passages, seq_p, hidden, compress, dtype, layers, split, intermediate, seq_q, candidates, index_rate, bench_json):
     """Storage and per-query compute of a deployment (DESIGN.md section 5), with units."""
@@ -362,8 +393,11 @@ def plan(passages, seq_p, hidden, compress, dtype, layers, split, intermediate, 
     if st.scale_bytes:
         rows += [["int8 scales (fp32 per token)", _human_bytes(st.scale_bytes)], ["total", _human_bytes(st.total_bytes)]]
     if bench_json:
-        report = json.loads(open(bench_json).read())
-        index_rate = report["passages_per_s"] if "passages_per_s" in report else 1e3 / report["rows"][0]["index_ms_per_passage"]
+        try:
+            report = json.loads(Path(bench_json).read_text())
+            index_rate = report["passages_per_s"] if "passages_per_s" in report else 1e3 / report["rows"][0]["index_ms_per_passage"]
+        except (ValueError, KeyError, IndexError, TypeError, UnicodeDecodeError):
+            raise ConfigError(f"--bench-json {bench_json} is not a `dtx index --json` or `dtx bench --json` report; pass one of those, or --index-rate") from None
     if index_rate:
         secs = passages / index_rate
         rows.append(["index time", f"{secs:.3e} s ({secs / 3600:.3g} h) at {index_rate:.3g} passages/s, one worker"])
@@ -387,13 +421,13 @@ def plan(passages, seq_p, hidden, compress, dtype, layers, split, intermediate, 
 @click.option("--engine", "engine_dir", required=True, type=click.Path(file_okay=False), help="Engine directory whose input component encodes the passages.")
 @click.option("-o", "--out", "store", required=True, help="Store to create or resume (a path, or an s3:// / gs:// URI).")
 @click.option("--dtype", type=click.Choice(["fp16", "int8"]), default="fp16", show_default=True, help="Stored value type (int8: a scale per token).")
-@click.option("--batch", type=int, default=32, show_default=True, help="Windows per input-component call (length-bucketed).")
-@click.option("--chunk", type=int, default=512, show_default=True, help="Passages per atomic commit (the unit a kill can lose).")
+@click.option("--batch", type=click.IntRange(1), default=32, show_default=True, help="Windows per input-component call (length-bucketed).")
+@click.option("--chunk", type=click.IntRange(1), default=512, show_default=True, help="Passages per atomic commit (the unit a kill can lose).")
 @click.option("--limit", type=click.IntRange(1), help="Index only the first N passages of the corpus.")
 @click.option("--split", type=click.Choice(["all", "dev", "train"]), default="all", show_default=True, help="dev: only the passages training held out (by the same hash finetune and distill split by).")
-@click.option("--threads", type=int, help="ONNX Runtime intra-op threads (per Ray actor with --ray).")
+@click.option("--threads", type=click.IntRange(1), help="ONNX Runtime intra-op threads (per Ray actor with --ray).")
 @click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, help="Encode on Ray: `--ray` starts a local instance, `--ray ADDRESS` joins a cluster.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the report (with passages/s) as JSON.")
+@click.option("--json", "json_path", type=OUTPUT_FILE, help="Also write the report (with passages/s) as JSON.")
 def index(corpus, engine_dir, store, dtype, batch, chunk, limit, split, threads, ray_address, json_path):
     """Encode a corpus once and commit the passage representations; resumes a killed run."""
     from dataclasses import asdict
@@ -414,11 +448,11 @@ def _query_options(f):
             click.argument("store"),
             click.argument("query"),
             click.option("--engine", "engine_dir", type=click.Path(file_okay=False), help="Engine to read the store with (default: the one that built it)."),
-            click.option("-k", "--candidates", "k", type=int, default=20, show_default=True, help="BM25 candidates to score."),
+            click.option("-k", "--candidates", "k", type=click.IntRange(1), default=20, show_default=True, help="BM25 candidates to score."),
             click.option("--ids", help="Comma-separated passage ids to score instead of BM25's candidates."),
-            click.option("--top", type=int, default=5, show_default=True, help="Rows to print."),
-            click.option("--threads", type=int),
-            click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the result as JSON."),
+            click.option("--top", type=click.IntRange(1), default=5, show_default=True, help="Rows to print."),
+            click.option("--threads", type=click.IntRange(1)),
+            click.option("--json", "json_path", type=OUTPUT_FILE, help="Also write the result as JSON."),
         ]
     ):
         f = option(f)
@@ -466,10 +500,10 @@ def _id_list(ids: str | None) -> list[str] | None:
 @main.command("check-store")
 @click.argument("store")
 @click.option("--queries", type=click.Path(dir_okay=False), help="Real pairs (JSONL, TSV, BIG-bench): also compare store answers with on-the-fly ones.")
-@click.option("--limit", type=int, default=200, show_default=True, help="Queries to compare.")
-@click.option("-k", "--candidates", "k", type=int, default=20, show_default=True)
+@click.option("--limit", type=click.IntRange(1), default=200, show_default=True, help="Queries to compare.")
+@click.option("-k", "--candidates", "k", type=click.IntRange(1), default=20, show_default=True)
 @click.option("--engine", "engine_dir", type=click.Path(file_okay=False), help="Engine to compare with (default: the one that built the store).")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False))
+@click.option("--json", "json_path", type=OUTPUT_FILE)
 def check_store(store, queries, limit, k, engine_dir, json_path):
     """Integrity check of a store; with --queries, how often it gives the on-the-fly top answer / ranking."""
     from dtx.report import emit, save_json
@@ -491,29 +525,29 @@ def check_store(store, queries, limit, k, engine_dir, json_path):
 @click.argument("target", required=False, type=click.Path(file_okay=False))
 @click.option("--arch", help="Random-weight preset to build when no TARGET is given (bert-base, bert-large, electra-base, electra-small, minilm-l6).")
 @click.option("--split", "-n", "splits", callback=_int_list, help="Split N, or a comma list for a sweep (e.g. 1,3,5,7,9,11).")
-@click.option("--compress", "-k", type=int, default=1, show_default=True, help="Compression ratio of models decoupled for the bench.")
+@click.option("--compress", "-k", type=click.IntRange(1), default=1, show_default=True, help="Compression ratio of models decoupled for the bench.")
 @click.option("--candidates", "-K", callback=_int_list, default="20", show_default=True, help="Passages per query, or a comma list for a sweep.")
-@click.option("--seq-q", type=int, default=32, show_default=True, help="Question tokens (specials included).")
-@click.option("--seq-p", type=int, default=150, show_default=True, help="Passage tokens (specials included).")
+@click.option("--seq-q", type=click.IntRange(3), default=32, show_default=True, help="Question tokens (specials included).")
+@click.option("--seq-p", type=click.IntRange(3), default=150, show_default=True, help="Passage tokens (specials included).")
 @click.option("--backend", type=click.Choice(["ort", "trt", "torch", "aoti"]), default="ort", show_default=True)
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True)
 @click.option("--calib", type=click.Path(dir_okay=False), help="Real pairs for INT8 calibration (required with --precision int8).")
-@click.option("--runs", "-r", type=int, default=20, show_default=True, help="Timed queries per configuration.")
-@click.option("--warmup", type=int, default=2, show_default=True)
-@click.option("--threads", type=int, help="ONNX Runtime intra-op threads (default: one per core).")
+@click.option("--runs", "-r", type=click.IntRange(1), default=20, show_default=True, help="Timed queries per configuration.")
+@click.option("--warmup", type=click.IntRange(0), default=2, show_default=True)
+@click.option("--threads", type=click.IntRange(1), help="ONNX Runtime intra-op threads (default: one per core).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--cuda-graphs/--no-cuda-graphs", default=True, show_default=True, help="Torch backend on CUDA: replay captured CUDA graphs.")
 @click.option("--fp32-baseline/--no-fp32-baseline", default=True, show_default=True, help="With --precision fp16/int8: also time the coupled model in fp32 (builds a second engine).")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the full report (every timing) as JSON.")
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write a PNG of latency and speed-up vs split (or K).")
+@click.option("--json", "json_path", type=OUTPUT_FILE, help="Write the full report (every timing) as JSON.")
+@click.option("--plot", "plot_path", type=OUTPUT_FILE, help="Write a PNG of latency and speed-up vs split (or K).")
 def bench(target, arch, splits, compress, candidates, seq_q, seq_p, backend, precision, calib, runs, warmup, threads, device, cuda_graphs, fp32_baseline, json_path, plot_path):
     """Per-query latency, decoupled vs coupled, on an engine, export, checkpoint or --arch preset."""
     _quiet_transformers()
     from dtx.bench.run import BenchConfig, plot, run_bench, summary_rows
     from dtx.report import emit, save_json
 
-    if target is None and arch is None:
-        raise click.UsageError("pass TARGET (engine, export or checkpoint directory) or --arch PRESET")
+    if (target is None) == (arch is None):
+        raise click.UsageError("pass TARGET (engine, export or checkpoint directory) or --arch PRESET, one of them")
     cfg = BenchConfig(target, arch, splits or [5], compress, candidates, seq_q, seq_p, backend, precision, calib, runs, warmup, threads, device, cuda_graphs=cuda_graphs, fp32_baseline=fp32_baseline)
     if target is not None and splits is None:
         cfg.splits = [None]
@@ -538,10 +572,10 @@ def bench(target, arch, splits, compress, candidates, seq_q, seq_p, backend, pre
 @click.argument("model", type=click.Path(file_okay=False))
 @click.option("--data", required=True, type=click.Path(dir_okay=False), help="QA: SQuAD JSON / JSONL with answers / Disfl-QA; pair: labelled pairs; re-ranking JSONL.")
 @click.option("--split", type=click.Choice(["dev", "train", "all"]), default="dev", show_default=True, help="dev: the passages training held out.")
-@click.option("--limit", type=int, default=1000, show_default=True, help="Score the first N examples of the split.")
-@click.option("--batch-size", type=int, default=32, show_default=True)
-@click.option("--threads", type=int, help="ONNX Runtime intra-op threads.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the report as JSON.")
+@click.option("--limit", type=click.IntRange(1), default=1000, show_default=True, help="Score the first N examples of the split.")
+@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
+@click.option("--threads", type=click.IntRange(1), help="ONNX Runtime intra-op threads.")
+@click.option("--json", "json_path", type=OUTPUT_FILE, help="Also write the report as JSON.")
 def eval_cmd(model, data, split, limit, batch_size, threads, json_path):
     """Teacher (coupled) and student (decoupled) accuracy of a checkpoint, export or engine."""
     from dtx.eval.evaluate import evaluate_model
@@ -571,7 +605,7 @@ def eval_rows(r: dict) -> list[list]:
 @click.option("--limit", type=click.IntRange(1), help="Ask only the first N held-out questions.")
 @click.option("--engine", "engine_dir", type=click.Path(file_okay=False), help="Engine to read with (default: the one that built the store).")
 @click.option("--threads", type=click.IntRange(1), help="ONNX Runtime intra-op threads.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the report as JSON.")
+@click.option("--json", "json_path", type=OUTPUT_FILE, help="Also write the report as JSON.")
 def eval_store(store, data, k, limit, engine_dir, threads, json_path):
     """End to end: BM25 top-k from STORE read by the student from cached passages, and by the coupled teacher on the same candidates."""
     from dtx.query.open_domain import open_domain_eval
@@ -592,16 +626,16 @@ def eval_store(store, data, k, limit, engine_dir, threads, json_path):
 @main.command("bench-store")
 @click.argument("target", required=False)
 @click.option("--arch", help="Random-weight preset to build when no engine is given (e.g. bert-base).")
-@click.option("-n", "--split", type=int, help="Split of the model decoupled for the bench.")
-@click.option("-k", "--compress", type=int, default=4, show_default=True, help="Compression of the model decoupled for the bench.")
+@click.option("-n", "--split", type=click.IntRange(0), help="Split of the model decoupled for the bench.")
+@click.option("-k", "--compress", type=click.IntRange(1), default=4, show_default=True, help="Compression of the model decoupled for the bench.")
 @click.option("--store", required=True, help="Timing store to build (resumably) and read: random representations.")
-@click.option("--passages", type=int, default=1_000_000, show_default=True, help="Passages in the timing store.")
-@click.option("--seq-p", type=int, default=150, show_default=True, help="Tokens per stored passage.")
-@click.option("-K", "--candidates", type=int, default=20, show_default=True, help="Passages fetched per query.")
+@click.option("--passages", type=click.IntRange(1), default=1_000_000, show_default=True, help="Passages in the timing store.")
+@click.option("--seq-p", type=click.IntRange(3), default=150, show_default=True, help="Tokens per stored passage.")
+@click.option("-K", "--candidates", type=click.IntRange(1), default=20, show_default=True, help="Passages fetched per query.")
 @click.option("--dtype", type=click.Choice(["fp16", "int8"]), default="int8", show_default=True)
-@click.option("-r", "--runs", type=int, default=200, show_default=True, help="Timed queries.")
-@click.option("--threads", type=int, help="ONNX Runtime intra-op threads.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the report as JSON.")
+@click.option("-r", "--runs", type=click.IntRange(1), default=200, show_default=True, help="Timed queries.")
+@click.option("--threads", type=click.IntRange(1), help="ONNX Runtime intra-op threads.")
+@click.option("--json", "json_path", type=OUTPUT_FILE, help="Also write the report as JSON.")
 def bench_store(target, arch, split, compress, store, passages, seq_p, candidates, dtype, runs, threads, json_path):
     """Gather latency of K cached passages from a large store, against the decoupled query it feeds."""
     import tempfile
@@ -612,6 +646,8 @@ def bench_store(target, arch, split, compress, store, passages, seq_p, candidate
     from dtx.report import emit, save_json
 
     _quiet_transformers()
+    if (target is None) == (arch is None):
+        raise click.UsageError("pass TARGET (an engine) or --arch PRESET, one of them")
     cfg = GatherConfig(store, passages, seq_p, candidates, dtype, runs)
     with tempfile.TemporaryDirectory(prefix="dtx-bench-store-") as work:
         engine_dir = prepare(target, arch, split, compress, BuildOptions(threads=threads), 32, Path(work), True).engine_dir

@@ -168,4 +168,4 @@ def test_cli_export_prints_parity_and_time(exported, tmp_path):
     assert result.exit_code == 0, result.output
     assert "coupled" in result.output and "wrote" in result.output and " s (input" in result.output
     bad = CliRunner().invoke(main, ["export", str(ckpt_dir), "-o", str(tmp_path / "y"), "--opset", "16"])
-    assert bad.exit_code == 1 and "opset 16" in bad.output
+    assert bad.exit_code == 2 and "--opset" in bad.output and "x>=17" in bad.output and len(bad.output.strip().splitlines()) == 1

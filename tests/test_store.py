@@ -354,3 +354,83 @@ def test_a_nan_score_never_ranks_first(stores, corpus, monkeypatch):
         ranked = pipe.answer(query, k=10).candidates
     assert ranked[-1].id == poisoned_id and np.isnan(ranked[-1].score)
     assert not any(np.isnan(c.score) for c in ranked[:-1])
+
+
+def _damaged_copy(root: Path, tmp_path: Path, name: str) -> Path:
+    import shutil
+
+    copy = tmp_path / name
+    shutil.copytree(root / "fp16", copy)
+    return copy
+
+
+def _one_line_or_ok(args: list[str]) -> tuple[int, str]:
+    result = CliRunner().invoke(main, args)
+    assert "Traceback" not in result.output and (result.exception is None or isinstance(result.exception, SystemExit)), result.output
+    if result.exit_code:
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    return result.exit_code, result.output
+
+
+def test_a_row_whose_bytes_changed_is_named_by_check_store_and_refused_by_answer(stores, corpus, tmp_path):
+    """A committed row whose stored values no longer match its checksum (silent corruption): never a wrong answer."""
+    import lance
+    import pyarrow as pa
+
+    _, root = stores
+    store = _damaged_copy(root, tmp_path, "flipped")
+    ds = lance.dataset(str(store))
+    victim = corpus[1][0]["id"]
+    table = ds.to_table(filter=f"id = '{victim}' AND window = 0")
+    rep = bytearray(table.column("rep")[0].as_py())
+    rep[10] ^= 0xFF
+    ds.delete(f"id = '{victim}' AND window = 0")
+    lance.write_dataset(table.set_column(table.schema.get_field_index("rep"), "rep", pa.array([bytes(rep)], pa.large_binary())), str(store), mode="append")
+    code, out = _one_line_or_ok(["check-store", str(store)])
+    assert code == 1 and "checksum mismatch" in out and victim in out
+    code, out = _one_line_or_ok(["answer", str(store), corpus[1][0]["text"], "--ids", victim])
+    assert code == 1 and "corrupt" in out
+
+
+@pytest.mark.parametrize("damage", ["truncated data file", "flipped bytes in a data file", "deleted index files"])
+def test_damaged_store_files_are_named_not_tracebacks(stores, corpus, tmp_path, damage):
+    import shutil
+
+    _, root = stores
+    store = _damaged_copy(root, tmp_path, "damaged")
+    data = max((store / "data").glob("*.lance"), key=lambda p: p.stat().st_size)
+    if damage == "truncated data file":
+        data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
+    elif damage == "flipped bytes in a data file":
+        raw = bytearray(data.read_bytes())
+        for i in range(len(raw) // 4, len(raw) // 2, 97):
+            raw[i] ^= 0xFF
+        data.write_bytes(bytes(raw))
+    else:
+        shutil.rmtree(store / "_indices")
+    code, _ = _one_line_or_ok(["check-store", str(store)])
+    assert code == 1, f"check-store passed a store with {damage}"
+    for row in corpus[1][:3]:
+        _one_line_or_ok(["answer", str(store), " ".join(row["text"].split()[:4])])
+
+
+def test_reindexing_an_id_with_changed_text_is_refused(engine, tmp_path):
+    _, engine_dir = engine()
+    first = tmp_path / "c1.jsonl"
+    first.write_text(json.dumps({"id": "a", "text": "the river city king"}) + "\n" + json.dumps({"id": "b", "text": "music water light"}) + "\n")
+    index_corpus(first, engine_dir, tmp_path / "s", batch=8, chunk=16, progress=False)
+    second = tmp_path / "c2.jsonl"
+    second.write_text(json.dumps({"id": "a", "text": "a completely different passage"}) + "\n")
+    assert "already in" in cli_error(["index", str(second), "--engine", str(engine_dir), "-o", str(tmp_path / "s")])
+    assert PassageStore.open(tmp_path / "s").fetch(["a"]).texts["a"] == "the river city king"
+
+
+def test_a_store_takes_rows_from_one_engine_only(engine, corpus, tmp_path):
+    """Two engines of the same export (here ort fp32 and torch fp32; int8 rows differ by ~10%): one store refuses the second."""
+    _, fp32 = engine()
+    index_corpus(corpus[0], fp32, tmp_path / "s", batch=8, chunk=16, limit=5, progress=False)
+    _, torch_engine = engine(backend="torch")
+    msg = cli_error(["index", str(corpus[0]), "--engine", str(torch_engine), "-o", str(tmp_path / "s")])
+    assert "ort fp32 engine" in msg and "torch fp32 engine" in msg
+    assert len(PassageStore.open(tmp_path / "s")) == 5

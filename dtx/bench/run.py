@@ -51,7 +51,10 @@ def model_limits(cfg: BenchConfig) -> dict:
         if cfg.arch not in PRESETS:
             raise ConfigError(f"unknown --arch {cfg.arch!r}; available are: {', '.join(PRESETS)}")
         q = max(64, cfg.seq_q)
-        return {"num_layers": PRESETS[cfg.arch]["num_hidden_layers"], "max_question_len": q, "max_passage_len": 512 - q, "fixed_split": None}
+        positions = PRESETS[cfg.arch].get("max_position_embeddings", 512)
+        if cfg.seq_q + cfg.seq_p > positions:
+            raise ConfigError(f"--seq-q {cfg.seq_q} + --seq-p {cfg.seq_p} is more than the {positions} positions of {cfg.arch}; pass lengths that add up to at most {positions}")
+        return {"num_layers": PRESETS[cfg.arch]["num_hidden_layers"], "max_question_len": q, "max_passage_len": positions - q, "fixed_split": None}
     path = Path(cfg.target)
     if kind == "engine":
         d = engine_limits(path)

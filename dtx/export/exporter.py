@@ -50,6 +50,10 @@ def export_checkpoint(
     """
     if opset < MIN_OPSET:
         raise DtxError(f"opset {opset} has no LayerNormalization; use --opset {MIN_OPSET} or newer")
+    import onnx
+
+    if opset > onnx.defs.onnx_opset_version():
+        raise DtxError(f"opset {opset} does not exist yet (this onnx knows up to {onnx.defs.onnx_opset_version()}); use --opset {DEFAULT_OPSET}")
     out_dir = Path(out_dir)
     _check_target(out_dir, overwrite)
     ckpt = load_checkpoint(ckpt_dir)

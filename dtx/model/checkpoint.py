@@ -55,12 +55,14 @@ def save_checkpoint(
         save_file(state, tmp / WEIGHTS_FILE, metadata={"format": "pt"})
         teacher.save_pretrained(tmp / TEACHER_DIR)
         tokenizer.save_pretrained(tmp / TEACHER_DIR)
+        teacher_files = {p.name: sha256_file(p) for p in sorted((tmp / TEACHER_DIR).glob("*.safetensors"))}
         meta = {
             "format_version": FORMAT_VERSION,
             "dtx_version": __version__,
             "decoupling": model.config.to_dict(),
             "teacher_class": type(teacher).__name__,
             "weights_sha256": sha256_file(tmp / WEIGHTS_FILE),
+            "teacher_sha256": teacher_files,
             **(extra or {}),
         }
         write_json(tmp / META_FILE, meta)
@@ -88,7 +90,15 @@ class Checkpoint:
     meta: dict
 
     def teacher(self) -> PreTrainedModel:
-        """The coupled teacher (eager attention, eval mode)."""
+        """The coupled teacher (eager attention, eval mode), its weight files checked against the checkpoint's record.
+
+        A replaced or truncated teacher file would otherwise load with a freshly initialised head and
+        score as a silently worse model.
+        """
+        for name, sha in self.meta.get("teacher_sha256", {}).items():
+            path = self.path / TEACHER_DIR / name
+            if not path.is_file() or sha256_file(path) != sha:
+                raise CheckpointError(f"{path} is missing or differs from the teacher this checkpoint was made with; restore it or re-create the checkpoint")
         return AUTO_CLASSES[self.config.task].from_pretrained(self.path / TEACHER_DIR, attn_implementation="eager").eval()
 
     def tokenizer(self) -> PreTrainedTokenizerBase:

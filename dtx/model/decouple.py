@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer
 
+from dtx.errors import ConfigError
 from dtx.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from dtx.model.surgery import build_decoupled, decouple_config_for, load_source, model_task
 
@@ -33,7 +34,7 @@ def decouple(
     """
     torch.manual_seed(seed)
     teacher = load_source(model_dir, task, num_labels)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer = source_tokenizer(model_dir, teacher.config.vocab_size)
     task = model_task(teacher)
     trained = teacher_windows(Path(model_dir))
     if max_passage_len is None and trained:
@@ -46,7 +47,7 @@ def decouple(
         task,
         max_question_len=max_question_len,
         max_passage_len=max_passage_len,
-        doc_stride=128 if doc_stride is None else doc_stride,
+        doc_stride=doc_stride,
         cross_embeddings=cross_embeddings,
     )
     model = build_decoupled(teacher, cfg)
@@ -68,3 +69,15 @@ def teacher_windows(model_dir: Path) -> dict | None:
         return None
     q, p = qa_window_lengths(report["config"]["max_len"])
     return {"max_question_len": q, "max_passage_len": p, "doc_stride": report["config"]["doc_stride"]}
+
+
+def source_tokenizer(model_dir: str | Path, vocab_size: int):
+    """The model directory's own tokenizer; one that is missing, or far smaller than the model's vocabulary
+    (what transformers builds when the files are absent), is an error rather than a checkpoint that reads nonsense."""
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    except (OSError, ValueError, TypeError) as e:
+        raise ConfigError(f"{model_dir} has no usable tokenizer ({str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__}); copy the model's tokenizer files (tokenizer.json, vocab) into it") from None
+    if len(tokenizer) < vocab_size // 2:
+        raise ConfigError(f"the tokenizer in {model_dir} has {len(tokenizer)} tokens but the model's vocabulary has {vocab_size}; copy the model's own tokenizer files (tokenizer.json, vocab) into it")
+    return tokenizer

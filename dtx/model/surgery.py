@@ -13,6 +13,7 @@ import copy
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 from transformers import (
     AutoConfig,
@@ -29,6 +30,7 @@ from dtx.model.decoupled import CoupledModel, CrossComponent, DecoupledModel, In
 
 AUTO_CLASSES = {"qa": AutoModelForQuestionAnswering, "pair": AutoModelForSequenceClassification}
 HEAD_SUFFIX = {"qa": "ForQuestionAnswering", "pair": "ForSequenceClassification"}
+DEFAULT_DOC_STRIDE = 128  # tokens shared by consecutive passage windows, where the window is long enough
 
 
 def task_of(config: PretrainedConfig) -> str | None:
@@ -67,7 +69,11 @@ def load_source(model_dir: str | Path, task: str | None = None, num_labels: int 
     if task is None:
         raise ConfigError(f"{model_dir} is a bare encoder with no task head; pass --task qa or --task pair to add a fresh head")
     kwargs = {"num_labels": num_labels} if (num_labels and task == "pair" and not found) else {}
-    model = AUTO_CLASSES[task].from_pretrained(model_dir, attn_implementation="eager", **kwargs)
+    try:
+        model = AUTO_CLASSES[task].from_pretrained(model_dir, attn_implementation="eager", **kwargs)
+    except (OSError, ValueError, RuntimeError, SafetensorError) as e:  # truncated / corrupt weight files, a foreign format
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"cannot load the weights in {model_dir} ({first}); restore the model files or point at an intact model directory") from None
     return model.eval()
 
 
@@ -150,13 +156,21 @@ def decouple_config_for(
     task: str = "qa",
     max_question_len: int = 64,
     max_passage_len: int | None = None,
-    doc_stride: int = 128,
+    doc_stride: int | None = None,
     cross_embeddings: bool = True,
 ) -> DecoupleConfig:
-    """Settings for `teacher_config`, with the passage window defaulting to all remaining positions."""
+    """Settings for `teacher_config`, with the passage window defaulting to all remaining positions.
+
+    `doc_stride` None: 128 tokens, or less where windows are short; a given stride that does not fit
+    a window is an error, not silently shortened.
+    """
     if max_passage_len is None:
         limit = teacher_config.max_position_embeddings - arch_spec(teacher_config).position_offset(teacher_config)
         max_passage_len = limit - max_question_len
+    if doc_stride is None:
+        doc_stride = min(DEFAULT_DOC_STRIDE, max(0, max_passage_len // 2 - 2))
+    elif doc_stride > max_passage_len - 3:
+        raise ConfigError(f"--doc-stride {doc_stride} does not fit a passage window of {max_passage_len} tokens; pass at most {max(0, max_passage_len - 3)}")
     cfg = DecoupleConfig(
         split=split,
         num_layers=teacher_config.num_hidden_layers,
@@ -167,7 +181,7 @@ def decouple_config_for(
         model_type=teacher_config.model_type,
         max_question_len=max_question_len,
         max_passage_len=max_passage_len,
-        doc_stride=min(doc_stride, max(0, max_passage_len // 2 - 2)),
+        doc_stride=doc_stride,
         cross_embeddings=cross_embeddings,
     )
     cfg.validate(teacher_config)

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from dtx.errors import DtxError
 from dtx.model.segments import PairSegmenter, Segment
 from dtx.store.corpus import Passage, read_corpus
-from dtx.store.passage_store import PassageStore, StoreInfo
+from dtx.store.passage_store import PassageStore, StoreError, StoreInfo, text_digest
 
 
 @dataclass
@@ -99,7 +99,13 @@ def index_corpus(
     store = PassageStore.create_or_open(store_uri, info)
     started = time.perf_counter()
     with store.writer_lock():
-        done = store.ids()
+        done = store.text_digests()
+        changed = [p for p in passages if p.id in done and done[p.id] != text_digest(p.text)]
+        if changed:
+            raise StoreError(
+                f"{len(changed)} passage id(s) are already in {store_uri} with other text, e.g. {changed[0].id!r}; "
+                "index the new texts into a new store (-o NEW), or give changed passages new ids"
+            )
         todo = [p for p in passages if p.id not in done]
         bar = tqdm(total=len(todo), desc="index", unit="passage", disable=not progress)
         if use_ray:

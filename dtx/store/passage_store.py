@@ -11,15 +11,20 @@ Row layout: `id`, `window` (0.. for long passages cut with the export's stride),
 window 0 only, so BM25 sees each passage once), `token_ids` and `offsets` (character span of each
 token, flattened start, end pairs: what turns an answer span back into text), `length` (real
 tokens; the row holds no padding, so the mask is `length` ones and is made at fetch time), `rep`
-(the compressed input-component output, fp16 or int8 bytes) and `scale` (float32 per token for
-int8). The schema metadata names the export (id, input graph sha256) and rep_dim, and every
-reader checks them, so a store built by one model is never read by another.
+(the compressed input-component output, fp16 or int8 bytes), `scale` (float32 per token for
+int8) and `checksum` (BLAKE2b-128 of all the row's other fields). The schema metadata names the
+export (id, input graph sha256), the engine that encoded the rows (backend, precision, its input
+graph's sha256) and rep_dim, and every reader checks them, so a store built by one model is never
+read by another and one engine's rows are never mixed with another's. Every fetched row's
+checksum is verified (K rows a query: microseconds), and `verify` checks them all, so flipped bytes
+surface as an error naming the record, not as a wrong answer.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -34,7 +39,7 @@ from dtx.store import quantize
 os.environ.setdefault("LANCE_LOG", "error")  # Lance's Rust log would print a WARN for every new dataset
 
 META_KEY = b"dtx.store"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: per-row checksums, the indexing engine in the metadata
 LOCK_FILE = "_dtx_writer.lock"
 
 
@@ -54,6 +59,9 @@ class StoreInfo:
     max_passage_len: int
     doc_stride: int
     engine: str = ""  # engine directory that indexed it (default for `dtx answer`)
+    engine_backend: str = ""  # what encoded the rows: one engine per store (an fp32 and an int8 engine differ by ~10%)
+    engine_precision: str = ""
+    engine_input_sha256: str = ""  # sha256 of the engine's own input graph / package
     format_version: int = FORMAT_VERSION
 
     @classmethod
@@ -74,10 +82,42 @@ class StoreInfo:
             max_passage_len=d["max_passage_len"],
             doc_stride=d["doc_stride"],
             engine=str(Path(engine_dir).resolve()),
+            engine_backend=engine["backend"],
+            engine_precision=engine["precision"],
+            engine_input_sha256=engine["files"].get(engine["graphs"]["input"], "") if engine["backend"] != "torch" else engine["checkpoint"]["weights_sha256"],
         )
 
     def same_model(self, other: "StoreInfo") -> bool:
         return (self.export_id, self.input_sha256, self.rep_dim) == (other.export_id, other.input_sha256, other.rep_dim)
+
+    def same_engine(self, other: "StoreInfo") -> bool:
+        return (self.engine_backend, self.engine_precision, self.engine_input_sha256) == (other.engine_backend, other.engine_precision, other.engine_input_sha256)
+
+
+def row_digest(pid: str, window: int, text: str | None, tokens: np.ndarray, offsets: np.ndarray, rep: bytes, scale: bytes) -> bytes:
+    """The checksum of one row: every field, each length-prefixed so no two rows can collide by shifting bytes."""
+    h = hashlib.blake2b(digest_size=16)
+    for part in (pid.encode(), int(window).to_bytes(4, "little"), (text or "").encode(), np.asarray(tokens, np.int32).tobytes(), np.asarray(offsets, np.int32).tobytes(), rep, scale):
+        h.update(len(part).to_bytes(8, "little"))
+        h.update(part)
+    return h.digest()
+
+
+def text_digest(text: str | None) -> bytes:
+    return hashlib.blake2b((text or "").encode(), digest_size=16).digest()
+
+
+def _lists(array) -> list[np.ndarray]:
+    """An Arrow list<int32> column (or a Python list of lists) as one numpy array per row."""
+    import pyarrow as pa
+
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    if not isinstance(array, pa.Array):
+        return [np.asarray(x, np.int32) for x in array]
+    flat = array.flatten().to_numpy(zero_copy_only=False)
+    bounds = array.offsets.to_numpy()
+    return [flat[bounds[i] - bounds[0] : bounds[i + 1] - bounds[0]] for i in range(len(array))]
 
 
 @dataclass
@@ -106,6 +146,7 @@ def _arrow_schema(info: StoreInfo):
             ("length", pa.int32()),
             ("rep", pa.large_binary()),
             ("scale", pa.binary()),
+            ("checksum", pa.binary(16)),
         ],
         metadata={META_KEY: json.dumps(asdict(info)).encode()},
     )
@@ -187,6 +228,11 @@ class PassageStore:
         if committed:
             store = cls.open(uri, storage_options)
             store.require_model(info)
+            if not store.info.same_engine(info):
+                raise StoreError(
+                    f"{uri} holds rows encoded by a {store.info.engine_backend} {store.info.engine_precision} engine ({store.info.engine}); "
+                    f"this is a {info.engine_backend} {info.engine_precision} engine: index with that one, or into another -o"
+                )
             if store.info.dtype != info.dtype:
                 raise StoreError(f"{uri} holds {store.info.dtype} representations, not {info.dtype}; index into another -o or pass --dtype {store.info.dtype}")
             return store
@@ -238,16 +284,19 @@ class PassageStore:
             return x if isinstance(x, pa.Array) else pa.array(x, pa.list_(pa.int32()))
 
         tokens = ints(token_ids)
+        spans = ints(offsets)
+        checksums = [row_digest(*row) for row in zip(ids, windows, texts, _lists(tokens), _lists(spans), values, scales)]
         table = pa.table(
             {
                 "id": ids,
                 "window": pa.array(windows, pa.int32()),
                 "text": texts,
                 "token_ids": tokens,
-                "offsets": ints(offsets),
+                "offsets": spans,
                 "length": pc.list_value_length(tokens).cast(pa.int32()),
                 "rep": pa.array(values, pa.large_binary()),
                 "scale": pa.array(scales, pa.binary()),
+                "checksum": pa.array(checksums, pa.binary(16)),
             },
             schema=_arrow_schema(self.info),
         )
@@ -264,8 +313,20 @@ class PassageStore:
     # -- reading ---------------------------------------------------------------------------
     def ids(self) -> set[str]:
         """Every passage id committed (read from the id column only)."""
-        table = self.dataset.to_table(columns=["id"], filter="window = 0")
+        table = self._read("read", lambda: self.dataset.to_table(columns=["id"], filter="window = 0"))
         return set(table.column("id").to_pylist())
+
+    def text_digests(self) -> dict[str, bytes]:
+        """Passage id -> BLAKE2b of its stored text, read in batches (what a re-index compares new text with)."""
+
+        def scan() -> dict[str, bytes]:
+            out = {}
+            for batch in self.dataset.to_batches(columns=["id", "text"], filter="window = 0", batch_size=8192):
+                for pid, text in zip(batch.column("id").to_pylist(), batch.column("text").to_pylist()):
+                    out[pid] = text_digest(text)
+            return out
+
+        return self._read("read", scan)
 
     def __len__(self) -> int:
         return self.dataset.count_rows(filter="window = 0")
@@ -274,8 +335,8 @@ class PassageStore:
         """All windows of `ids`, in the order given (windows in order), padded into arrays."""
         if not ids:
             raise StoreError("no passage ids to fetch")
-        columns = ["id", "window", "token_ids", "offsets", "length", "rep", "scale"] + (["text"] if with_text else [])
-        table = self.dataset.to_table(columns=columns, filter=f"id IN ({_sql_list(list(dict.fromkeys(ids)))})")
+        columns = ["id", "window", "token_ids", "offsets", "length", "rep", "scale", "text", "checksum"]  # text: the checksum covers it
+        table = self._read("fetch from", lambda: self.dataset.to_table(columns=columns, filter=f"id IN ({_sql_list(list(dict.fromkeys(ids)))})"))
         row_ids = table.column("id").to_pylist()
         found = set(row_ids)
         missing = [i for i in ids if i not in found]
@@ -288,6 +349,10 @@ class PassageStore:
         tokens = np.split(table.column("token_ids").combine_chunks().flatten().to_numpy(), np.cumsum(lengths)[:-1])
         spans = np.split(table.column("offsets").combine_chunks().flatten().to_numpy().reshape(-1, 2), np.cumsum(lengths)[:-1])
         values, scales = table.column("rep").to_pylist(), table.column("scale").to_pylist()
+        texts, sums = table.column("text").to_pylist(), table.column("checksum").to_pylist()
+        for r in order:
+            if row_digest(row_ids[r], windows[r], texts[r], tokens[r], spans[r].ravel(), values[r], scales[r]) != sums[r]:
+                raise StoreError(f"store {self.uri}: record {row_ids[r]!r} window {windows[r]} is corrupt (checksum mismatch); run `dtx check-store {self.uri}` and re-index into a new store")
         d = self.info.rep_dim
         reps = np.zeros((len(order), int(lengths.max()), d), np.float32)
         mask = np.zeros(reps.shape[:2], np.int64)
@@ -295,7 +360,6 @@ class PassageStore:
             n = int(lengths[r])
             reps[row, :n] = quantize.decode(values[r], scales[r], n, d, self.info.dtype)
             mask[row, :n] = 1
-        texts = table.column("text").to_pylist() if with_text else []
         return CachedWindows(
             ids=[row_ids[r] for r in order],
             windows=[int(windows[r]) for r in order],
@@ -306,12 +370,22 @@ class PassageStore:
             texts={row_ids[r]: texts[r] for r in order if with_text and windows[r] == 0},
         )
 
+    def _read(self, what: str, read):
+        """Run a Lance read; a damaged or vanished store (deleted fragment, index file, dataset) is one line, not a traceback."""
+        try:
+            return read()
+        except StoreError:
+            raise
+        except Exception as e:  # Lance raises OSError, ValueError or its own errors for damaged files
+            first = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+            raise StoreError(f"cannot {what} store {self.uri} ({first}); run `dtx check-store {self.uri}`, and re-index into a new store if it is damaged") from None
+
     def search(self, query: str, k: int) -> list[tuple[str, float]]:
         """BM25 over passage texts (Lance's inverted index): the k best (id, score)."""
         terms = " ".join("".join(c if c.isalnum() else " " for c in query).split())
         if not terms:
             raise StoreError(f"query {query!r} has no words to search for")
-        table = self.dataset.to_table(columns=["id", "_score"], full_text_query=terms, limit=k)
+        table = self._read("search", lambda: self.dataset.to_table(columns=["id", "_score"], full_text_query=terms, limit=k))
         return list(zip(table.column("id").to_pylist(), table.column("_score").to_pylist()))
 
     def verify(self) -> dict:
@@ -324,17 +398,30 @@ class PassageStore:
         scale_bytes = 0 if self.info.dtype == "fp16" else 4
         windows: dict[str, list[int]] = {}
         problems: list[str] = []
-        rows = 0
-        for batch in self.dataset.to_batches(columns=["id", "window", "text", "token_ids", "offsets", "length", "rep", "scale"], batch_size=4096):
-            b = batch.to_pydict()
-            for i, pid in enumerate(b["id"]):
-                rows += 1
-                n, w = b["length"][i], b["window"][i]
-                windows.setdefault(pid, []).append(w)
-                if len(b["token_ids"][i]) != n or len(b["offsets"][i]) != 2 * n or len(b["rep"][i]) != n * per_token or len(b["scale"][i]) != n * scale_bytes:
-                    problems.append(f"record {pid!r} window {w} has inconsistent lengths")
-                if w == 0 and not b["text"][i]:
-                    problems.append(f"record {pid!r} has no text")
+
+        def scan() -> int:
+            rows = 0
+            for batch in self.dataset.to_batches(columns=["id", "window", "text", "token_ids", "offsets", "length", "rep", "scale", "checksum"], batch_size=4096):
+                b = batch.to_pydict()
+                for i, pid in enumerate(b["id"]):
+                    rows += 1
+                    n, w = b["length"][i], b["window"][i]
+                    windows.setdefault(pid, []).append(w)
+                    if len(b["token_ids"][i]) != n or len(b["offsets"][i]) != 2 * n or len(b["rep"][i]) != n * per_token or len(b["scale"][i]) != n * scale_bytes:
+                        problems.append(f"record {pid!r} window {w} has inconsistent lengths")
+                    elif row_digest(pid, w, b["text"][i], np.asarray(b["token_ids"][i]), np.asarray(b["offsets"][i]), b["rep"][i], b["scale"][i]) != b["checksum"][i]:
+                        problems.append(f"record {pid!r} window {w} is corrupt (checksum mismatch)")
+                    if w == 0 and not b["text"][i]:
+                        problems.append(f"record {pid!r} has no text")
+            return rows
+
+        rows = self._read("read", scan)
+        if windows:  # the id B-tree and the BM25 index must answer too (a deleted index file shows here)
+            pid = next(iter(windows))
+            text = self.fetch([pid]).texts.get(pid) or ""
+            words = "".join(c if c.isalnum() else " " for c in text).split()
+            if words and not self.search(words[0], 1):
+                problems.append(f"the BM25 index finds nothing for {words[0]!r}, a word of passage {pid!r}")
         for pid, ws in windows.items():
             if sorted(ws) != list(range(len(ws))):
                 problems.append(f"passage {pid!r} has windows {sorted(ws)} (duplicated or missing)")
