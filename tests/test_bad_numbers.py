@@ -115,3 +115,59 @@ def test_plan_refuses_a_bench_json_that_is_not_a_report(tmp_path):
     for text in ("not json at all", '{"rows": []}', '["a list"]'):
         (tmp_path / "b.json").write_text(text)
         assert "is not a `dtx index --json`" in _one_line_error(["plan", "--passages", "1000", "--bench-json", str(tmp_path / "b.json")])
+
+
+def _numeric_cases() -> list[tuple[str, str, str]]:
+    """(verb, option, a value below its range) for every bounded numeric option of every verb."""
+    import click
+
+    cases = []
+    for verb, cmd in sorted(main.commands.items()):
+        for p in cmd.params:
+            if isinstance(p, click.Option) and isinstance(p.type, (click.IntRange, click.FloatRange)) and p.type.min is not None:
+                below = p.type.min - 1 if isinstance(p.type, click.IntRange) else p.type.min - 0.5
+                cases.append((verb, p.opts[0], str(below)))
+    return cases
+
+
+def _filler(cmd, skip: str) -> list[str]:
+    """Valid values for every required argument and option of `cmd` except `skip` (paths need not exist)."""
+    import click
+
+    args: list[str] = []
+    for p in cmd.params:
+        if isinstance(p, click.Argument) and p.required:
+            args.append(X)
+        elif isinstance(p, click.Option) and p.required and p.opts[0] != skip:
+            numeric = isinstance(p.type, (click.IntRange, click.FloatRange)) or p.type is click.INT or p.callback is not None  # callbacks parse integer lists
+            value = p.type.choices[0] if isinstance(p.type, click.Choice) else "1" if numeric else X
+            args += [p.opts[0], value]
+    return args
+
+
+@pytest.mark.parametrize("verb,option,value", _numeric_cases(), ids=lambda x: str(x))
+def test_every_bounded_numeric_option_refuses_a_value_below_its_range(verb, option, value):
+    cmd = main.commands[verb]
+    result = CliRunner().invoke(main, [verb, *_filler(cmd, option), option, value])
+    lines = [l for l in result.output.strip().splitlines() if l.strip()]
+    assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith("Error: ") and "Traceback" not in result.output, result.output
+    assert option in lines[0] or any(o in lines[0] for o in next(p for p in cmd.params if p.opts[0] == option).opts)
+
+
+def test_a_store_deleted_while_it_is_read_is_one_line(engine, tmp_path):
+    import json
+    import shutil
+
+    from dtx.query import QueryPipeline
+    from dtx.store.indexer import index_corpus
+    from dtx.store.passage_store import StoreError
+
+    _, engine_dir = engine()
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(json.dumps({"id": f"d{i}", "text": f"the river city king number {i}"}) + "\n" for i in range(6)))
+    index_corpus(corpus, engine_dir, tmp_path / "s", batch=8, chunk=16, progress=False)
+    with QueryPipeline.open(tmp_path / "s") as pipe:
+        assert pipe.answer("river city", k=3).candidates
+        shutil.rmtree(tmp_path / "s")
+        with pytest.raises(StoreError, match="cannot (search|fetch from) store"):
+            pipe.answer("river city", k=3)
