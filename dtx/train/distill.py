@@ -49,6 +49,7 @@ from dtx.train.loop import (
     mean_terms,
     optimizer_and_schedule,
     padded_length,
+    read_state,
     resolve_bf16,
     rng_state,
     set_rng_state,
@@ -439,10 +440,7 @@ def _load_state(out_dir: Path, cfg: DistillConfig) -> dict:
     path = out_dir / STATE_FILE
     if not path.is_file():
         return {}
-    try:
-        state = torch.load(path, weights_only=False, map_location="cpu")
-    except Exception as e:  # a truncated or foreign file: say so, never a traceback
-        raise DtxError(f"{path} is not a readable training state ({type(e).__name__}); pass another -o to start again") from None
+    state = read_state(path, "pass another -o to start again")
     if state.get("config") != asdict(cfg):
         raise DtxError(f"{out_dir} holds a run with other settings; pass another -o or the same settings to resume")
     return state

@@ -36,6 +36,7 @@ from dtx.train.loop import (
     mean_terms,
     optimizer_and_schedule,
     padded_length,
+    read_state,
     resolve_bf16,
     rng_state,
     set_rng_state,
@@ -96,10 +97,7 @@ def _resume_state(out_dir: Path, cfg: FinetuneConfig, overwrite: bool) -> dict:
         return {}
     path = out_dir / STATE_FILE
     if path.is_file():
-        try:
-            state = torch.load(path, weights_only=False, map_location="cpu")
-        except Exception as e:  # a truncated or foreign file: say so, never a traceback
-            raise DtxError(f"{path} is not a readable training state ({type(e).__name__}); pass --overwrite to start again") from None
+        state = read_state(path, "pass --overwrite to start again")
         if state.get("config") == asdict(cfg):
             return state
         if not overwrite:

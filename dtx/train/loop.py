@@ -158,3 +158,11 @@ def loss_curve(rows: list[dict[str, float]], key: str = "loss", points: int = 10
     """`key` averaged over `points` equal stretches of an epoch: the curve that compares two runs (bf16 vs fp32)."""
     values = [r[key] for r in rows]
     return [float(np.mean(chunk)) for chunk in np.array_split(values, min(points, len(values))) if len(chunk)]
+
+
+def read_state(path, fix: str) -> dict:
+    """A run's training state (torch.save'd dict); a truncated or foreign file is one line ending in `fix`."""
+    try:
+        return torch.load(path, weights_only=False, map_location="cpu")
+    except Exception as e:  # a truncated or foreign file: say so, never a traceback
+        raise DtxError(f"{path} is not a readable training state ({type(e).__name__}); {fix}") from None
