@@ -203,8 +203,8 @@ def export_cmd(path, out_dir, opset, check, ckpt_dir, overwrite):
 @click.option("--threads", type=click.IntRange(1), help="ONNX Runtime intra-op threads (default: ORT's choice).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--batch", type=click.IntRange(1), default=20, show_default=True, help="TensorRT profile: passages per query.")
-@click.option("--seq-q", type=click.IntRange(3), default=32, show_default=True, help="TensorRT profile: question length served.")
-@click.option("--seq-p", type=click.IntRange(3), default=150, show_default=True, help="TensorRT profile: passage length served.")
+@click.option("--seq-q", type=click.IntRange(3), help="Question tokens served (TensorRT profile, CUDA graph captured at load) [default: 32, at most the checkpoint's window].")
+@click.option("--seq-p", type=click.IntRange(3), help="Passage tokens served [default: 150, at most the checkpoint's window].")
 @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), help="Engine directory (default: EXPORT_DIR-BACKEND-PRECISION).")
 @click.option("--verbose", "-v", is_flag=True, help="Print fused and quantized op counts per graph.")
 def build_engine_cmd(export_dir, backend, fp16, int8, int8_mode, calib, int8_keep_float, drift_pairs, threads, device, batch, seq_q, seq_p, out_dir, verbose):
@@ -323,11 +323,11 @@ def distill(ckpt_dir, data, labels_only, out_dir, **options):
     """Distil the decoupled student from its coupled teacher; resumes a killed run from its last epoch."""
     _quiet_transformers()
     from dtx.train.distill import distill as run
-    from dtx.train.sweep import headline
+    from dtx.train.sweep import headline_of
 
     r = run(ckpt_dir, data, _distill_config(labels_only, **options), out_dir, device=options["device"])
     f = r["final"]
-    metric = headline("qa" if "f1" in f["student"] else "pair")
+    metric = headline_of(r)
     click.echo(
         f"wrote {out_dir or ckpt_dir}: dev ({r['dev_pairs']} held-out examples) student {metric} {f['student'][metric]:.4f}, "
         f"teacher {f['teacher'][metric]:.4f}, agreement {f['agreement']:.4f}"
@@ -343,21 +343,39 @@ def distill(ckpt_dir, data, labels_only, out_dir, **options):
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Sweep directory (one student per cell; re-run resumes).")
 @click.option("--json", "json_path", type=OUTPUT_FILE, help="Also write the table as JSON (it is always in OUT/sweep.json).")
 @click.option("--plot", "plot_path", type=OUTPUT_FILE, help="Write a PNG of accuracy kept and FLOP speed-up against the split.")
-def sweep(teacher_dir, data, splits, compress, variants, out_dir, json_path, plot_path, **options):
+@click.option("--grid", "grid", multiple=True, metavar="SETTING=V1,V2", help="Also sweep a distillation setting, e.g. --grid lr=5e-5,1e-4,2e-4 --grid alpha=0.2,0.5 (any option above; each value checked as that option is).")
+@click.option("--jobs", "-j", type=click.IntRange(1), default=1, show_default=True, help="Cells trained at once, each in its own process: on one GPU a small student leaves it mostly idle (8 fill an H200 with MiniLM); on a CPU the cores are divided between them.")
+def sweep(teacher_dir, data, splits, compress, variants, out_dir, json_path, plot_path, grid, jobs, **options):
     """Distil and score a student per (split, compression): accuracy kept and cost, as the paper tabulates."""
     _quiet_transformers()
     from dtx.report import emit, save_json
     from dtx.train.sweep import SweepConfig, plot_sweep, run_sweep
 
-    cfg = SweepConfig(splits, compress, _distill_config(**options), [v.strip() for v in variants.split(",") if v.strip()])
-    report = run_sweep(teacher_dir, data, out_dir, cfg, device=options["device"])
-    rows = [[r["layers"], f"{r['compress']}x", r["variant"], round(r["teacher"], 4), round(r["student"], 4), f"{r['kept_percent']:.1f}%", f"{r['flop_speedup']:.2f}x", r["cache_bytes_per_passage"]] for r in report["rows"]]
+    cfg = SweepConfig(splits, compress, _distill_config(**options), [v.strip() for v in variants.split(",") if v.strip()], _grid(click.get_current_context(), grid))
+    report = run_sweep(teacher_dir, data, out_dir, cfg, device=options["device"], jobs=jobs)
+    rows = [[r["layers"], f"{r['compress']}x", r["variant"] + "".join(f" {k}={v}" for k, v in r["settings"].items()), round(r["teacher"], 4), round(r["student"], 4), f"{r['kept_percent']:.1f}%", f"{r['flop_speedup']:.2f}x", r["cache_bytes_per_passage"]] for r in report["rows"]]
     metric = report["rows"][0]["metric"] if report["rows"] else "metric"
     emit(f"sweep of {teacher_dir} on {data} (dev {metric})", ["split", "compress", "variant", "teacher", "student", "kept", "FLOP speed-up", "cache B/passage"], rows)
     save_json(json_path, report)
     if plot_path:
         plot_sweep(report, plot_path)
         click.echo(f"wrote {plot_path}")
+
+
+def _grid(ctx: click.Context, specs: tuple[str, ...]) -> dict[str, list]:
+    """`--grid lr=1e-4,2e-4` -> {"lr": [0.0001, 0.0002]}, each value converted and range-checked by the option it names."""
+    options = {p.name: p for p in ctx.command.params if isinstance(p, click.Option) and p.name in DistillConfig.__dataclass_fields__}
+    grid: dict[str, list] = {}
+    for spec in specs:
+        name, _, values = spec.partition("=")
+        name = name.strip().lstrip("-").replace("-", "_")
+        if name not in options or not values:
+            raise click.BadParameter(f"{spec!r}: write SETTING=V1,V2 with SETTING one of {', '.join(sorted(options))}", param_hint="--grid")
+        if name in grid:
+            raise click.BadParameter(f"{name} is given twice; list all its values in one --grid {name}=...", param_hint="--grid")
+        param = options[name]
+        grid[name] = [param.type.convert(v.strip(), param, ctx) for v in values.split(",") if v.strip()]
+    return grid
 
 
 def _human_bytes(n: float) -> str:

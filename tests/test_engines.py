@@ -287,6 +287,23 @@ def test_tensorrt_plan_from_another_machine_is_refused():
         check_built_with({**here, "compute_capability": "8.0"}, here)
 
 
+def test_served_shape_fits_the_window_and_warms_up(exported, tmp_path):
+    """The served shape CUDA graphs capture at load lies inside the checkpoint's windows (a 150-token default
+    against a 96-token window once indexed past the position table on the GPU); an explicit longer one is refused."""
+    from pathlib import Path
+
+    from dtx.engines.torch_backend import TorchRunner
+
+    _, export_dir = exported()
+    m = build_engine(export_dir, tmp_path / "t", BuildOptions(backend="torch"), progress=False)
+    d, shape = m["decoupling"], m["serve_shape"]
+    assert (shape["seq_q"], shape["seq_p"]) == (min(32, d["max_question_len"]), min(150, d["max_passage_len"]))
+    runner = TorchRunner(Path(m["checkpoint"]["path"]), m["outputs"], buckets=True)
+    runner.warm_up(shape["candidates"], shape["seq_q"], shape["seq_p"])  # what a CUDA engine captures at load, bucketed
+    with pytest.raises(EngineError, match="--seq-p .* window"):
+        build_engine(export_dir, tmp_path / "u", BuildOptions(backend="torch", seq_p=d["max_passage_len"] + 1), progress=False)
+
+
 def _no_gpu() -> bool:
     import torch
 

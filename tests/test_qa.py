@@ -214,3 +214,65 @@ def test_sweep_table_resumes_and_plots(model_dir, qa_data, tmp_path):
     assert result.exit_code == 0, result.output
     assert "kept" in result.output and (tmp_path / "s.png").stat().st_size > 0
     assert "outside 0..4" in CliRunner().invoke(main, ["sweep", str(teacher), "--data", str(qa_data), "--splits", "9", "-o", str(tmp_path / "x")]).output
+
+
+def test_sweep_cells_in_parallel_equal_cells_one_at_a_time(model_dir, qa_data, tmp_path):
+    """`--jobs 2` trains each cell in its own process; with the same threads per cell the students are the same."""
+    import os
+
+    from safetensors.torch import load_file
+
+    from dtx.train.sweep import SweepConfig, run_sweep
+
+    cfg = SweepConfig([1, 2], [2], DistillConfig(epochs=1, phase1_epochs=1, batch_size=32, train_limit=32, dev_limit=8, bf16=False))
+    teacher = model_dir("bert", "qa")
+    parallel = run_sweep(teacher, qa_data, tmp_path / "par", cfg, progress=False, jobs=2)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // 2))  # what each of the 2 workers got
+    try:
+        serial = run_sweep(teacher, qa_data, tmp_path / "ser", cfg, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    without_time = lambda row: {k: v for k, v in row.items() if k != "seconds"}  # noqa: E731
+    assert [without_time(r) for r in parallel["rows"]] == [without_time(r) for r in serial["rows"]]
+    assert [(r["split"], r["compress"]) for r in parallel["rows"]] == [(1, 2), (2, 2)]
+    for cell in ("split1-k2-distill", "split2-k2-distill"):
+        a, b = load_file(tmp_path / "par" / cell / "model.safetensors"), load_file(tmp_path / "ser" / cell / "model.safetensors")
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), cell
+    assert json.loads((tmp_path / "par" / "sweep.json").read_text())["rows"] == parallel["rows"]
+
+
+def test_sweep_cell_failing_in_a_worker_is_one_error(model_dir, tmp_path):
+    from dtx.train.sweep import SweepConfig, run_sweep
+
+    missing = tmp_path / "nowhere.json"
+    cfg = SweepConfig([1, 2], [2], DistillConfig(epochs=1, phase1_epochs=1, batch_size=32, train_limit=32, dev_limit=8))
+    with pytest.raises(DtxError, match="nowhere.json"):
+        run_sweep(model_dir("bert", "qa"), missing, tmp_path / "sweep", cfg, progress=False, jobs=2)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine")
+def test_sweep_cells_in_parallel_on_one_gpu(model_dir, qa_data, tmp_path):
+    """`--jobs` on CUDA: spawned workers share the GPU, every cell finishes, and the teacher scores as on the CPU."""
+    from dtx.train.sweep import SweepConfig, run_sweep
+
+    cfg = SweepConfig([1, 2], [2, 1], DistillConfig(epochs=1, min_epochs=1, phase1_epochs=1, batch_size=16, train_limit=32, dev_limit=8))
+    report = run_sweep(model_dir("bert", "qa"), qa_data, tmp_path / "sweep", cfg, progress=False, device="cuda", jobs=4)
+    assert [(r["split"], r["compress"]) for r in report["rows"]] == [(1, 2), (1, 1), (2, 2), (2, 1)]
+    on_cpu = run_sweep(model_dir("bert", "qa"), qa_data, tmp_path / "cpu", SweepConfig([1], [2], cfg.distill), progress=False, device="cpu")
+    assert {r["teacher"] for r in report["rows"]} == {on_cpu["rows"][0]["teacher"]}
+
+
+def test_sweep_grid_trains_a_cell_per_setting(model_dir, qa_data, tmp_path):
+    """`--grid lr=...`: one student per value, trained with it, named by it, and refused when the setting is unknown."""
+    from dtx.train.sweep import SweepConfig, run_sweep
+
+    cfg = SweepConfig([1], [2], DistillConfig(epochs=1, min_epochs=1, phase1_epochs=1, batch_size=32, train_limit=32, dev_limit=8), grid={"lr": [1e-4, 1e-3]})
+    report = run_sweep(model_dir("bert", "qa"), qa_data, tmp_path / "g", cfg, progress=False)
+    assert [r["settings"] for r in report["rows"]] == [{"lr": 1e-4}, {"lr": 1e-3}]
+    for lr in (1e-4, 1e-3):
+        meta = json.loads((tmp_path / "g" / f"split1-k2-distill-lr{lr}" / "decoupled.json").read_text())
+        assert meta["distill"]["config"]["lr"] == lr
+    bad = CliRunner().invoke(main, ["sweep", str(model_dir("bert", "qa")), "--data", str(qa_data), "--splits", "1", "-o", str(tmp_path / "x"), "--grid", "learning=1"])
+    assert bad.exit_code == 2 and "SETTING one of" in bad.output and not (tmp_path / "x").exists()

@@ -209,3 +209,38 @@ def test_distill_one_schedule_per_phase(pair_ckpt, tmp_path, monkeypatch):
     ends = [h["lr_end"] for h in report["history"]]
     assert len(ends) == 3 and ends[0] > ends[1] > ends[2] >= 0 and ends[0] < cfg.lr
     assert report["history"][0]["loss"]["kl"] > 0 and report["history"][0]["loss"]["attention"] > 0
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine")
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_finetune_on_cuda_follows_the_cpu_run(model_dir, pair_data, tmp_path, monkeypatch):
+    """fp32 on the GPU: the same losses and weights as on the CPU, up to float reassociation (dropout off:
+    the two devices draw different masks)."""
+    monkeypatch.setattr(torch.nn.functional, "dropout", lambda x, *a, **k: x)
+    cfg = FinetuneConfig(epochs=1, min_epochs=1, batch_size=16, lr=1e-3, max_len=32, bf16=False)
+    cpu = finetune_pair(model_dir("bert", "pair"), pair_data, tmp_path / "cpu", cfg, progress=False, device="cpu")
+    gpu = finetune_pair(model_dir("bert", "pair"), pair_data, tmp_path / "gpu", cfg, progress=False, device="cuda")
+    assert gpu["history"][0]["loss"]["loss"] == pytest.approx(cpu["history"][0]["loss"]["loss"], rel=1e-3)
+    a, b = _weights(tmp_path / "cpu"), _weights(tmp_path / "gpu")
+    assert all(torch.allclose(a[k], b[k], atol=5e-3) for k in a)
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_distill_on_cuda_follows_the_cpu_run(pair_ckpt, tmp_path, monkeypatch):
+    """Teacher cache, attention hooks, both phases and dev scoring on the GPU give the CPU's losses (fp32,
+    dropout off: the two devices draw different masks), and bf16 runs."""
+    monkeypatch.setattr(torch.nn.functional, "dropout", lambda x, *a, **k: x)
+    ckpt_dir, data = pair_ckpt
+    cfg = DistillConfig(epochs=1, min_epochs=1, phase1_epochs=1, batch_size=16, dev_limit=8, bf16=False)
+    cpu = distill(ckpt_dir, data, cfg, tmp_path / "cpu", progress=False, device="cpu")
+    gpu = distill(ckpt_dir, data, cfg, tmp_path / "gpu", progress=False, device="cuda")
+    for mine, theirs in zip(gpu["history"], cpu["history"], strict=True):
+        for term, value in theirs["loss"].items():
+            assert mine["loss"][term] == pytest.approx(value, rel=1e-3, abs=1e-5), term
+    bf16 = distill(ckpt_dir, data, DistillConfig(epochs=1, min_epochs=1, phase1_epochs=1, batch_size=16, dev_limit=8), tmp_path / "bf16", progress=False, device="cuda")
+    assert bf16["bf16"] and np.isfinite(bf16["history"][-1]["loss"]["total"])
+

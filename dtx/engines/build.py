@@ -10,7 +10,7 @@ from __future__ import annotations
 import platform
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -44,9 +44,23 @@ class BuildOptions:
     threads: int | None = None  # ORT intra-op threads recorded for runners (None = ORT default)
     device: str = "cpu"  # cpu | cuda
     batch: int = 20  # TensorRT profile: passages per query (opt = max)
-    seq_q: int = 32  # TensorRT profile: question length served (opt)
-    seq_p: int = 150  # TensorRT profile: passage length served (opt)
+    seq_q: int | None = None  # question tokens served (TensorRT profile opt, CUDA graph captured at load); None: SERVE_SEQ_Q within the window
+    seq_p: int | None = None  # passage tokens served; None: SERVE_SEQ_P within the window
     cuda_graphs: bool = True  # torch backend on CUDA: replay CUDA graphs (bucketed shapes, the served shape captured at load)
+
+
+SERVE_SEQ_Q, SERVE_SEQ_P = 32, 150  # DESIGN.md's served shape: a 32-token question against 150-token passages
+
+
+def fit_serve_shape(opts: BuildOptions, decoupling: dict) -> BuildOptions:
+    """The served lengths inside the checkpoint's windows: the defaults are cut to them (longer inputs never reach
+    the engine: passages are windowed), an explicit longer one is refused - its positions do not exist."""
+    q = opts.seq_q if opts.seq_q is not None else min(SERVE_SEQ_Q, decoupling["max_question_len"])
+    p = opts.seq_p if opts.seq_p is not None else min(SERVE_SEQ_P, decoupling["max_passage_len"])
+    for flag, value, window in (("--seq-q", q, decoupling["max_question_len"]), ("--seq-p", p, decoupling["max_passage_len"])):
+        if value > window:
+            raise EngineError(f"{flag} {value} is longer than the checkpoint's window ({window} tokens); pass at most {window}")
+    return replace(opts, seq_q=q, seq_p=p)
 
 
 def validate(opts: BuildOptions) -> BuildOptions:
@@ -96,6 +110,7 @@ def build_engine(export_dir: str | Path, out_dir: str | Path, opts: BuildOptions
     export = check_export(export_dir)
     seg = segmenter_for(export_dir, export)
     d = export["decoupling"]
+    opts = fit_serve_shape(opts, d)
     specs = graph_specs(d["task"], export["rep_dim"], d["num_labels"])
     outputs = {g: [t.name for t in s.outputs] for g, s in specs.items()}
     if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / ENGINE_FILE).is_file():

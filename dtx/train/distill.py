@@ -159,9 +159,9 @@ class TeacherCache:
                 ids, mask, types = _joined(_on(make_batch(seg, [examples[i] for i in indices], qa), device))
                 with autocast(device, bf16):
                     h = run_layers(encoder.layers[:-1], encoder.embed(ids, mask, types), mask)
-                real = mask.bool()
+                h, real = h.cpu(), mask.bool().cpu()  # one transfer per chunk: a sync per example stalls a shared GPU
                 for row, i in enumerate(indices):
-                    self.states[i] = h[row][real[row]].cpu().clone()
+                    self.states[i] = h[row][real[row]].clone()
         self.nbytes = sum(t.numel() * t.element_size() for t in self.states)
 
     def outputs(self, indices: list[int], mask: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:

@@ -84,6 +84,15 @@ def train_device(requested: str | None = None) -> torch.device:
     return torch.device(requested or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
+def device_name(device: torch.device) -> str:
+    """The card or processor a result was measured on, for the record beside the figure."""
+    import platform
+
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (torch {torch.__version__})"
+    return f"{platform.processor() or platform.machine()} CPU x{torch.get_num_threads()} threads (torch {torch.__version__})"
+
+
 def optimizer_and_schedule(
     params: list[torch.nn.Parameter], lr: float, weight_decay: float, total_steps: int, warmup: float
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
@@ -136,12 +145,17 @@ def cpu_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def rng_state() -> dict:
-    """torch's generator state (dropout masks), so a resumed epoch draws what the killed one would have."""
-    return {"torch": torch.get_rng_state()}
+    """torch's generator states (dropout masks: the CPU's, and the GPUs' when training there), so a resumed epoch draws what the killed one would have."""
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
 
 
 def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def mean_terms(rows: list[dict[str, float]]) -> dict[str, float]:

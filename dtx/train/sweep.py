@@ -11,15 +11,23 @@ teacher), `phase2-only` (compression trained jointly from the start, no autoenco
 
 from __future__ import annotations
 
+import itertools
 import json
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+
+import torch
+from tqdm import tqdm
 
 from dtx.atomic import write_json
 from dtx.cost import EncoderShape, cache_bytes, query_cost
 from dtx.errors import ConfigError
 from dtx.train.config import DistillConfig
 from dtx.train.distill import distill
+from dtx.train.loop import device_name, train_device
 
 VARIANTS = ("distill", "labels-only", "phase2-only", "no-pca")
 SWEEP_FILE = "sweep.json"
@@ -31,6 +39,7 @@ class SweepConfig:
     compress: list[int]
     distill: DistillConfig
     variants: list[str] = field(default_factory=lambda: ["distill"])
+    grid: dict[str, list] = field(default_factory=dict)  # distillation settings swept too: {"lr": [1e-4, 2e-4], ...}
     seq_q: int = 32
     seq_p: int = 150
     candidates: int = 20
@@ -52,7 +61,40 @@ def headline(task: str) -> str:
     return "f1" if task == "qa" else "accuracy"
 
 
-def run_sweep(teacher_dir: str | Path, data: str | Path, out_dir: str | Path, cfg: SweepConfig, progress: bool = True, device: str | None = None) -> dict:
+@dataclass(frozen=True)
+class Cell:
+    """One student of the sweep: decoupled at `split` with compression `compress`, trained as `variant` with `settings`."""
+
+    split: int
+    compress: int
+    variant: str
+    base: Path
+    settings: tuple[tuple[str, object], ...] = ()
+
+    def config(self, recipe: DistillConfig) -> DistillConfig:
+        return replace(_variant(recipe, self.variant), **dict(self.settings))
+
+    @property
+    def student(self) -> Path:
+        return self.base.parent / (f"{self.base.name}-{self.variant}" + "".join(f"-{k}{v}" for k, v in self.settings))
+
+
+def grid_settings(grid: dict[str, list]) -> list[tuple[tuple[str, object], ...]]:
+    """Every combination of the swept settings (one empty combination when nothing is swept)."""
+    names = list(grid)
+    return [tuple(zip(names, values)) for values in itertools.product(*(grid[n] for n in names))]
+
+
+def run_sweep(
+    teacher_dir: str | Path, data: str | Path, out_dir: str | Path, cfg: SweepConfig, progress: bool = True, device: str | None = None, jobs: int = 1
+) -> dict:
+    """Train every cell not yet trained (`jobs` at once, each in its own process) and tabulate them all.
+
+    One small student leaves a GPU mostly idle (a MiniLM step is a few milliseconds of kernels
+    behind Python's launch overhead), so on a GPU several cells train side by side; on a CPU the
+    cores are divided between them. Cells are independent (own directory, own seed), so a cell's
+    result does not depend on what trains beside it.
+    """
     from dtx.model.decouple import decouple
     from dtx.model.surgery import read_source_config
 
@@ -69,19 +111,69 @@ def run_sweep(teacher_dir: str | Path, data: str | Path, out_dir: str | Path, cf
     for k in cfg.compress:
         if k < 1 or source.hidden_size % k:
             raise ConfigError(f"compression {k} does not divide the hidden size {source.hidden_size}")
-    rows = []
+    cells = []
     for n in cfg.splits:
         for k in cfg.compress:
             base = out_dir / f"split{n}-k{k}"
             if not (base / "decoupled.json").is_file():
                 decouple(teacher_dir, base, n, k)
             for variant in cfg.variants if k > 1 else [v for v in cfg.variants if v not in ("phase2-only", "no-pca")]:
-                student = out_dir / f"split{n}-k{k}-{variant}"
-                settings = _variant(cfg.distill, variant)
-                report = _cached(student, settings) or distill(base, data, settings, student, progress, device)
-                rows.append(_row(report, n, layers, k, variant, source, cfg))
-                write_json(out_dir / SWEEP_FILE, {"teacher": str(teacher_dir), "data": str(data), "config": asdict(cfg), "rows": rows})
-    return {"teacher": str(teacher_dir), "data": str(data), "config": asdict(cfg), "rows": rows}
+                cells += [Cell(n, k, variant, base, settings) for settings in grid_settings(cfg.grid)]
+    reports = {c: r for c in cells if (r := _cached(c.student, c.config(cfg.distill)))}
+    where = device_name(train_device(device))
+
+    def table() -> dict:
+        rows = [_row(reports[c], c, layers, source, cfg) for c in cells if c in reports]
+        return {"teacher": str(teacher_dir), "data": str(data), "device": where, "config": asdict(cfg), "rows": rows}
+
+    todo = [c for c in cells if c not in reports]
+    if jobs <= 1 or len(todo) <= 1:
+        for c in todo:
+            reports[c] = distill(c.base, data, c.config(cfg.distill), c.student, progress, device)
+            write_json(out_dir / SWEEP_FILE, table())
+    else:
+        _train_in_parallel(todo, data, cfg, device, jobs, reports, lambda: write_json(out_dir / SWEEP_FILE, table()), progress)
+    write_json(out_dir / SWEEP_FILE, table())
+    return table()
+
+
+def _start_worker(threads: int) -> None:
+    """A spawned worker starts with library defaults: give it its share of threads and keep its log to the cell lines."""
+    from transformers.utils import logging as hf_logging
+
+    torch.set_num_threads(threads)
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def _train_in_parallel(todo: list[Cell], data, cfg: SweepConfig, device: str | None, jobs: int, reports: dict, publish, progress: bool) -> None:
+    """Distil `todo` in `jobs` spawned processes (CUDA cannot be shared across a fork), publishing the table as each ends.
+
+    A failed cell stops the cells not yet started and is raised once those running have ended
+    (each is resumable, so nothing is lost by letting them finish).
+    """
+    jobs = min(jobs, len(todo))
+    on_gpu = device == "cuda" or (device is None and torch.cuda.is_available())
+    threads = 1 if on_gpu else max(1, (os.cpu_count() or 1) // jobs)  # on a GPU a worker's CPU threads only feed it
+    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker, initargs=(threads,))
+    with pool, tqdm(total=len(todo), desc=f"sweep cells ({jobs} at once)", unit="cell", disable=not progress) as bar:
+        futures = {pool.submit(distill, c.base, data, c.config(cfg.distill), c.student, False, device): c for c in todo}
+        for future in as_completed(futures):
+            cell = futures[future]
+            try:
+                reports[cell] = future.result()
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+            publish()
+            bar.update()
+            metric = headline_of(reports[cell])
+            bar.write(f"{cell.student.name}: dev {metric} {reports[cell]['final']['student'][metric]:.4f}")
+
+
+def headline_of(report: dict) -> str:
+    """The headline metric of a distillation report (F1 for QA, accuracy for pairs)."""
+    return headline("qa" if "f1" in report["final"]["student"] else "pair")
 
 
 def _cached(student: Path, settings: DistillConfig) -> dict | None:
@@ -95,10 +187,10 @@ def _cached(student: Path, settings: DistillConfig) -> dict | None:
     return report if report and "final" in report else None
 
 
-def _row(report: dict, n: int, layers: int, k: int, variant: str, source, cfg: SweepConfig) -> dict:
+def _row(report: dict, cell: Cell, layers: int, source, cfg: SweepConfig) -> dict:
     final = report["final"]
-    task = "qa" if "f1" in final["student"] else "pair"
-    metric = headline(task)
+    metric = headline_of(report)
+    n, k = cell.split, cell.compress
     shape = EncoderShape(layers, source.hidden_size, source.intermediate_size, source.hidden_size // k)
     cost = query_cost(shape, n, cfg.seq_q, cfg.seq_p, cfg.candidates, cfg.dtype)
     s, t = final["student"][metric], final["teacher"][metric]
@@ -106,12 +198,14 @@ def _row(report: dict, n: int, layers: int, k: int, variant: str, source, cfg: S
         "split": n,
         "layers": f"{n}/{layers - n}",
         "compress": k,
-        "variant": variant,
+        "variant": cell.variant,
+        "settings": dict(cell.settings),
         "metric": metric,
         "student": s,
         "teacher": t,
         "kept_percent": 100 * s / t if t else float("nan"),
         "agreement": final["agreement"],
+        "best_epoch": report.get("best_epoch"),
         "flop_speedup": cost.flop_ratio,
         "cache_bytes_per_passage": cache_bytes(cfg.seq_p, shape.rep, cfg.dtype),
         "train_pairs": report.get("train_pairs"),
@@ -122,28 +216,49 @@ def _row(report: dict, n: int, layers: int, k: int, variant: str, source, cfg: S
     }
 
 
+def row_label(row: dict) -> str:
+    """A row's cell in words: compression, variant and swept settings."""
+    label = (f"{row['compress']}x" if row["compress"] > 1 else "no compression") + f" {row['variant']}"
+    return label + "".join(f" {k}={v}" for k, v in (row.get("settings") or {}).items())
+
+
 def plot_sweep(report: dict, path: str) -> None:
-    """Accuracy kept (left) and per-query FLOP speed-up (right) against the split, one line per compression."""
+    """Accuracy kept (left) and per-query FLOP speed-up (right) against the split, one line per cell kind;
+    bars when the sweep has a single split (an ablation or a settings sweep)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    groups: dict[tuple[int, str], list[dict]] = {}
-    for r in report["rows"]:
-        groups.setdefault((r["compress"], r["variant"]), []).append(r)
-    for (k, variant), rows in sorted(groups.items()):
-        rows = sorted(rows, key=lambda r: r["split"])
-        label = f"{k}x {variant}" if k > 1 else f"no compression {variant}"
-        ax1.plot([r["split"] for r in rows], [r["kept_percent"] for r in rows], marker="o", label=label)
-        ax2.plot([r["split"] for r in rows], [r["flop_speedup"] for r in rows], marker="o", label=label)
-    metric = report["rows"][0]["metric"] if report["rows"] else "metric"
-    ax1.set(xlabel="split N (layers in the input component)", ylabel=f"student {metric} / teacher (%)", title="accuracy kept")
-    ax2.set(xlabel="split N", ylabel="coupled / decoupled FLOPs per query", title="compute saved")
+    rows = report["rows"]
+    metric = rows[0]["metric"] if rows else "metric"
+    splits = sorted({r["split"] for r in rows})
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.5))
+    if len(splits) == 1:
+        labels = [row_label(r) for r in rows]
+        for ax, key in ((ax1, "kept_percent"), (ax2, "flop_speedup")):
+            bars = ax.bar(range(len(rows)), [r[key] for r in rows], color="tab:blue")
+            ax.bar_label(bars, fmt="%.1f", fontsize=8)
+            ax.set_xticks(range(len(rows)), labels, rotation=20, ha="right", fontsize=8)
+        where = f" (split {splits[0]}: {rows[0]['layers']} layers)"
+        ax1.set(ylabel=f"student {metric} / teacher (%)", title="accuracy kept" + where)
+        ax2.set(ylabel="coupled / decoupled FLOPs per query (x)", title="compute saved" + where)
+    else:
+        groups: dict[str, list[dict]] = {}
+        for r in rows:
+            groups.setdefault(row_label(r), []).append(r)
+        for label, group in sorted(groups.items()):
+            group = sorted(group, key=lambda r: r["split"])
+            ax1.plot([r["split"] for r in group], [r["kept_percent"] for r in group], marker="o", label=label)
+            ax2.plot([r["split"] for r in group], [r["flop_speedup"] for r in group], marker="o", label=label)
+        ax1.set(xlabel="split N (layers in the input component)", ylabel=f"student {metric} / teacher (%)", title="accuracy kept")
+        ax2.set(xlabel="split N", ylabel="coupled / decoupled FLOPs per query (x)", title="compute saved")
+        for ax in (ax1, ax2):
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.legend(fontsize=8)
     for ax in (ax1, ax2):
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
