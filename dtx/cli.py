@@ -12,7 +12,11 @@ from pathlib import Path
 
 import click
 
+from dtx.cost import BYTES_PER_VALUE
+from dtx.data.splits import SPLITS
+from dtx.engines.manifest import BACKENDS, DEVICES, PRECISIONS
 from dtx.errors import DtxError
+from dtx.store.quantize import DTYPES
 from dtx.train.config import DistillConfig, FinetuneConfig
 
 
@@ -120,7 +124,7 @@ def decouple(model_dir, split, compress, task, num_labels, max_question_len, max
 @click.option("--seq-q", type=click.IntRange(1), default=32, show_default=True, help="Question tokens for the cost of one query.")
 @click.option("--seq-p", type=click.IntRange(1), default=150, show_default=True, help="Passage tokens for the cost of one query.")
 @click.option("--candidates", "-K", type=click.IntRange(1), default=20, show_default=True, help="Cached passages per query.")
-@click.option("--dtype", type=click.Choice(["fp32", "fp16", "int8"]), default="fp16", show_default=True, help="Cache value type.")
+@click.option("--dtype", type=click.Choice(list(BYTES_PER_VALUE)), default="fp16", show_default=True, help="Cache value type.")
 @click.option("--json", "json_path", type=OUTPUT_FILE, help="Also write the report as JSON.")
 def info(ckpt_dir, seq_q, seq_p, candidates, dtype, json_path):
     """Describe a decoupled checkpoint: parts, sizes, and the cost of one query (DESIGN.md section 5)."""
@@ -192,24 +196,28 @@ def export_cmd(path, out_dir, opset, check, ckpt_dir, overwrite):
 
 
 @main.command("build-engine")
-@click.argument("export_dir", type=click.Path(file_okay=False))
-@click.option("--backend", type=click.Choice(["ort", "trt", "torch", "aoti"]), default="ort", show_default=True, help="Engine backend (aoti: torch.export + AOTInductor, compiled for this machine's CPU or GPU).")
+@click.argument("export_dir", required=False, type=click.Path(file_okay=False))
+@click.option("--backend", type=click.Choice(BACKENDS), default="ort", show_default=True, help="Engine backend (aoti: torch.export + AOTInductor, compiled for this machine's CPU or GPU).")
 @click.option("--fp16", is_flag=True, help="Float16 graphs (LayerNorm, softmax, mask kept in fp32).")
-@click.option("--int8", is_flag=True, help="INT8 (needs --calib): dynamic on ORT CPU, Q/DQ for TensorRT.")
+@click.option("--int8", is_flag=True, help="INT8: dynamic on ORT CPU (no calibration needed), Q/DQ for TensorRT (needs --calib).")
 @click.option("--int8-mode", type=click.Choice(["dynamic", "qdq"]), help="INT8 flavour (default: dynamic for ort, qdq for trt).")
-@click.option("--calib", type=click.Path(dir_okay=False), help="Real pairs for INT8 calibration and drift (JSONL, TSV or BIG-bench task).")
+@click.option("--calib", type=click.Path(dir_okay=False), help="Real pairs for Q/DQ calibration and for drift (JSONL, TSV or BIG-bench task); without it drift runs on random-token pairs.")
 @click.option("--int8-keep-float", type=click.IntRange(0), default=0, show_default=True, help="Dynamic INT8: keep this many of each graph's most error-prone MatMuls (measured on --calib pairs) in float32.")
 @click.option("--drift-pairs", type=click.IntRange(1), default=500, show_default=True, help="Real pairs on which fp16/int8 drift is measured.")
 @click.option("--threads", type=click.IntRange(1), help="ONNX Runtime intra-op threads (default: ORT's choice).")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True)
 @click.option("--batch", type=click.IntRange(1), default=20, show_default=True, help="TensorRT profile: passages per query.")
 @click.option("--seq-q", type=click.IntRange(3), help="Question tokens served (TensorRT profile, CUDA graph captured at load) [default: 32, at most the checkpoint's window].")
 @click.option("--seq-p", type=click.IntRange(3), help="Passage tokens served [default: 150, at most the checkpoint's window].")
 @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), help="Engine directory (default: EXPORT_DIR-BACKEND-PRECISION).")
 @click.option("--verbose", "-v", is_flag=True, help="Print fused and quantized op counts per graph.")
 def build_engine_cmd(export_dir, backend, fp16, int8, int8_mode, calib, int8_keep_float, drift_pairs, threads, device, batch, seq_q, seq_p, out_dir, verbose):
-    """Build an engine directory (all three graphs, same treatment) from an export."""
+    """Build an engine directory (all three graphs, same treatment) from an export.
+
+    EXPORT_DIR defaults to the one export in the working directory (what `dtx export CKPT_DIR` wrote there).
+    """
     _quiet_transformers()
+    from dtx.artifacts import find_artifact
     from dtx.engines.build import BuildOptions, build_engine
     from dtx.report import emit
 
@@ -217,6 +225,9 @@ def build_engine_cmd(export_dir, backend, fp16, int8, int8_mode, calib, int8_kee
         raise click.UsageError("--fp16 and --int8 are two precisions: pass one of them (or neither, for fp32)")
     precision = "fp16" if fp16 else "int8" if int8 else "fp32"
     opts = BuildOptions(backend, precision, int8_mode, calib, int8_keep_float=int8_keep_float, drift_pairs=drift_pairs, threads=threads, device=device, batch=batch, seq_q=seq_q, seq_p=seq_p)
+    if export_dir is None:
+        export_dir = str(find_artifact("export"))
+        click.echo(f"export: {export_dir} (the one in this directory)")
     out_dir = out_dir or f"{str(export_dir).rstrip('/')}-{backend}-{precision}"
     m = build_engine(export_dir, out_dir, opts)
     if verbose:
@@ -226,9 +237,9 @@ def build_engine_cmd(export_dir, backend, fp16, int8, int8_mode, calib, int8_kee
         click.echo(f"fp32 engine vs export: worst max-abs {m['parity']['worst_max_abs']:.2e} (tolerance {m['parity']['tolerance_max_abs']:g})")
     if "drift" in m:
         emit(
-            f"{precision} drift vs fp32 export on {m['drift']['decoupled']['pairs']} real pairs",
+            f"{precision} drift vs fp32 export on {m['drift']['source']}",
             ["path", "max-abs", "same prediction"],
-            [[k, v["max_abs"], f"{100 * v['agreement']:.1f}%"] for k, v in m["drift"].items()],
+            [[k, m["drift"][k]["max_abs"], f"{100 * m['drift'][k]['agreement']:.1f}%"] for k in ("decoupled", "coupled")],
         )
     click.echo(f"wrote {out_dir} ({backend} {precision}{' ' + m['int8_mode'] if m['int8_mode'] else ''}) in {m['build_seconds']:.1f} s")
 
@@ -252,7 +263,7 @@ _FT = FinetuneConfig()
 @click.option("--dev-limit", type=click.IntRange(1), default=_FT.dev_limit, show_default=True, help="Evaluate on at most N held-out pairs.")
 @click.option("--seed", type=int, default=_FT.seed, show_default=True)
 @click.option("--bf16/--no-bf16", default=None, help="bf16 autocast (default: on where the device computes bf16 natively: CUDA, AVX512-BF16/AMX CPUs).")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), help="Train on this device (default: CUDA when present, else the CPU).")
+@click.option("--device", type=click.Choice(DEVICES), help="Train on this device (default: CUDA when present, else the CPU).")
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False))
 @click.option("--overwrite", is_flag=True, help="Replace OUT (default: refuse; an unfinished run in OUT with the same settings resumes).")
 def finetune(model_dir, task, data, epochs, patience, min_epochs, batch_size, lr, warmup, max_len, doc_stride, train_limit, dev_limit, seed, bf16, device, out_dir, overwrite):
@@ -302,7 +313,7 @@ def _distill_options(f):
             click.option("--dev-limit", type=click.IntRange(1), default=_DC.dev_limit, show_default=True),
             click.option("--seed", type=int, default=_DC.seed, show_default=True),
             click.option("--bf16/--no-bf16", default=None, help="bf16 autocast (default: where the device computes bf16 natively)."),
-            click.option("--device", type=click.Choice(["cpu", "cuda"]), help="Train on this device (default: CUDA when present, else the CPU)."),
+            click.option("--device", type=click.Choice(DEVICES), help="Train on this device (default: CUDA when present, else the CPU)."),
         ]
     ):
         f = option(f)
@@ -387,7 +398,7 @@ def _human_bytes(n: float) -> str:
 @click.option("--seq-p", type=click.IntRange(1), default=150, show_default=True, help="Tokens per passage.")
 @click.option("--hidden", type=click.IntRange(1), default=768, show_default=True, help="Hidden size of the encoder.")
 @click.option("--compress", "-k", type=click.IntRange(1), default=1, show_default=True, help="Compression ratio (rep_dim = hidden / k).")
-@click.option("--dtype", type=click.Choice(["fp32", "fp16", "int8"]), default="fp16", show_default=True, help="Cache value type.")
+@click.option("--dtype", type=click.Choice(list(BYTES_PER_VALUE)), default="fp16", show_default=True, help="Cache value type.")
 @click.option("--layers", type=click.IntRange(1), help="L, for the per-query compute (with --split).")
 @click.option("--split", type=click.IntRange(0), help="N, for the per-query compute (with --layers).")
 @click.option("--intermediate", type=click.IntRange(1), help="Feed-forward width (default 4 x hidden).")
@@ -438,11 +449,11 @@ def plan(passages, seq_p, hidden, compress, dtype, layers, split, intermediate, 
 @click.argument("corpus", type=click.Path(dir_okay=False))
 @click.option("--engine", "engine_dir", required=True, type=click.Path(file_okay=False), help="Engine directory whose input component encodes the passages.")
 @click.option("-o", "--out", "store", required=True, help="Store to create or resume (a path, or an s3:// / gs:// URI).")
-@click.option("--dtype", type=click.Choice(["fp16", "int8"]), default="fp16", show_default=True, help="Stored value type (int8: a scale per token).")
+@click.option("--dtype", type=click.Choice(DTYPES), default="fp16", show_default=True, help="Stored value type (int8: a scale per token).")
 @click.option("--batch", type=click.IntRange(1), default=32, show_default=True, help="Windows per input-component call (length-bucketed).")
 @click.option("--chunk", type=click.IntRange(1), default=512, show_default=True, help="Passages per atomic commit (the unit a kill can lose).")
 @click.option("--limit", type=click.IntRange(1), help="Index only the first N passages of the corpus.")
-@click.option("--split", type=click.Choice(["all", "dev", "train"]), default="all", show_default=True, help="dev: only the passages training held out (by the same hash finetune and distill split by).")
+@click.option("--split", type=click.Choice(SPLITS), default="all", show_default=True, help="dev: only the passages training held out (by the same hash finetune and distill split by).")
 @click.option("--threads", type=click.IntRange(1), help="ONNX Runtime intra-op threads (per Ray actor with --ray).")
 @click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, help="Encode on Ray: `--ray` starts a local instance, `--ray ADDRESS` joins a cluster.")
 @click.option("--json", "json_path", type=OUTPUT_FILE, help="Also write the report (with passages/s) as JSON.")
@@ -547,25 +558,32 @@ def check_store(store, queries, limit, k, engine_dir, json_path):
 @click.option("--candidates", "-K", callback=_int_list, default="20", show_default=True, help="Passages per query, or a comma list for a sweep.")
 @click.option("--seq-q", type=click.IntRange(3), default=32, show_default=True, help="Question tokens (specials included).")
 @click.option("--seq-p", type=click.IntRange(3), default=150, show_default=True, help="Passage tokens (specials included).")
-@click.option("--backend", type=click.Choice(["ort", "trt", "torch", "aoti"]), default="ort", show_default=True)
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True)
+@click.option("--backend", type=click.Choice(BACKENDS), default="ort", show_default=True)
+@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True)
 @click.option("--calib", type=click.Path(dir_okay=False), help="Real pairs for INT8 calibration (required with --precision int8).")
 @click.option("--runs", "-r", type=click.IntRange(1), default=20, show_default=True, help="Timed queries per configuration.")
 @click.option("--warmup", type=click.IntRange(0), default=2, show_default=True)
 @click.option("--threads", type=click.IntRange(1), help="ONNX Runtime intra-op threads (default: one per core).")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True)
 @click.option("--cuda-graphs/--no-cuda-graphs", default=True, show_default=True, help="Torch backend on CUDA: replay captured CUDA graphs.")
 @click.option("--fp32-baseline/--no-fp32-baseline", default=True, show_default=True, help="With --precision fp16/int8: also time the coupled model in fp32 (builds a second engine).")
 @click.option("--json", "json_path", type=OUTPUT_FILE, help="Write the full report (every timing) as JSON.")
 @click.option("--plot", "plot_path", type=OUTPUT_FILE, help="Write a PNG of latency and speed-up vs split (or K).")
 def bench(target, arch, splits, compress, candidates, seq_q, seq_p, backend, precision, calib, runs, warmup, threads, device, cuda_graphs, fp32_baseline, json_path, plot_path):
-    """Per-query latency, decoupled vs coupled, on an engine, export, checkpoint or --arch preset."""
+    """Per-query latency, decoupled vs coupled, on an engine, export, checkpoint or --arch preset.
+
+    With neither TARGET nor --arch: the one engine in the working directory (what `dtx build-engine` wrote there).
+    """
     _quiet_transformers()
+    from dtx.artifacts import find_artifact
     from dtx.bench.run import BenchConfig, plot, run_bench, summary_rows
     from dtx.report import emit, save_json
 
-    if (target is None) == (arch is None):
-        raise click.UsageError("pass TARGET (engine, export or checkpoint directory) or --arch PRESET, one of them")
+    if target is not None and arch is not None:
+        raise click.UsageError("pass TARGET (engine, export or checkpoint directory) or --arch PRESET, not both")
+    if target is None and arch is None:
+        target = str(find_artifact("engine"))
+        click.echo(f"engine: {target} (the one in this directory)")
     cfg = BenchConfig(target, arch, splits or [5], compress, candidates, seq_q, seq_p, backend, precision, calib, runs, warmup, threads, device, cuda_graphs=cuda_graphs, fp32_baseline=fp32_baseline)
     if target is not None and splits is None:
         cfg.splits = [None]
@@ -589,7 +607,7 @@ def bench(target, arch, splits, compress, candidates, seq_q, seq_p, backend, pre
 @main.command("eval")
 @click.argument("model", type=click.Path(file_okay=False))
 @click.option("--data", required=True, type=click.Path(dir_okay=False), help="QA: SQuAD JSON / JSONL with answers / Disfl-QA; pair: labelled pairs; re-ranking JSONL.")
-@click.option("--split", type=click.Choice(["dev", "train", "all"]), default="dev", show_default=True, help="dev: the passages training held out.")
+@click.option("--split", type=click.Choice(SPLITS), default="dev", show_default=True, help="dev: the passages training held out.")
 @click.option("--limit", type=click.IntRange(1), default=1000, show_default=True, help="Score the first N examples of the split.")
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
 @click.option("--threads", type=click.IntRange(1), help="ONNX Runtime intra-op threads.")
@@ -650,7 +668,7 @@ def eval_store(store, data, k, limit, engine_dir, threads, json_path):
 @click.option("--passages", type=click.IntRange(1), default=1_000_000, show_default=True, help="Passages in the timing store.")
 @click.option("--seq-p", type=click.IntRange(3), default=150, show_default=True, help="Tokens per stored passage.")
 @click.option("-K", "--candidates", type=click.IntRange(1), default=20, show_default=True, help="Passages fetched per query.")
-@click.option("--dtype", type=click.Choice(["fp16", "int8"]), default="int8", show_default=True)
+@click.option("--dtype", type=click.Choice(DTYPES), default="int8", show_default=True)
 @click.option("-r", "--runs", type=click.IntRange(1), default=200, show_default=True, help="Timed queries.")
 @click.option("--threads", type=click.IntRange(1), help="ONNX Runtime intra-op threads.")
 @click.option("--json", "json_path", type=OUTPUT_FILE, help="Also write the report as JSON.")

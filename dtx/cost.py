@@ -88,7 +88,7 @@ def query_cost(shape: EncoderShape, split: int, seq_q: int, seq_p: int, candidat
     coupled = K * layer_flops(pair, pair, d, f) * L
     decoupled = (
         layer_flops(seq_q, seq_q, d, f) * N + codec(seq_q)  # the question once, input component
-        + codec(K * pair)  # decompress question (per candidate row) and passages
+        + codec(seq_q) + codec(K * seq_p)  # decompress the question once (its rows are gathered per candidate) and the passages
         + K * layer_flops(pair, pair, d, f) * M
     )
     return QueryCost(

@@ -42,7 +42,7 @@ BAD = [
     ("bench", ["--arch", "bert-base", "-K", "-1"], "--candidates"),
     ("bench", ["--arch", "bert-base", "--runs", "0"], "--runs"),
     ("bench", ["--arch", "bert-base", "--seq-q", "100000"], "512 positions"),
-    ("bench", [X, "--arch", "bert-base"], "one of them"),
+    ("bench", [X, "--arch", "bert-base"], "not both"),
     ("eval", [X, "--data", X, "--batch-size", "0"], "--batch-size"),
     ("eval", [X, "--data", X, "--limit", "-1"], "--limit"),
     ("eval-store", [X, "--data", X, "-k", "0"], "-k"),

@@ -1,5 +1,9 @@
 """The cost model against hand counts (DESIGN.md section 5)."""
 
+from dataclasses import replace
+
+import numpy as np
+
 from dtx.cost import EncoderShape, cache_bytes, layer_flops, query_cost
 
 
@@ -18,7 +22,8 @@ def test_layer_flops_hand_count():
 def test_compressed_flops_include_codec():
     plain = query_cost(EncoderShape(2, 8, 16), 1, 3, 5, 2)
     packed = query_cost(EncoderShape(2, 8, 16, rep_dim=4), 1, 3, 5, 2)
-    assert packed.decoupled_flops - plain.decoupled_flops == 2 * 3 * 8 * 4 + 2 * 2 * 8 * 8 * 4
+    # compress the 3-token question, decompress it once and the 2 passages of 5 tokens
+    assert packed.decoupled_flops - plain.decoupled_flops == 2 * 3 * 8 * 4 + 2 * (3 + 2 * 5) * 8 * 4
     assert packed.passage_index_flops - plain.passage_index_flops == 2 * 5 * 8 * 4
 
 
@@ -48,3 +53,33 @@ def test_plan_reproduces_the_seed_example():
     assert "1.70x" in plan("--layers", "12", "--split", "5")
     bad = CliRunner().invoke(main, ["plan", "--passages", "10", "--hidden", "768", "-k", "5"])
     assert bad.exit_code == 1 and "does not divide" in bad.output
+
+
+def test_codec_cost_matches_what_the_model_runs(model_dir, tmp_path):
+    """The codec FLOPs of query_cost equal the compressor/decompressor matmuls one query really runs:
+    the question compressed and decompressed once (its rows gathered per candidate), K passages decompressed."""
+    import torch
+
+    from dtx.model.decouple import decouple
+    from dtx.model.samples import random_pairs
+
+    ckpt = decouple(model_dir("bert", "qa"), tmp_path / "ckpt", split=1, compress=2)
+    model, cfg = ckpt.model.eval(), ckpt.config
+    tokens = {"compressor": 0, "decompressor": 0}
+    hooks = [getattr(part, name).register_forward_hook(lambda m, args, out, name=name: tokens.__setitem__(name, tokens[name] + args[0].shape[:-1].numel()))
+             for part, name in ((model.input, "compressor"), (model.cross, "decompressor"))]
+    lq, lp, k = 9, 21, 5
+    batch = random_pairs(ckpt.segmenter(), np.random.default_rng(0), k, lq, lp, bq=1)
+    q, p = (tuple(torch.from_numpy(a) for a in (s.input_ids, s.attention_mask, s.token_type_ids)) for s in (batch.question, batch.passage))
+    with torch.no_grad():
+        q_rep = model.input(*q)  # query time: the question only; passages come from the cache
+        p_rep = model.input(*p)
+        tokens["compressor"] -= k * lp  # ...so their compression is indexing work, not the query's
+        model.cross(q_rep, q[1], p_rep, p[1])
+    for h in hooks:
+        h.remove()
+    d, r = cfg.hidden_size, cfg.rep_dim
+    shape = EncoderShape(cfg.num_layers, d, 4 * d)  # the feed-forward width cancels out of the codec difference
+    codec = query_cost(replace(shape, rep_dim=r), 1, lq, lp, k).decoupled_flops - query_cost(shape, 1, lq, lp, k).decoupled_flops
+    assert tokens == {"compressor": lq, "decompressor": lq + k * lp}
+    assert codec == 2 * d * r * (tokens["compressor"] + tokens["decompressor"])

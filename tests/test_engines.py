@@ -86,7 +86,8 @@ def test_int8_dynamic_reports_drift(engine, disfl_qa):
     assert m["int8_mode"] == "dynamic"
     assert all("MatMulInteger" in m["fused_ops"][g] for g in GRAPHS)
     for path in ("decoupled", "coupled"):
-        assert m["drift"][path]["pairs"] == 24 and 0 < m["drift"][path]["max_abs"] < 5
+        d = m["drift"][path]  # int8 moves the logits a little (observed ~0.03 here), a broken scale moves them by whole units
+        assert d["pairs"] == 24 and 0 < d["max_abs"] < 0.25 and d["agreement"] >= 0.75
 
 
 def test_int8_keeps_the_output_matmuls_float(engine, exported, disfl_qa):
@@ -225,9 +226,14 @@ def cli_error(args) -> str:
 
 
 def test_int8_without_calibration(exported, tmp_path):
+    """Dynamic INT8 needs no calibration file (drift on random-token pairs, said so); the modes that calibrate refuse to guess."""
     _, export_dir = exported()
-    assert "--calib" in cli_error(["build-engine", str(export_dir), "--int8", "-o", str(tmp_path / "e")])
+    m = build_engine(export_dir, tmp_path / "e", BuildOptions(precision="int8", drift_pairs=16), progress=False)
+    assert m["int8_mode"] == "dynamic" and "random-token pairs" in m["drift"]["source"] and m["drift"]["coupled"]["pairs"] == 16
+    assert "--calib" in cli_error(["build-engine", str(export_dir), "--int8", "--int8-mode", "qdq", "-o", str(tmp_path / "q")])
+    assert "--calib" in cli_error(["build-engine", str(export_dir), "--int8", "--int8-keep-float", "2", "-o", str(tmp_path / "k")])
     assert "does not exist" in cli_error(["build-engine", str(export_dir), "--int8", "--calib", str(tmp_path / "none.jsonl")])
+    assert not (tmp_path / "q").exists() and not (tmp_path / "k").exists()
 
 
 def test_trt_without_tensorrt_is_one_line(exported, tmp_path):

@@ -9,7 +9,8 @@ import pytest
 
 from dtx.data.pairs import Pair, read_pairs
 from dtx.errors import DtxError
-from dtx.train.finetune import FinetuneConfig, finetune_pair, pair_metrics
+from dtx.eval.metrics import pair_metrics
+from dtx.train.finetune import FinetuneConfig, finetune_pair
 from dtx.data.splits import split_by_passage
 
 

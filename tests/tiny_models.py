@@ -53,14 +53,14 @@ def _roberta_tokenizer(path: Path) -> RobertaTokenizer:
     return RobertaTokenizer(vocab=str(path / "vocab.json"), merges=str(path / "merges.txt"))
 
 
-def _config(arch: str, vocab_size: int):
+def _config(arch: str, vocab_size: int, positions: int = 128):
     if arch == "bert":
-        return BertConfig(vocab_size=vocab_size, max_position_embeddings=128, type_vocab_size=2, **TINY)
+        return BertConfig(vocab_size=vocab_size, max_position_embeddings=positions, type_vocab_size=2, **TINY)
     if arch == "electra":  # embedding_size != hidden_size, as in ELECTRA-small
-        return ElectraConfig(vocab_size=vocab_size, embedding_size=16, max_position_embeddings=128, **TINY)
+        return ElectraConfig(vocab_size=vocab_size, embedding_size=16, max_position_embeddings=positions, **TINY)
     if arch == "roberta":
         return RobertaConfig(
-            vocab_size=vocab_size, max_position_embeddings=130, type_vocab_size=1, pad_token_id=1, bos_token_id=0, eos_token_id=2, **TINY
+            vocab_size=vocab_size, max_position_embeddings=positions + 2, type_vocab_size=1, pad_token_id=1, bos_token_id=0, eos_token_id=2, **TINY
         )
     raise KeyError(arch)
 
@@ -68,11 +68,11 @@ def _config(arch: str, vocab_size: int):
 TINY_ARCHS = ("bert", "electra", "roberta")
 
 
-def build_tiny(arch: str, task: str, out: Path, seed: int = 0) -> Path:
+def build_tiny(arch: str, task: str, out: Path, seed: int = 0, positions: int = 128) -> Path:
     """Write a tiny random-weight fine-tuned-looking model (`...ForQuestionAnswering` etc.) to `out`."""
     out.mkdir(parents=True, exist_ok=True)
     tok = _roberta_tokenizer(out) if arch == "roberta" else _bert_tokenizer(out)
-    config = _config(arch, len(tok))
+    config = _config(arch, len(tok), positions)
     torch.manual_seed(seed)
     if task == "qa":
         model = AutoModelForQuestionAnswering.from_config(config)

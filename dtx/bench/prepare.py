@@ -10,11 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from dtx.artifacts import target_kind
 from dtx.engines.build import BuildOptions, build_engine, validate
-from dtx.engines.manifest import ENGINE_FILE, read_engine_manifest
+from dtx.engines.manifest import read_engine_manifest
 from dtx.errors import ConfigError, DtxError
-from dtx.export.manifest import MANIFEST_FILE
-from dtx.model.checkpoint import META_FILE, TEACHER_DIR
+from dtx.model.checkpoint import TEACHER_DIR
 
 BENCH_PARITY_SHAPES = [(2, 8, 16)]  # the bench's own exports check parity on one small shape
 
@@ -26,14 +26,9 @@ class Prepared:
     source: str  # what was benchmarked, in words
 
 
-def target_kind(target: str | None) -> str:
-    if target is None:
-        return "arch"
-    path = Path(target)
-    for kind, marker in (("engine", ENGINE_FILE), ("export", MANIFEST_FILE), ("checkpoint", META_FILE)):
-        if (path / marker).is_file():
-            return kind
-    raise DtxError(f"{target} is not an engine, export or checkpoint directory; pass one of those or use --arch PRESET")
+def bench_source(target: str | None) -> str:
+    """What the bench runs on: an artifact directory's kind, or "arch" (a random-weight preset, no TARGET)."""
+    return "arch" if target is None else target_kind(target)
 
 
 def source_model(target: str | None, arch: str | None, work: Path) -> Path:
@@ -67,7 +62,7 @@ def prepare(
     from dtx.export.exporter import export_checkpoint
     from dtx.model.decouple import decouple
 
-    kind = target_kind(target)
+    kind = bench_source(target)
     validate(opts)
     if kind == "engine":
         return Prepared(Path(target), None, f"engine {target}")

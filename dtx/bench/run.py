@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from dtx.bench.prepare import check_split, engine_limits, prepare, target_kind
+from dtx.bench.prepare import bench_source, check_split, engine_limits, prepare
 from dtx.bench.stats import Latency, gflops_per_second, speedup
 from dtx.bench.workload import QueryWorkload, Shape
 from dtx.cost import EncoderShape, query_cost
@@ -46,7 +46,7 @@ def model_limits(cfg: BenchConfig) -> dict:
 
     from dtx.model.presets import PRESETS
 
-    kind = target_kind(cfg.target)
+    kind = bench_source(cfg.target)
     if kind == "arch":
         if cfg.arch not in PRESETS:
             raise ConfigError(f"unknown --arch {cfg.arch!r}; available are: {', '.join(PRESETS)}")
@@ -87,7 +87,7 @@ def run_bench(cfg: BenchConfig, progress: bool = True) -> dict:
     # drift of the bench's own int8/fp16 builds is checked on 64 pairs (dtx build-engine does 500)
     opts = BuildOptions(cfg.backend, cfg.precision, calib=cfg.calib, drift_pairs=64, threads=cfg.threads, device=cfg.device, batch=max(cfg.candidates), seq_q=cfg.seq_q, seq_p=cfg.seq_p, cuda_graphs=cfg.cuda_graphs)
     report = {"config": asdict(cfg), "rows": [], "interrupted": False, "machine": machine(cfg), "producers": producers()}
-    splits = cfg.splits if target_kind(cfg.target) not in ("engine", "export") else [None]
+    splits = cfg.splits if bench_source(cfg.target) not in ("engine", "export") else [None]
     with tempfile.TemporaryDirectory(prefix="dtx-bench-") as tmp:
         try:
             for split in splits:

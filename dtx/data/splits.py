@@ -8,6 +8,8 @@ import numpy as np
 
 from dtx.data.pairs import Pair
 
+SPLITS = ("dev", "train", "all")  # dev: the passages training holds out (by a hash of the passage text)
+
 
 DEV_PERCENT = 10  # share of passages held out, the default of every command
 

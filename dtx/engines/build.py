@@ -64,14 +64,17 @@ def fit_serve_shape(opts: BuildOptions, decoupling: dict) -> BuildOptions:
 
 
 def validate(opts: BuildOptions) -> BuildOptions:
-    if opts.precision == "int8" and not opts.calib:
-        raise EngineError(
-            "--int8 needs real calibration texts: pass --calib FILE (JSONL/TSV of question/passage pairs, "
-            "or a BIG-bench task file such as ../shared/data/disfl_qa.task.json.gz)"
-        )
+    """Refuse option sets that cannot build, before any work. Calibration data is needed only where a mode
+    calibrates: static Q/DQ INT8 (activation ranges) and `--int8-keep-float` (which MatMuls hurt most);
+    dynamic INT8 computes its ranges at run time, and fp16/int8 drift falls back to random-token pairs."""
     if opts.calib and not Path(opts.calib).is_file():
         raise EngineError(f"calibration file {opts.calib} does not exist")
     mode = opts.int8_mode or ("qdq" if opts.backend == "trt" else "dynamic")
+    real_pairs = "(JSONL/TSV of question/passage pairs, or a BIG-bench task file such as ../shared/data/disfl_qa.task.json.gz)"
+    if opts.precision == "int8" and mode == "qdq" and not opts.calib:
+        raise EngineError(f"static Q/DQ INT8 calibrates activation ranges on real texts: pass --calib FILE {real_pairs}")
+    if opts.precision == "int8" and opts.int8_keep_float and not opts.calib:
+        raise EngineError(f"--int8-keep-float measures each MatMul's error on real texts: pass --calib FILE {real_pairs}")
     if opts.precision == "int8" and opts.backend == "trt" and mode != "qdq":
         raise EngineError("TensorRT runs INT8 only from a Q/DQ graph; drop --int8-mode or use --int8-mode qdq")
     if opts.backend in ("torch", "aoti") and opts.precision == "int8":
@@ -193,9 +196,9 @@ def build_engine(export_dir: str | Path, out_dir: str | Path, opts: BuildOptions
             with _built_runner(tmp, files, outputs, opts, export, manifest) as built:
                 if opts.precision == "fp32":
                     manifest["parity"] = _fp32_parity(built, reference, seg)
-                elif opts.calib:
-                    batches = load_batches(opts.calib, seg, opts.drift_pairs, seed=2)
-                    manifest["drift"] = measure_drift(built, reference, batches, progress=progress)
+                else:
+                    batches, source = _drift_batches(opts, seg)
+                    manifest["drift"] = {**measure_drift(built, reference, batches, progress=progress), "source": source}
         manifest["build_seconds"] = round(time.perf_counter() - started, 2)
         write_json(tmp / ENGINE_FILE, manifest)
     return manifest
@@ -223,6 +226,16 @@ def _built_runner(tmp: Path, files: dict[str, str], outputs: dict, opts: BuildOp
 
         return TorchRunner(Path(export["checkpoint"]["path"]), outputs, opts.device, opts.precision, cuda_graphs=opts.cuda_graphs)
     return OrtRunner({g: tmp / files[g] for g in GRAPHS}, outputs, threads=opts.threads, device=opts.device)
+
+
+def _drift_batches(opts: BuildOptions, seg) -> tuple[list, str]:
+    """The pairs fp16/int8 drift is measured on, and what they are: real pairs from --calib when given,
+    else random-token pairs of the served shape (a weaker check: it says so in engine.json)."""
+    if opts.calib:
+        return load_batches(opts.calib, seg, opts.drift_pairs, seed=2), f"{opts.drift_pairs} real pairs from {opts.calib} (at most)"
+    rng = np.random.default_rng(2)
+    batches = [random_pairs(seg, rng, min(8, opts.drift_pairs - i), opts.seq_q, opts.seq_p) for i in range(0, opts.drift_pairs, 8)]
+    return batches, f"{opts.drift_pairs} random-token pairs of {opts.seq_q} + {opts.seq_p} tokens (no --calib given)"
 
 
 def _fp32_parity(built, reference: OrtRunner, seg) -> dict:

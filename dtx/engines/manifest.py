@@ -13,6 +13,7 @@ KIND = "dtx-engine"
 FORMAT_VERSION = 1
 BACKENDS = ("ort", "trt", "torch", "aoti")
 PRECISIONS = ("fp32", "fp16", "int8")
+DEVICES = ("cpu", "cuda")
 
 
 class EngineError(DtxError):

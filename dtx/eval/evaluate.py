@@ -16,14 +16,13 @@ import numpy as np
 from dtx.data.pairs import Pair, read_pairs
 from dtx.errors import DtxError
 from dtx.eval.predict import qa_side_by_side, run_pair
-from dtx.data.splits import dev_subset, split_by_passage
+from dtx.data.splits import SPLITS, dev_subset, split_by_passage
 
-SPLITS = ("dev", "train", "all")
 
 
 def open_model(path: str | Path, threads: int | None = None):
     """(runner, segmenter, task, labels, kind) for a checkpoint, export or engine directory."""
-    from dtx.bench.prepare import target_kind
+    from dtx.artifacts import target_kind
     from dtx.engines import load_engine
     from dtx.engines.manifest import read_engine_export
     from dtx.export.manifest import read_manifest, segmenter_for
@@ -90,7 +89,7 @@ def _qa(runner, seg, pairs: list[Pair], data, batch_size: int, progress: bool) -
 
 
 def _pair(runner, seg, pairs: list[Pair], labels: list[str], data, batch_size: int, progress: bool) -> dict:
-    from dtx.train.finetune import pair_metrics
+    from dtx.eval.metrics import pair_metrics
 
     unknown = sorted({p.label for p in pairs if p.label is not None} - set(labels))
     if unknown or any(p.label is None for p in pairs):

@@ -9,7 +9,10 @@ from transformers import AutoTokenizer
 
 from dtx.errors import ConfigError
 from dtx.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from dtx.model.segments import qa_window_lengths
 from dtx.model.surgery import build_decoupled, decouple_config_for, load_source, model_task
+
+FINETUNE_REPORT = "dtx_finetune.json"  # written by `dtx finetune` beside the teacher: its windows and dev curve
 
 
 def decouple(
@@ -59,9 +62,7 @@ def teacher_windows(model_dir: Path) -> dict | None:
     """The QA windows a `dtx finetune --task qa` teacher was trained on, if it was one."""
     import json
 
-    from dtx.train.finetune import REPORT_FILE, qa_window_lengths
-
-    path = model_dir / REPORT_FILE
+    path = model_dir / FINETUNE_REPORT
     if not path.is_file():
         return None
     report = json.loads(path.read_text())

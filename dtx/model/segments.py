@@ -117,3 +117,9 @@ class PairSegmenter:
         for row, s in enumerate(segments):
             ids[row, : len(s)], mask[row, : len(s)], types[row, : len(s)] = s.input_ids, 1, s.token_type_ids
         return Batch(ids, mask, types)
+
+
+def qa_window_lengths(max_len: int) -> tuple[int, int]:
+    """(question, passage) tokens of a QA window of `max_len`: the question gets at most 64."""
+    q = min(64, max_len // 3)
+    return q, max_len - q

@@ -13,6 +13,7 @@ import numpy as np
 from tqdm import tqdm
 
 from dtx.data.pairs import read_pairs
+from dtx.errors import DtxError
 
 
 def store_agreement(store: str, queries: str | Path, limit: int, k: int, engine_dir: str | None = None, progress: bool = True) -> dict:
@@ -20,6 +21,8 @@ def store_agreement(store: str, queries: str | Path, limit: int, k: int, engine_
     from dtx.query import QueryPipeline
 
     questions = list(dict.fromkeys(p.question for p in read_pairs(queries)))[:limit]
+    if not questions:
+        raise DtxError(f"{queries} holds no questions to compare the store's answers on; pass a file of question/passage pairs")
     top = ranking = 0
     diffs: list[float] = []
     with QueryPipeline.open(store, engine_dir) as pipe:

@@ -16,11 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dtx.data.pairs import json_lines, read_document, read_pairs, tsv_lines
-from dtx.data.splits import is_dev
+from dtx.data.splits import SPLITS, is_dev
 from dtx.errors import DtxError
 
 TEXT_FIELDS = ("text", "passage", "contents", "context")
-SPLITS = ("all", "dev", "train")
 
 
 @dataclass(frozen=True)

@@ -152,10 +152,6 @@ def _arrow_schema(info: StoreInfo):
     )
 
 
-def _sql_list(values: list[str]) -> str:
-    return ", ".join("'" + v.replace("'", "''") + "'" for v in values)
-
-
 def local_path(uri: str) -> Path | None:
     """The directory a local store URI names (a plain path or `file://...`), or None for object storage (s3://, gs://, ...)."""
     if uri.startswith("file://"):
@@ -333,10 +329,12 @@ class PassageStore:
 
     def fetch(self, ids: list[str], with_text: bool = True) -> CachedWindows:
         """All windows of `ids`, in the order given (windows in order), padded into arrays."""
+        import pyarrow.compute as pc
+
         if not ids:
             raise StoreError("no passage ids to fetch")
         columns = ["id", "window", "token_ids", "offsets", "length", "rep", "scale", "text", "checksum"]  # text: the checksum covers it
-        table = self._read("fetch from", lambda: self.dataset.to_table(columns=columns, filter=f"id IN ({_sql_list(list(dict.fromkeys(ids)))})"))
+        table = self._read("fetch from", lambda: self.dataset.to_table(columns=columns, filter=pc.field("id").isin(list(dict.fromkeys(ids)))))
         row_ids = table.column("id").to_pylist()
         found = set(row_ids)
         missing = [i for i in ids if i not in found]

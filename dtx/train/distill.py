@@ -39,7 +39,7 @@ from dtx.model.decoupled import run_layers
 from dtx.model.segments import PairSegmenter, Segment
 from dtx.model.surgery import build_coupled
 from dtx.train.config import DistillConfig
-from dtx.train.finetune import pair_metrics
+from dtx.eval.metrics import pair_metrics
 from dtx.train.loop import (
     EarlyStopping,
     autocast,

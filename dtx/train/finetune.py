@@ -25,7 +25,9 @@ from dtx.atomic import atomic_dir, write_json
 from dtx.data.pairs import Pair, read_pairs
 from dtx.engines.runner import Runner
 from dtx.errors import DtxError
-from dtx.model.segments import PairSegmenter, Segment
+from dtx.eval.metrics import pair_metrics
+from dtx.model.decouple import FINETUNE_REPORT
+from dtx.model.segments import PairSegmenter, Segment, qa_window_lengths
 from dtx.train.config import DEFAULT_MAX_LEN, FinetuneConfig
 from dtx.train.loop import (
     EarlyStopping,
@@ -44,7 +46,6 @@ from dtx.train.loop import (
 )
 from dtx.data.splits import dev_subset, split_by_passage, train_subset
 
-REPORT_FILE = "dtx_finetune.json"
 STATE_FILE = "train_state.pt"  # present only while a run is unfinished
 
 
@@ -72,21 +73,12 @@ def evaluate(model, tokenizer, pairs: list[Pair], label2id: dict[str, int], max_
     return pair_metrics(np.array(preds), np.array(gold), len(label2id))
 
 
-def pair_metrics(pred: np.ndarray, gold: np.ndarray, n_labels: int) -> dict:
-    f1s = []
-    for c in range(n_labels):
-        tp = int(((pred == c) & (gold == c)).sum())
-        fp, fn = int(((pred == c) & (gold != c)).sum()), int(((pred != c) & (gold == c)).sum())
-        f1s.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
-    return {"accuracy": float((pred == gold).mean()), "macro_f1": float(np.mean(f1s)), "pairs": int(len(gold))}
-
-
 def _write(model, tokenizer, out_dir: Path, report: dict, weights: dict | None, state: dict | None) -> None:
     """Publish OUT atomically: the given weights (the best epoch's), the report, and the training state while unfinished."""
     with atomic_dir(out_dir, overwrite=True) as tmp:
         model.save_pretrained(tmp, state_dict=weights)
         tokenizer.save_pretrained(tmp)
-        write_json(tmp / REPORT_FILE, report)
+        write_json(tmp / FINETUNE_REPORT, report)
         if state is not None:
             torch.save(state, tmp / STATE_FILE)
 
@@ -244,12 +236,6 @@ class _HFCoupled(Runner):
         with torch.no_grad():
             out = self.model(**{k: torch.from_numpy(v).to(device) for k, v in feeds.items()})
         return [out.start_logits.float().cpu().numpy(), out.end_logits.float().cpu().numpy()]
-
-
-def qa_window_lengths(max_len: int) -> tuple[int, int]:
-    """(question, passage) tokens of a QA window of `max_len`: the question gets at most 64."""
-    q = min(64, max_len // 3)
-    return q, max_len - q
 
 
 def qa_segmenter(tokenizer, cfg: FinetuneConfig) -> PairSegmenter:
