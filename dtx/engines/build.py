@@ -25,11 +25,10 @@ from dtx.engines.runner import OrtRunner
 from dtx.engines.transforms import fuse_for_ort, matmul_sensitivity, op_counts, quantize_dynamic_int8, quantize_qdq_int8, qdq_zero_points, to_fp16
 from dtx.export.check import check_export
 from dtx.export.manifest import MANIFEST_FILE, TOKENIZER_DIR, producers, segmenter_for
-from dtx.export.parity import compare
+from dtx.export.parity import FP32_TOLERANCE, compare
 from dtx.export.spec import GRAPHS, graph_specs
 from dtx.model.samples import random_pairs
 
-FP32_ENGINE_TOLERANCE = 1e-4
 
 
 @dataclass
@@ -247,12 +246,12 @@ def _fp32_parity(built, reference: OrtRunner, seg) -> dict:
             pb = random_pairs(seg, rng, b, lq, lp, bq=bq)
             shape = f"b={b} bq={bq} lq={lq} lp={lp}"
             got, ref = built.decoupled(pb.question, pb.passage), reference.decoupled(pb.question, pb.passage)
-            results += [compare("decoupled", shape, k, got[k], ref[k], FP32_ENGINE_TOLERANCE) for k in ref]
+            results += [compare("decoupled", shape, k, got[k], ref[k], FP32_TOLERANCE) for k in ref]
             c = pb.coupled()
             got, ref = built.coupled(c), reference.coupled(c)
-            results += [compare("coupled", shape, k, got[k], ref[k], FP32_ENGINE_TOLERANCE, real=c.attention_mask) for k in ref]
+            results += [compare("coupled", shape, k, got[k], ref[k], FP32_TOLERANCE, real=c.attention_mask) for k in ref]
     failed = [r for r in results if not r.passed]
     if failed:
         worst = max(failed, key=lambda r: r.max_abs)
         raise EngineError(f"fp32 engine differs from the export: {worst.check} {worst.output} at {worst.shape}, max-abs {worst.max_abs:.3g}; nothing was written")
-    return {"tolerance_max_abs": FP32_ENGINE_TOLERANCE, "worst_max_abs": max(r.max_abs for r in results), "results": [r.to_dict() for r in results]}
+    return {"tolerance_max_abs": FP32_TOLERANCE, "worst_max_abs": max(r.max_abs for r in results), "results": [r.to_dict() for r in results]}
