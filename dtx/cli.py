@@ -659,6 +659,34 @@ def eval_store(store, data, k, limit, engine_dir, threads, json_path):
     save_json(json_path, r)
 
 
+@main.command()
+@click.argument("store", required=False)
+@click.option("--engine", "engine_dir", type=click.Path(file_okay=False), help="Engine that reads the store (default: the one that built it); required without STORE.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--max-batch-pairs", type=click.IntRange(1), default=128, show_default=True, help="A micro-batch closes once it holds this many (question, passage window) pairs.")
+@click.option("--max-wait-ms", type=click.FloatRange(0), default=5.0, show_default=True, help="How long a request waits for others to share its cross-component call.")
+@click.option("--threads", type=click.IntRange(1), help="ONNX Runtime intra-op threads.")
+def serve(store, engine_dir, host, port, max_batch_pairs, max_wait_ms, threads):
+    """Serve /v1/rerank, /v1/answer and /rerank over HTTP (OpenAPI at /docs); STORE's passages by id or BM25, or documents sent inline.
+
+    Without STORE, only documents sent with the request are scored (--engine required). The store and
+    engine are opened and checked before the server listens; SIGTERM finishes the requests in flight.
+    """
+    _quiet_transformers()
+    if store is None and engine_dir is None:
+        raise click.UsageError("pass STORE, or --engine ENGINE_DIR to serve documents sent inline")
+    try:
+        from dtx.serve.app import create_app, run_server
+    except ImportError as e:
+        raise DtxError(f"dtx serve needs FastAPI and uvicorn ({e.name} is missing): pip install -e '.[serve]'") from None
+    from dtx.query import QueryPipeline
+
+    pipe = QueryPipeline.open(store, engine_dir, threads=threads)
+    click.echo(f"serving {store or 'inline documents'} ({pipe.task}) on http://{host}:{port} (OpenAPI: /docs)")
+    run_server(create_app(pipe, max_batch_pairs, max_wait_ms), host, port)
+
+
 @main.command("bench-store")
 @click.argument("target", required=False)
 @click.option("--arch", help="Random-weight preset to build when no engine is given (e.g. bert-base).")

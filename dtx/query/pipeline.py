@@ -33,6 +33,8 @@ class Candidate:
     retrieval_score: float | None = None
     answer: str | None = None  # QA: the span text; None when no-answer wins
     label: str | None = None  # pair tasks: the predicted class
+    start: int | None = None  # QA: character offsets of the span in the passage text
+    end: int | None = None
 
 
 @dataclass
@@ -57,9 +59,10 @@ def positive_index(labels: list[str], chosen: str | None) -> int:
 
 
 class QueryPipeline:
-    """A store plus the engine that reads it (checked to come from the same export)."""
+    """A store plus the engine that reads it (checked to come from the same export); without a store,
+    the engine alone scores passages given inline (`inline`, `score_many`)."""
 
-    def __init__(self, store: PassageStore, runner, segmenter, export: dict, label: str | None = None) -> None:
+    def __init__(self, store: PassageStore | None, runner, segmenter, export: dict, label: str | None = None) -> None:
         self.store = store
         self.runner = runner
         self.segmenter = segmenter
@@ -68,16 +71,19 @@ class QueryPipeline:
         self.positive = positive_index(self.labels, label) if self.task == "pair" else None
 
     @classmethod
-    def open(cls, store_uri: str | Path, engine_dir: str | Path | None = None, threads: int | None = None, label: str | None = None) -> "QueryPipeline":
+    def open(cls, store_uri: str | Path | None, engine_dir: str | Path | None = None, threads: int | None = None, label: str | None = None) -> "QueryPipeline":
         from dtx.engines import load_engine
         from dtx.engines.manifest import read_engine_export
         from dtx.export.manifest import segmenter_for
 
-        store = PassageStore.open(store_uri)
-        engine_dir = engine_dir or store.info.engine
+        store = PassageStore.open(store_uri) if store_uri is not None else None
+        engine_dir = engine_dir or (store.info.engine if store else None)
         if not engine_dir or not Path(engine_dir).is_dir():
+            if store is None:
+                raise DtxError(f"engine {engine_dir} is not a directory; pass --engine ENGINE_DIR")
             raise DtxError(f"the engine that built {store_uri} ({engine_dir or 'unknown'}) is gone; pass --engine ENGINE_DIR built from the same export")
-        store.require_model(StoreInfo.from_engine(engine_dir, store.info.dtype))
+        if store is not None:
+            store.require_model(StoreInfo.from_engine(engine_dir, store.info.dtype))
         export = read_engine_export(engine_dir)
         return cls(store, load_engine(engine_dir, threads=threads), segmenter_for(engine_dir, export), export, label)
 
@@ -151,6 +157,42 @@ class QueryPipeline:
             results.append(self._ranked(query, out, [q_mask.shape[1]] * len(cached.ids), cached, retrieval, timings))
         return results
 
+    def inline(self, texts: list[str], ids: list[str]) -> CachedWindows:
+        """Passages given as text, windowed and encoded now by the input component (what the store holds for
+        indexed ones), in the layout `fetch` returns; `ids[i]` names text i's windows."""
+        seg = self.segmenter
+        rows = [(pid, w, window) for pid, text in zip(ids, texts) for w, window in enumerate(seg.passage(text))]
+        batch = seg.pad([window for _, _, window in rows])
+        return CachedWindows(
+            ids=[pid for pid, _, _ in rows], windows=[w for _, w, _ in rows], reps=self.runner.encode(batch), mask=batch.attention_mask,
+            token_ids=[np.array(window.input_ids) for _, _, window in rows], offsets=[np.array(window.offsets).reshape(-1, 2) for _, _, window in rows],
+            texts=dict(zip(ids, texts)),
+        )  # fmt: skip
+
+    def score_many(self, queries: list[str], candidates: list[CachedWindows], retrieval: list[dict[str, float]], timings: dict[str, float]) -> list[QueryResult]:
+        """Several questions, each against its own candidate windows, in one input call and one cross call.
+
+        What a server's micro-batch runs: every window becomes a row paired with its own question
+        (rows of the cross component pair with question i % bq, here bq = rows), questions and
+        windows padded to the batch's longest.
+        """
+        q_hidden, q_mask = self._questions(queries, timings)
+        owner = np.concatenate([np.full(len(c.ids), n) for n, c in enumerate(candidates)])
+        width = max(c.mask.shape[1] for c in candidates)
+        reps = np.concatenate([np.pad(c.reps, ((0, 0), (0, width - c.reps.shape[1]), (0, 0))) for c in candidates])
+        mask = np.concatenate([np.pad(c.mask, ((0, 0), (0, width - c.mask.shape[1]))) for c in candidates])
+        t = time.perf_counter()
+        out = self.runner.cross(q_hidden[owner], q_mask[owner], reps, mask)
+        timings["cross"] = (time.perf_counter() - t) * 1e3
+        results, row = [], 0
+        for query, cached, hits in zip(queries, candidates, retrieval):
+            n = len(cached.ids)
+            mine = {k: v[row : row + n] for k, v in out.items()}
+            cached.mask = mask[row : row + n]
+            results.append(self._ranked(query, mine, [q_mask.shape[1]] * n, cached, hits, {}))
+            row += n
+        return results
+
     def rerank_coupled(self, query: str, ids: list[str]) -> QueryResult:
         """The coupled teacher on the same stored windows of `ids` (the baseline a decoupled answer is judged against).
 
@@ -196,10 +238,9 @@ class QueryPipeline:
         allowed = np.zeros(width, bool)
         allowed[first + n_pre : first + length - n_suf] = True  # passage specials are never answers
         span, score, null = best_span(out["start_logits"][row], out["end_logits"][row], allowed)
-        text = None
+        text = start = end = None
         if span[0] >= 0:
             offsets = cached.offsets[row]
-            start, end = offsets[span[0] - first][0], offsets[span[1] - first][1]
-            window0 = cached.texts.get(pid, "")
-            text = window0[start:end]
-        return Candidate(pid, float(score - null), retrieval, answer=text)
+            start, end = int(offsets[span[0] - first][0]), int(offsets[span[1] - first][1])
+            text = cached.texts.get(pid, "")[start:end]
+        return Candidate(pid, float(score - null), retrieval, answer=text, start=start, end=end)

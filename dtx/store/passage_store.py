@@ -47,6 +47,10 @@ class StoreError(DtxError):
     """A store is missing, corrupted, locked, or belongs to another model."""
 
 
+class MissingPassages(StoreError):
+    """Ids asked for that the store does not hold (a client's mistake, not damage)."""
+
+
 @dataclass(frozen=True)
 class StoreInfo:
     """Identity of the representations in a store: which export made them, in which layout."""
@@ -339,7 +343,7 @@ class PassageStore:
         found = set(row_ids)
         missing = [i for i in ids if i not in found]
         if missing:
-            raise StoreError(f"{len(missing)} passage id(s) are not in store {self.uri}, e.g. {missing[0]!r}; index them first")
+            raise MissingPassages(f"{len(missing)} passage id(s) are not in store {self.uri}, e.g. {missing[0]!r}; index them first")
         windows = table.column("window").to_numpy()
         lengths = table.column("length").to_numpy()
         rank = {pid: n for n, pid in enumerate(dict.fromkeys(ids))}
