@@ -36,3 +36,12 @@ def save_json(path: str | None, data: dict) -> None:
     if path:
         write_json(path, data)
         click.echo(f"wrote {path}")
+
+
+def save_figure(fig, path: str) -> None:
+    """Lay out, write (120 dpi PNG) and release a matplotlib figure: every dtx plot ends this way."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

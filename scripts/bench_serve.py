@@ -22,6 +22,7 @@ import urllib.error
 import urllib.request
 
 from dtx.data.pairs import read_pairs
+from dtx.report import save_figure
 
 
 def post(url: str, body: dict) -> tuple[int, float]:
@@ -112,9 +113,7 @@ def plot(report: dict, path: str) -> None:
     ax2.legend(fontsize=8)
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3, axis="y")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main() -> None:

@@ -10,6 +10,8 @@ import json
 
 import matplotlib
 
+from dtx.report import save_figure
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
@@ -34,8 +36,7 @@ def main() -> None:
         ax.set(xlabel="epoch", ylabel="dev score (%)", title=f"{r['data']} teacher ({r['dev_questions'] if qa else r.get('dev_pairs')} held-out {'questions' if qa else 'pairs'})")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(args.out, dpi=120)
+    save_figure(fig, args.out)
     print(f"wrote {args.out}")
 
 

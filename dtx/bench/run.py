@@ -17,6 +17,7 @@ from dtx.engines import load_engine
 from dtx.engines.build import BuildOptions
 from dtx.errors import ConfigError
 from dtx.export.manifest import producers, segmenter_for
+from dtx.report import save_figure
 
 
 @dataclass
@@ -218,6 +219,4 @@ def plot(report: dict, path: str) -> None:
         ax.legend()
     c = report["config"]
     fig.suptitle(f"{report.get('source', '')}: seq-q {c['seq_q']}, seq-p {c['seq_p']}, {c['backend']} {c['precision']}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from dtx.atomic import write_json
 from dtx.cost import EncoderShape, cache_bytes, query_cost
+from dtx.report import save_figure
 from dtx.errors import ConfigError
 from dtx.train.config import DistillConfig
 from dtx.train.distill import distill
@@ -259,6 +260,4 @@ def plot_sweep(report: dict, path: str) -> None:
             ax.legend(fontsize=8)
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3, axis="y")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
