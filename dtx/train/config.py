@@ -42,9 +42,12 @@ class DistillConfig:
 
     temperature: float = 2.0  # T of the soft targets (teacher and student)
     alpha: float = 0.5  # weight of CE with the labels; 1 - alpha goes to the KL term
-    epochs: int = 5  # phase-2 passes at most; early stopping on the held-out passages keeps the best
-    patience: int = 1  # phase-2 epochs without a better dev score before stopping
-    min_epochs: int = 2  # phase-2 epochs before early stopping may end the run
+    epochs: int = 5  # phase-2 passes; the best epoch on the held-out passages is kept
+    patience: int = 1  # phase-2 epochs without a better dev score before stopping (once min_epochs have run)
+    # the whole schedule by default: the learning rate decays to 0 at `epochs`, and the low-rate epochs are
+    # where students gain most (Disfl-QA 2/4 4x: +3.3 F1 in epoch 4, after a run of small gains); stopping at
+    # the first dip of a 779-question dev score ended every H200 cell with the rate at half its peak
+    min_epochs: int = 5
     phase1_epochs: int = 1  # autoencoder passes (only with compression; 0 = phase 2 only)
     pca_init: bool = True  # start the compressor from the principal components of layer-N states
     batch_size: int = 16
