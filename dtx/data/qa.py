@@ -16,9 +16,8 @@ from dataclasses import dataclass
 
 from dtx.data.pairs import Pair
 from dtx.errors import DtxError
+from dtx.model.decode import NO_ANSWER
 from dtx.model.segments import PairSegmenter, Segment
-
-NO_ANSWER = -1
 
 
 @dataclass

@@ -15,6 +15,7 @@ import numpy as np
 
 from dtx.data.pairs import Pair, read_pairs
 from dtx.errors import DtxError
+from dtx.eval.metrics import positive_index
 from dtx.eval.predict import qa_side_by_side, run_pair
 from dtx.data.splits import SPLITS, dev_subset, split_by_passage
 
@@ -106,8 +107,8 @@ def _pair(runner, seg, pairs: list[Pair], labels: list[str], data, batch_size: i
 
 
 def mrr_at_10(pairs: list[Pair], logits: np.ndarray, labels: list[str]) -> float:
-    """Mean reciprocal rank of the first relevant passage (label "1") within each query's top 10."""
-    positive = labels.index("1") if "1" in labels else len(labels) - 1
+    """Mean reciprocal rank of the first relevant passage within each query's top 10 (relevant: `positive_index`'s class)."""
+    positive = positive_index(labels)
     z = logits - logits.max(-1, keepdims=True)
     logp = z[:, positive] - np.log(np.exp(z).sum(-1))
     groups: dict[str, list[int]] = {}

@@ -1,4 +1,5 @@
-"""Pair-classification metrics (accuracy and macro-F1), shared by training's dev scoring and `dtx eval`.
+"""Pair-classification metrics (accuracy and macro-F1), shared by training's dev scoring and `dtx eval`,
+and the one rule for which class is "relevant" when pairs are ranked (by `dtx eval`'s MRR and at query time).
 
 QA metrics (SQuAD 2.0 EM/F1) are in squad.py.
 """
@@ -6,6 +7,24 @@ QA metrics (SQuAD 2.0 EM/F1) are in squad.py.
 from __future__ import annotations
 
 import numpy as np
+
+from dtx.errors import DtxError
+
+POSITIVE_LABELS = ("true", "supports", "entailment", "relevant", "positive", "yes", "1")
+
+
+def positive_index(labels: list[str], chosen: str | None = None) -> int:
+    """Which class's log-probability ranks candidates: `chosen`, else a conventional positive name, else the last."""
+    if chosen is not None:
+        if chosen in labels:
+            return labels.index(chosen)
+        if chosen.isdigit() and int(chosen) < max(len(labels), 1):
+            return int(chosen)
+        raise DtxError(f"--label {chosen!r} is not one of the model's labels {labels}")
+    for i, name in enumerate(labels):
+        if name.lower() in POSITIVE_LABELS:
+            return i
+    return max(len(labels) - 1, 0)
 
 
 def pair_metrics(pred: np.ndarray, gold: np.ndarray, n_labels: int) -> dict:

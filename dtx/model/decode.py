@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-NO_ANSWER = (-1, -1)
+NO_ANSWER = -1  # the token index meaning "no answer" (SQuAD 2.0: the span sits on [CLS] in training)
+NO_SPAN = (NO_ANSWER, NO_ANSWER)
 
 
 def top_span(start: np.ndarray, end: np.ndarray, allowed: np.ndarray, max_answer_len: int = 30) -> tuple[tuple[int, int], float]:
@@ -28,7 +29,7 @@ def best_span(start: np.ndarray, end: np.ndarray, allowed: np.ndarray, max_answe
     """
     span, best = top_span(start, end, allowed, max_answer_len)
     null = float(start[0] + end[0])
-    return (span if best > null else NO_ANSWER), best, null
+    return (span if best > null else NO_SPAN), best, null
 
 
 def predictions(outputs: dict[str, np.ndarray], passage_slots: np.ndarray) -> list:

@@ -19,11 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from dtx.errors import DtxError
+from dtx.eval.metrics import positive_index
 from dtx.model.decode import best_span
 from dtx.model.segments import Segment
 from dtx.store.passage_store import CachedWindows, PassageStore, StoreInfo
-
-POSITIVE_LABELS = ("true", "supports", "entailment", "relevant", "positive", "yes", "1")
 
 
 @dataclass
@@ -42,20 +41,6 @@ class QueryResult:
     query: str
     candidates: list[Candidate]
     timings_ms: dict[str, float] = field(default_factory=dict)
-
-
-def positive_index(labels: list[str], chosen: str | None) -> int:
-    """Which class's log-probability ranks candidates: `chosen`, else a conventional positive name, else the last."""
-    if chosen is not None:
-        if chosen in labels:
-            return labels.index(chosen)
-        if chosen.isdigit() and int(chosen) < max(len(labels), 1):
-            return int(chosen)
-        raise DtxError(f"--label {chosen!r} is not one of the model's labels {labels}")
-    for i, name in enumerate(labels):
-        if name.lower() in POSITIVE_LABELS:
-            return i
-    return max(len(labels) - 1, 0)
 
 
 class QueryPipeline:
