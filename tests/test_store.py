@@ -305,12 +305,16 @@ def test_open_domain_eval_reads_dev_paragraphs_only(engine, tmp_path):
     data.write_text(json.dumps({"name": "disfl_qa", "examples": examples}))
     dev = split_by_passage(read_pairs(data))[1]
     assert dev, "the fixture needs held-out paragraphs"
+    first = next(i for i, p in enumerate(passages) if p == dev[0].passage)
+    examples[first]["input"] = f"? \ncontext: {passages[first]}"  # a question with no word to search for (Disfl-QA has one)
+    data.write_text(json.dumps({"name": "disfl_qa", "examples": examples}))
     store = tmp_path / "dev-store"
     result = CliRunner().invoke(main, ["index", str(data), "--engine", str(engine_dir), "-o", str(store), "--split", "dev"])
     assert result.exit_code == 0, result.output
     assert len(PassageStore.open(store).ids()) == len({p.passage for p in dev})
     report = open_domain_eval(store, data, k=5, progress=False)
-    assert report["questions"] == len(dev) and report["gold_passage_retrieved"] == 1.0
+    assert report["questions"] == len(dev) and report["nothing_retrieved"] == 1
+    assert report["gold_passage_retrieved"] == (len(dev) - 1) / len(dev)  # every question with words finds its paragraph
     for side in ("student", "teacher"):
         assert report[side]["total"] == len(dev) and report[side]["p50_ms"] > 0
         assert report[side]["HasAns_total"] + report[side]["NoAns_total"] == len(dev)

@@ -36,6 +36,8 @@ def _latency(ms: list[float]) -> dict[str, float]:
 def open_domain_eval(store: str | Path, data: str | Path, k: int = 20, limit: int | None = None, engine_dir: str | Path | None = None, threads: int | None = None, progress: bool = True) -> dict:
     """Student (cached passages) and coupled teacher (same candidates) on the held-out questions of `data`."""
     from dtx.query import QueryPipeline
+    from dtx.query.pipeline import NothingRetrieved
+    from dtx.store.passage_store import NothingToSearch
 
     if k < 1:
         raise DtxError(f"-k {k}: read at least one candidate per question")
@@ -44,13 +46,19 @@ def open_domain_eval(store: str | Path, data: str | Path, k: int = 20, limit: in
         raise DtxError(f"{data} has no held-out questions with answers to score; pass a QA data set (SQuAD 2.0 style)")
     answers: dict[str, list[str]] = {"student": [], "teacher": []}
     times: dict[str, list[float]] = {"student": [], "teacher": []}
-    gold_retrieved = 0
+    gold_retrieved = nothing_retrieved = 0
     with QueryPipeline.open(store, engine_dir, threads) as pipe:
         if pipe.task != "qa":
             raise DtxError(f"the model behind {store} is a pair classifier; open-domain QA needs a QA reader")
         for pair in tqdm(pairs, desc="retrieve + read", unit="question", disable=not progress):
             t = time.perf_counter()
-            student = pipe.answer(pair.question, k)
+            try:
+                student = pipe.answer(pair.question, k)
+            except (NothingRetrieved, NothingToSearch):  # nothing to read: both answer "no answer", and it is counted
+                nothing_retrieved += 1
+                answers["student"].append("")
+                answers["teacher"].append("")
+                continue
             times["student"].append((time.perf_counter() - t) * 1e3)
             ids = [c.id for c in student.candidates]
             t = time.perf_counter()
@@ -67,6 +75,7 @@ def open_domain_eval(store: str | Path, data: str | Path, k: int = 20, limit: in
         "questions": len(pairs),
         "candidates": k,
         "gold_passage_retrieved": gold_retrieved / len(pairs),  # by content id: a store indexed from the same data file
+        "nothing_retrieved": nothing_retrieved,  # questions BM25 found no candidate for (both paths answer "no answer")
         "student": {**squad_v2(golds, answers["student"]), **_latency(times["student"])},
         "teacher": {**squad_v2(golds, answers["teacher"]), **_latency(times["teacher"])},
         "agreement": same,

@@ -25,6 +25,10 @@ from dtx.model.segments import Segment
 from dtx.store.passage_store import CachedWindows, PassageStore, StoreInfo
 
 
+class NothingRetrieved(DtxError):
+    """BM25 found no candidate for a query (no shared word)."""
+
+
 @dataclass
 class Candidate:
     id: str
@@ -89,7 +93,7 @@ class QueryPipeline:
         else:
             hits = self.store.search(query, k)
             if not hits:
-                raise DtxError(f"no passage in {self.store.uri} shares a word with {query!r}; pass --ids to score chosen passages")
+                raise NothingRetrieved(f"no passage in {self.store.uri} shares a word with {query!r}; pass --ids to score chosen passages")
         timings["retrieve"] = (time.perf_counter() - t) * 1e3
         return [h[0] for h in hits], dict(hits)
 

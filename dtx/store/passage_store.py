@@ -51,6 +51,10 @@ class MissingPassages(StoreError):
     """Ids asked for that the store does not hold (a client's mistake, not damage)."""
 
 
+class NothingToSearch(StoreError):
+    """A query with no word BM25 could match (only punctuation, or empty)."""
+
+
 @dataclass(frozen=True)
 class StoreInfo:
     """Identity of the representations in a store: which export made them, in which layout."""
@@ -386,7 +390,7 @@ class PassageStore:
         """BM25 over passage texts (Lance's inverted index): the k best (id, score)."""
         terms = " ".join("".join(c if c.isalnum() else " " for c in query).split())
         if not terms:
-            raise StoreError(f"query {query!r} has no words to search for")
+            raise NothingToSearch(f"query {query!r} has no words to search for")
         table = self._read("search", lambda: self.dataset.to_table(columns=["id", "_score"], full_text_query=terms, limit=k))
         return list(zip(table.column("id").to_pylist(), table.column("_score").to_pylist()))
 
