@@ -66,7 +66,7 @@ class QueryPipeline:
         from dtx.export.manifest import segmenter_for
 
         store = PassageStore.open(store_uri) if store_uri is not None else None
-        engine_dir = engine_dir or (store.info.engine if store else None)
+        engine_dir = engine_dir or (store.info.engine if store is not None else None)
         if not engine_dir or not Path(engine_dir).is_dir():
             if store is None:
                 raise DtxError(f"engine {engine_dir} is not a directory; pass --engine ENGINE_DIR")

@@ -257,7 +257,7 @@ def create_app(pipe: QueryPipeline, max_pairs: int = 128, max_wait_ms: float = 5
 
     @app.get("/ready")
     async def ready():
-        body = {"ready": state["ready"], "task": pipe.task, "store": pipe.store.uri if pipe.store else None}
+        body = {"ready": state["ready"], "task": pipe.task, "store": pipe.store.uri if pipe.store is not None else None}
         return JSONResponse(body, status_code=200 if state["ready"] else 503)
 
     @app.get("/metrics", response_class=PlainTextResponse)
