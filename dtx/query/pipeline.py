@@ -167,11 +167,10 @@ class QueryPipeline:
         """
         q_hidden, q_mask = self._questions(queries, timings)
         owner = np.concatenate([np.full(len(c.ids), n) for n, c in enumerate(candidates)])
-        width = max(c.mask.shape[1] for c in candidates)
-        reps = np.concatenate([np.pad(c.reps, ((0, 0), (0, width - c.reps.shape[1]), (0, 0))) for c in candidates])
-        mask = np.concatenate([np.pad(c.mask, ((0, 0), (0, width - c.mask.shape[1]))) for c in candidates])
+        rows = CachedWindows.concat(candidates)
+        mask = rows.mask
         t = time.perf_counter()
-        out = self.runner.cross(q_hidden[owner], q_mask[owner], reps, mask)
+        out = self.runner.cross(q_hidden[owner], q_mask[owner], rows.reps, mask)
         timings["cross"] = (time.perf_counter() - t) * 1e3
         results, row = [], 0
         for query, cached, hits in zip(queries, candidates, retrieval):

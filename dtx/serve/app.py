@@ -20,7 +20,6 @@ import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -82,20 +81,6 @@ class Prepared:
         return len(self.cached.ids)
 
 
-def merge_windows(parts: list[CachedWindows]) -> CachedWindows:
-    """Several fetched / encoded window sets as one, passages padded to the longest."""
-    if len(parts) == 1:
-        return parts[0]
-    width = max(p.mask.shape[1] for p in parts)
-    return CachedWindows(
-        ids=[i for p in parts for i in p.ids], windows=[w for p in parts for w in p.windows],
-        reps=np.concatenate([np.pad(p.reps, ((0, 0), (0, width - p.reps.shape[1]), (0, 0))) for p in parts]),
-        mask=np.concatenate([np.pad(p.mask, ((0, 0), (0, width - p.mask.shape[1]))) for p in parts]),
-        token_ids=[t for p in parts for t in p.token_ids], offsets=[o for p in parts for o in p.offsets],
-        texts={k: v for p in parts for k, v in p.texts.items()},
-    )  # fmt: skip
-
-
 class Service:
     """The pipeline behind the endpoints: preparing one request, scoring a batch of them."""
 
@@ -145,7 +130,7 @@ class Service:
             t = time.perf_counter()
             parts.append(self.pipe.inline([text for _, text in inline], [pid for pid, _ in inline]))
             timings["encode_documents"] = (time.perf_counter() - t) * 1e3
-        cached = merge_windows(parts)
+        cached = CachedWindows.concat(parts)
         usage.update(documents=len(documents), pairs=len(cached.ids))
         return Prepared(query, cached, {}, index, cached.texts, usage, timings)
 

@@ -140,6 +140,20 @@ class CachedWindows:
     offsets: list[np.ndarray]  # (length, 2) per row
     texts: dict[str, str] = field(default_factory=dict)  # passage id -> text
 
+    @classmethod
+    def concat(cls, parts: list["CachedWindows"]) -> "CachedWindows":
+        """Several window sets as one, in order, passages padded to the longest (one part is returned as it is)."""
+        if len(parts) == 1:
+            return parts[0]
+        width = max(p.mask.shape[1] for p in parts)
+        return cls(
+            ids=[i for p in parts for i in p.ids], windows=[w for p in parts for w in p.windows],
+            reps=np.concatenate([np.pad(p.reps, ((0, 0), (0, width - p.reps.shape[1]), (0, 0))) for p in parts]),
+            mask=np.concatenate([np.pad(p.mask, ((0, 0), (0, width - p.mask.shape[1]))) for p in parts]),
+            token_ids=[t for p in parts for t in p.token_ids], offsets=[o for p in parts for o in p.offsets],
+            texts={k: v for p in parts for k, v in p.texts.items()},
+        )  # fmt: skip
+
 
 def _arrow_schema(info: StoreInfo):
     import pyarrow as pa
