@@ -166,10 +166,10 @@ def export_cmd(path, out_dir, opset, check, ckpt_dir, overwrite):
         from dtx.export.check import check_export
 
         manifest = check_export(path, ckpt_dir)
-        d = manifest["decoupling"]
+        d = manifest.decoupling
         click.echo(
-            f"{path}: OK — 3 graphs, split {d['split']}/{d['num_layers'] - d['split']}, rep_dim {manifest['rep_dim']}, "
-            f"opset {manifest['opset']}, worst parity {manifest['parity']['worst_max_abs']:.2e}"
+            f"{path}: OK — 3 graphs, split {d.split}/{d.cross_layers}, rep_dim {manifest.rep_dim}, "
+            f"opset {manifest.opset}, worst parity {manifest.parity['worst_max_abs']:.2e}"
         )
         return
     import time
@@ -180,15 +180,15 @@ def export_cmd(path, out_dir, opset, check, ckpt_dir, overwrite):
     start = time.perf_counter()
     manifest = export_checkpoint(path, out_dir, opset, overwrite=overwrite)
     rows = {}
-    for r in manifest["parity"]["results"]:
+    for r in manifest.parity["results"]:
         row = rows.setdefault(r["check"], [r["check"], 0.0, 0.0, 0])
         row[1], row[2], row[3] = max(row[1], r["max_abs"]), max(row[2], r["max_rel"]), row[3] + 1
     emit(
-        f"parity vs PyTorch (fp32, tolerance {manifest['parity']['tolerance_max_abs']:g} max-abs), fresh random inputs",
+        f"parity vs PyTorch (fp32, tolerance {manifest.parity['tolerance_max_abs']:g} max-abs), fresh random inputs",
         ["check", "max-abs", "max-rel", "comparisons"],
         list(rows.values()),
     )
-    secs = manifest["seconds"]
+    secs = manifest.seconds
     click.echo(
         f"wrote {out_dir} in {time.perf_counter() - start:.1f} s "
         f"(input {secs['input']:.1f} s, cross {secs['cross']:.1f} s, coupled {secs['coupled']:.1f} s, parity {secs['parity']:.1f} s)"
@@ -231,17 +231,19 @@ def build_engine_cmd(export_dir, backend, fp16, int8, int8_mode, calib, int8_kee
     out_dir = out_dir or f"{str(export_dir).rstrip('/')}-{backend}-{precision}"
     m = build_engine(export_dir, out_dir, opts)
     if verbose:
-        ops = sorted({op for counts in m["fused_ops"].values() for op in counts})
-        emit("op counts per graph", ["graph", *ops], [[g, *(c.get(op, 0) for op in ops)] for g, c in m["fused_ops"].items()])
-    if "parity" in m:
-        click.echo(f"fp32 engine vs export: worst max-abs {m['parity']['worst_max_abs']:.2e} (tolerance {m['parity']['tolerance_max_abs']:g})")
-    if "drift" in m:
+        fused = m.reports.get("fused_ops") or {}
+        ops = sorted({op for counts in fused.values() for op in counts})
+        emit("op counts per graph", ["graph", *ops], [[g, *(c.get(op, 0) for op in ops)] for g, c in fused.items()])
+    v = m.verification
+    if v["kind"] == "parity":
+        click.echo(f"{backend} fp32 engine vs export: worst max-abs {v['worst_max_abs']:.2e} (tolerance {v['tolerance_max_abs']:g})")
+    else:
         emit(
-            f"{precision} drift vs fp32 export on {m['drift']['source']}",
+            f"{precision} drift vs fp32 export on {v['source']}",
             ["path", "max-abs", "same prediction"],
-            [[k, m["drift"][k]["max_abs"], f"{100 * m['drift'][k]['agreement']:.1f}%"] for k in ("decoupled", "coupled")],
+            [[k, v[k]["max_abs"], f"{100 * v[k]['agreement']:.1f}%"] for k in ("decoupled", "coupled")],
         )
-    click.echo(f"wrote {out_dir} ({backend} {precision}{' ' + m['int8_mode'] if m['int8_mode'] else ''}) in {m['build_seconds']:.1f} s")
+    click.echo(f"wrote {out_dir} ({backend} {precision}{' ' + m.int8_mode if m.int8_mode else ''}) in {m.reports['build_seconds']:.1f} s")
 
 
 _FT = FinetuneConfig()
@@ -334,11 +336,12 @@ def distill(ckpt_dir, data, labels_only, out_dir, **options):
     """Distil the decoupled student from its coupled teacher; resumes a killed run from its last epoch."""
     _quiet_transformers()
     from dtx.train.distill import distill as run
-    from dtx.train.sweep import headline_of
+    from dtx.model.checkpoint import read_meta
+    from dtx.train.sweep import headline
 
     r = run(ckpt_dir, data, _distill_config(labels_only, **options), out_dir, device=options["device"])
     f = r["final"]
-    metric = headline_of(r)
+    metric = headline(read_meta(out_dir or ckpt_dir).decoupling.task)
     click.echo(
         f"wrote {out_dir or ckpt_dir}: dev ({r['dev_pairs']} held-out examples) student {metric} {f['student'][metric]:.4f}, "
         f"teacher {f['teacher'][metric]:.4f}, agreement {f['agreement']:.4f}"
@@ -664,11 +667,13 @@ def eval_store(store, data, k, limit, engine_dir, threads, json_path):
 @click.option("--engine", "engine_dir", type=click.Path(file_okay=False), help="Engine that reads the store (default: the one that built it); required without STORE.")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
-@click.option("--max-batch-pairs", type=click.IntRange(1), default=128, show_default=True, help="A micro-batch closes once it holds this many (question, passage window) pairs.")
-@click.option("--max-wait-ms", type=click.FloatRange(0), default=5.0, show_default=True, help="How long a request waits for others to share its cross-component call.")
-@click.option("--threads", type=click.IntRange(1), help="ONNX Runtime intra-op threads.")
-def serve(store, engine_dir, host, port, max_batch_pairs, max_wait_ms, threads):
-    """Serve /v1/rerank, /v1/answer and /rerank over HTTP (OpenAPI at /docs); STORE's passages by id or BM25, or documents sent inline.
+@click.option("--max-batch-pairs", type=click.IntRange(1), help="A micro-batch closes once it holds this many (question, passage) pairs [default: 1 on a CPU engine, where merging was measured slower; 128 on CUDA].")
+@click.option("--max-wait-ms", type=click.FloatRange(0), help="How long a request waits for others to share its cross-component call [default: 0 on CPU, 5 on CUDA].")
+@click.option("--threads", type=click.IntRange(1), help="ONNX Runtime intra-op threads (per replica with --ray).")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, help="Serve on Ray Serve: `--ray` starts a local instance, `--ray ADDRESS` joins a cluster (STORE and --engine must be reachable from its nodes).")
+@click.option("--replicas", type=click.IntRange(1), default=1, show_default=True, help="Ray Serve replicas, each with its own engine and store reader (with --ray).")
+def serve(store, engine_dir, host, port, max_batch_pairs, max_wait_ms, threads, ray_address, replicas):
+    """Serve /v1/rerank, /v1/answer and /rerank over HTTP (OpenAPI at /docs, a search page at /); STORE's passages by id or BM25, or documents sent inline.
 
     Without STORE, only documents sent with the request are scored (--engine required). The store and
     engine are opened and checked before the server listens; SIGTERM finishes the requests in flight.
@@ -676,15 +681,77 @@ def serve(store, engine_dir, host, port, max_batch_pairs, max_wait_ms, threads):
     _quiet_transformers()
     if store is None and engine_dir is None:
         raise click.UsageError("pass STORE, or --engine ENGINE_DIR to serve documents sent inline")
+    if replicas > 1 and ray_address is None:
+        raise click.UsageError("--replicas needs --ray (one process serves one replica)")
     try:
-        from dtx.serve.app import create_app, run_server
+        from dtx.serve.app import create_app, micro_batching, run_server
+        from dtx.serve.batcher import default_batching
     except ImportError as e:
         raise DtxError(f"dtx serve needs FastAPI and uvicorn ({e.name} is missing): pip install -e '.[serve]'") from None
     from dtx.query import QueryPipeline
 
     pipe = QueryPipeline.open(store, engine_dir, threads=threads)
-    click.echo(f"serving {store or 'inline documents'} ({pipe.task}) on http://{host}:{port} (OpenAPI: /docs)")
-    run_server(create_app(pipe, max_batch_pairs, max_wait_ms), host, port)
+    pairs, wait = default_batching(pipe.runner.manifest.device)
+    max_batch_pairs, max_wait_ms = max_batch_pairs or pairs, wait if max_wait_ms is None else max_wait_ms
+    where = f"Ray Serve ({replicas} replica{'s' * (replicas > 1)})" if ray_address else "uvicorn"
+    click.echo(f"serving {store or 'inline documents'} ({pipe.task}) on http://{host}:{port} with {where}, cross calls of up to {max_batch_pairs} pairs waiting up to {max_wait_ms:g} ms (OpenAPI: /docs)")
+    if ray_address is None:
+        run_server(create_app(pipe, micro_batching(max_batch_pairs, max_wait_ms)), host, port)
+        return
+    pipe.close()  # checked; each replica opens its own
+    try:
+        from dtx.serve.ray_app import run_on_ray
+    except ImportError as e:
+        raise DtxError(f"dtx serve --ray needs Ray Serve ({e.name} is missing): pip install -e '.[serve,ray]'") from None
+    local = lambda p: p if p is None or "://" in p else str(Path(p).resolve())  # noqa: E731 - replicas run in other directories
+    run_on_ray(local(store), local(engine_dir), None if ray_address == "local" else ray_address, host, port, replicas, threads, max_batch_pairs, max_wait_ms)
+
+
+@main.command("bench-serve")
+@click.argument("url")
+@click.option("--queries", required=True, type=click.Path(dir_okay=False), help="Questions: any pairs file dtx reads (each distinct question once).")
+@click.option("--split", type=click.Choice(SPLITS), default="dev", show_default=True, help="Whose questions: the held-out passages' (what a dev store holds) or the rest.")
+@click.option("--store", help="The store the server reads: also answer the questions in-process with it, one at a time, for the HTTP overhead and batching gain.")
+@click.option("-n", "--requests", type=click.IntRange(1), default=96, show_default=True, help="Requests per concurrency level.")
+@click.option("-c", "--concurrency", default="1,4,16,64", show_default=True, help="Comma-separated client counts.")
+@click.option("-K", "--top-k", type=click.IntRange(1), default=20, show_default=True, help="BM25 candidates per request.")
+@click.option("--threads", type=click.IntRange(1), help="ORT threads of the in-process run (give it what the server has).")
+@click.option("--json", "json_path", type=OUTPUT_FILE, help="Also write the report as JSON.")
+@click.option("--plot", "plot_path", type=OUTPUT_FILE, help="Throughput and latency bars per concurrency (PNG).")
+def bench_serve(url, queries, split, store, requests, concurrency, top_k, threads, json_path, plot_path):
+    """Load a running `dtx serve` at URL: throughput, p50/p99 and errors per number of concurrent clients."""
+    from dtx.bench.serve_load import ServeLoadConfig, plot_serve_load, run_serve_load
+    from dtx.data.pairs import read_pairs
+    from dtx.data.splits import split_by_passage
+    from dtx.report import emit, save_json
+
+    _quiet_transformers()
+    try:
+        levels = tuple(int(c) for c in concurrency.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{concurrency!r} is not a comma-separated list of client counts, e.g. 1,4,16", param_hint="--concurrency") from None
+    if not levels or min(levels) < 1:
+        raise click.BadParameter("client counts must be >= 1", param_hint="--concurrency")
+    pairs = read_pairs(queries)
+    if split != "all":
+        pairs = dict(zip(("train", "dev"), split_by_passage(pairs)))[split]
+    questions = tuple(q for q in dict.fromkeys(p.question for p in pairs) if q.strip())[:requests]
+    if not questions:
+        raise DtxError(f"{queries} holds no {split} questions; pick another --split")
+    r = run_serve_load(ServeLoadConfig(url, store, questions, levels, top_k, threads))
+    rows = [[lv["concurrency"], lv["requests"], lv["errors"], lv["throughput_qps"], lv["p50_ms"], lv["p99_ms"]] for lv in r["levels"]]
+    if "in_process" in r:
+        d = r["in_process"]
+        rows.append(["in-process, sequential", d["requests"], 0, d["throughput_qps"], d["p50_ms"], d["p99_ms"]])
+    emit(f"POST /v1/rerank on {url}, top_k {top_k}", ["clients", "requests", "errors", "queries/s", "p50 ms", "p99 ms"], rows)
+    if "http_over_in_process_p50" in r:
+        click.echo(f"HTTP p50 at 1 client / in-process p50: {r['http_over_in_process_p50']:.3f}")
+    if "throughput_16_over_sequential" in r:
+        click.echo(f"throughput at 16 clients / in-process sequential: {r['throughput_16_over_sequential']:.3f}")
+    save_json(json_path, r)
+    if plot_path:
+        plot_serve_load(r, plot_path)
+        click.echo(f"wrote {plot_path}")
 
 
 @main.command("bench-store")

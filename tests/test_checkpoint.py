@@ -47,7 +47,7 @@ def test_round_trip_is_bit_identical(arch, model_dir, tmp_path):
 def test_decouple_is_deterministic(arch, model_dir, tmp_path):
     a = decouple(model_dir(arch, "pair"), tmp_path / "a", split=1, compress=2)
     b = decouple(model_dir(arch, "pair"), tmp_path / "b", split=1, compress=2)
-    assert a.meta["weights_sha256"] == b.meta["weights_sha256"]
+    assert a.meta.weights_sha256 == b.meta.weights_sha256
     assert a.config.task == "pair" and a.config.num_labels == 3
 
 
@@ -114,7 +114,7 @@ def test_weights_from_another_checkpoint(ckpt, model_dir, tmp_path):
     bad = broken_copy(ckpt, tmp_path)
     shutil.copy(other.path / WEIGHTS_FILE, bad / WEIGHTS_FILE)
     meta = json.loads((bad / META_FILE).read_text())
-    meta["weights_sha256"] = other.meta["weights_sha256"]
+    meta["weights_sha256"] = other.meta.weights_sha256
     (bad / META_FILE).write_text(json.dumps(meta))
     assert "belongs to another checkpoint" in cli_error(["info", str(bad)])
 

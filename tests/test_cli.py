@@ -7,6 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from dtx.cli import main
+from dtx.engines.manifest import ServedShape, read_engine_manifest
 
 
 def test_import_dtx_is_light():
@@ -25,7 +26,6 @@ def test_help(command):
 def test_design_card_commands_verbatim(tmp_path, monkeypatch):
     """In a directory holding only a decoupled checkpoint, the card's three commands run as written: each verb
     finds its input where the previous one put it; dynamic INT8 needs no calibration file."""
-    import json
 
     from dtx.model.decouple import decouple
     from tiny_models import build_tiny
@@ -44,9 +44,9 @@ def test_design_card_commands_verbatim(tmp_path, monkeypatch):
         assert r.exit_code == 0, (args, r.output)
     assert sorted(p.name for p in work.iterdir()) == ["ckpt", "ckpt-onnx", "ckpt-onnx-ort-int8"]
     assert "engine: ckpt-onnx-ort-int8" in r.output and "dec p50 ms" in r.output and "coupled p50 ms" in r.output and "speed-up" in r.output
-    m = json.loads((work / "ckpt-onnx-ort-int8" / "engine.json").read_text())
-    assert m["int8_mode"] == "dynamic" and m["drift"]["source"].endswith("random-token pairs of 32 + 150 tokens (no --calib given)")
-    assert 0 < m["drift"]["decoupled"]["pairs"] and m["serve_shape"] == {"candidates": 20, "seq_q": 32, "seq_p": 150}
+    m = read_engine_manifest(work / "ckpt-onnx-ort-int8")
+    assert m.int8_mode == "dynamic" and m.verification["source"].endswith("random-token pairs of 32 + 150 tokens (no --calib given)")
+    assert 0 < m.verification["decoupled"]["pairs"] and m.served == ServedShape(20, 32, 150)
     assert runner.invoke(main, ["build-engine", "--fp16"]).exit_code == 0  # a second engine: bench must now be told which
     r = runner.invoke(main, ["bench"])
     assert r.exit_code != 0 and "several dtx engines" in r.output and "ckpt-onnx-ort-fp16" in r.output

@@ -17,7 +17,8 @@ from dtx.engines.manifest import EngineError
 from dtx.engines.runner import OrtRunner
 from dtx.engines.tensorrt import ServeShape, check_built_with, profile_shapes
 from dtx.engines.transforms import qdq_zero_points
-from dtx.export.manifest import read_manifest, segmenter_for
+from dtx.engines.manifest import read_engine_manifest
+from dtx.export.manifest import read_manifest
 from dtx.export.spec import GRAPHS, graph_specs
 from dtx.model.samples import random_pairs
 from tiny_models import TINY_ARCHS
@@ -25,8 +26,7 @@ from tiny_models import TINY_ARCHS
 
 def reference(export_dir):
     m = read_manifest(export_dir)
-    outputs = {g: [o["name"] for o in m["graphs"][g]["outputs"]] for g in GRAPHS}
-    return OrtRunner({g: export_dir / f"{g}.onnx" for g in GRAPHS}, outputs), segmenter_for(export_dir, m)
+    return OrtRunner({g: export_dir / f"{g}.onnx" for g in GRAPHS}, m.outputs), m.segmenter()
 
 
 @pytest.mark.parametrize("arch", TINY_ARCHS)
@@ -65,7 +65,7 @@ def test_padded_question_gives_the_unpadded_answer(arch, engine):
 @pytest.mark.parametrize("arch", TINY_ARCHS)
 def test_fused_op_counts(arch, engine):
     _, engine_dir = engine(arch)
-    fused = json.loads((engine_dir / "engine.json").read_text())["fused_ops"]
+    fused = read_engine_manifest(engine_dir).reports["fused_ops"]
     layers = {"input": 2, "cross": 2, "coupled": 4}
     for graph, n in layers.items():
         assert fused[graph].get("MultiHeadAttention", 0) + fused[graph].get("Attention", 0) == n, (graph, fused[graph])
@@ -82,11 +82,11 @@ def test_verbose_prints_fused_ops(exported, tmp_path):
 
 def test_int8_dynamic_reports_drift(engine, disfl_qa):
     _, engine_dir = engine("bert", "int8", str(disfl_qa))
-    m = json.loads((engine_dir / "engine.json").read_text())
-    assert m["int8_mode"] == "dynamic"
-    assert all("MatMulInteger" in m["fused_ops"][g] for g in GRAPHS)
+    m = read_engine_manifest(engine_dir)
+    assert m.int8_mode == "dynamic" and m.verification["kind"] == "drift"
+    assert all("MatMulInteger" in m.reports["fused_ops"][g] for g in GRAPHS)
     for path in ("decoupled", "coupled"):
-        d = m["drift"][path]  # int8 moves the logits a little (observed ~0.03 here), a broken scale moves them by whole units
+        d = m.verification[path]  # int8 moves the logits a little (observed ~0.03 here), a broken scale moves them by whole units
         assert d["pairs"] == 24 and 0 < d["max_abs"] < 0.25 and d["agreement"] >= 0.75
 
 
@@ -96,7 +96,7 @@ def test_int8_keeps_the_output_matmuls_float(engine, exported, disfl_qa):
 
     export_dir = exported("bert", 2, 2)[1]
     _, engine_dir = engine("bert", "int8", str(disfl_qa))
-    m = json.loads((engine_dir / "engine.json").read_text())
+    m = read_engine_manifest(engine_dir).reports
     for g in GRAPHS:
         fused = engine_dir.parent / f"{g}-fused-check.onnx"
         fuse_for_ort(export_dir / f"{g}.onnx", fused)
@@ -109,12 +109,11 @@ def test_int8_keeps_the_output_matmuls_float(engine, exported, disfl_qa):
 
 def test_int8_keeps_the_most_sensitive_matmuls_float(engine, disfl_qa):
     """--int8-keep-float 2: per graph, the two MatMuls whose INT8 error on real pairs is worst stay float, besides the head."""
-    from dtx.engines.transforms import output_matmuls
 
     _, plain_dir = engine("bert", "int8", str(disfl_qa))
     _, engine_dir = engine("bert", "int8", str(disfl_qa), int8_keep_float=2)
-    plain = json.loads((plain_dir / "engine.json").read_text())["int8_float_matmuls"]
-    kept = json.loads((engine_dir / "engine.json").read_text())["int8_float_matmuls"]
+    plain = read_engine_manifest(plain_dir).reports["int8_float_matmuls"]
+    kept = read_engine_manifest(engine_dir).reports["int8_float_matmuls"]
     for g in GRAPHS:
         assert set(plain[g]) < set(kept[g]) and len(kept[g]) == len(plain[g]) + 2
         built = {n.name: n.op_type for n in onnx.load(str(engine_dir / f"{g}.onnx")).graph.node}
@@ -131,8 +130,8 @@ def test_int8_qdq_is_symmetric(engine, disfl_qa):
 
 def test_fp16_engine_close_to_fp32(engine, disfl_qa):
     _, engine_dir = engine("bert", "fp16", str(disfl_qa))
-    m = json.loads((engine_dir / "engine.json").read_text())
-    assert m["drift"]["decoupled"]["max_abs"] < 2e-2 and m["drift"]["coupled"]["max_abs"] < 2e-2
+    v = read_engine_manifest(engine_dir).verification
+    assert v["kind"] == "drift" and v["decoupled"]["max_abs"] < 2e-2 and v["coupled"]["max_abs"] < 2e-2
     model = onnx.load(str(engine_dir / "coupled.onnx"))
     assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer), "weights are not float16"
     inferred = onnx.shape_inference.infer_shapes(model)
@@ -168,9 +167,9 @@ def test_shape_buckets_change_no_output(exported, task):
 
     ckpt_dir, export_dir = exported("bert", 2, 2, task)
     export = read_manifest(export_dir)
-    outputs = {g: [t.name for t in s.outputs] for g, s in graph_specs(task, export["rep_dim"], export["decoupling"]["num_labels"]).items()}
+    outputs = {g: [t.name for t in s.outputs] for g, s in graph_specs(task, export.rep_dim, export.decoupling.num_labels).items()}
     plain, padded = TorchRunner(ckpt_dir, outputs), TorchRunner(ckpt_dir, outputs, buckets=True)
-    seg = segmenter_for(export_dir, export)
+    seg = export.segmenter()
     rng = np.random.default_rng(4)
     for b, lq, lp, bq in ((3, 9, 21, 1), (4, 16, 32, 4), (2, 5, 17, 2)):
         pb = random_pairs(seg, rng, b, lq, lp, bq=bq)
@@ -185,7 +184,7 @@ def test_aoti_engine_equals_the_export_on_ragged_batches(exported, tmp_path):
     on shapes never seen at compile time, with every row padded differently; and refused on another machine."""
     _, export_dir = exported()
     m = build_engine(export_dir, tmp_path / "aoti", BuildOptions(backend="aoti"), progress=False)
-    assert m["backend"] == "aoti" and m["aoti"]["device"] == "cpu" and m["parity"]["worst_max_abs"] < 1e-4
+    assert m.backend == "aoti" and m.backend_info["device"] == "cpu" and m.verification["kind"] == "parity" and m.verification["worst_max_abs"] < 1e-4
     ref, seg = reference(export_dir)
     rng = np.random.default_rng(11)
     with load_engine(tmp_path / "aoti") as runner:
@@ -229,7 +228,7 @@ def test_int8_without_calibration(exported, tmp_path):
     """Dynamic INT8 needs no calibration file (drift on random-token pairs, said so); the modes that calibrate refuse to guess."""
     _, export_dir = exported()
     m = build_engine(export_dir, tmp_path / "e", BuildOptions(precision="int8", drift_pairs=16), progress=False)
-    assert m["int8_mode"] == "dynamic" and "random-token pairs" in m["drift"]["source"] and m["drift"]["coupled"]["pairs"] == 16
+    assert m.int8_mode == "dynamic" and "random-token pairs" in m.verification["source"] and m.verification["coupled"]["pairs"] == 16
     assert "--calib" in cli_error(["build-engine", str(export_dir), "--int8", "--int8-mode", "qdq", "-o", str(tmp_path / "q")])
     assert "--calib" in cli_error(["build-engine", str(export_dir), "--int8", "--int8-keep-float", "2", "-o", str(tmp_path / "k")])
     assert "does not exist" in cli_error(["build-engine", str(export_dir), "--int8", "--calib", str(tmp_path / "none.jsonl")])
@@ -296,18 +295,18 @@ def test_tensorrt_plan_from_another_machine_is_refused():
 def test_served_shape_fits_the_window_and_warms_up(exported, tmp_path):
     """The served shape CUDA graphs capture at load lies inside the checkpoint's windows (a 150-token default
     against a 96-token window once indexed past the position table on the GPU); an explicit longer one is refused."""
-    from pathlib import Path
 
     from dtx.engines.torch_backend import TorchRunner
 
     _, export_dir = exported()
     m = build_engine(export_dir, tmp_path / "t", BuildOptions(backend="torch"), progress=False)
-    d, shape = m["decoupling"], m["serve_shape"]
-    assert (shape["seq_q"], shape["seq_p"]) == (min(32, d["max_question_len"]), min(150, d["max_passage_len"]))
-    runner = TorchRunner(Path(m["checkpoint"]["path"]), m["outputs"], buckets=True)
-    runner.warm_up(shape["candidates"], shape["seq_q"], shape["seq_p"])  # what a CUDA engine captures at load, bucketed
+    d, shape = m.decoupling, m.served
+    assert (shape.seq_q, shape.seq_p) == (min(32, d.max_question_len), min(150, d.max_passage_len))
+    assert m.verification["kind"] == "parity" and m.verification["worst_max_abs"] < 1e-4  # the torch engine is verified too
+    runner = TorchRunner(m.checkpoint.path, dict(m.outputs), buckets=True)
+    runner.warm_up(shape.candidates, shape.seq_q, shape.seq_p)  # what a CUDA engine captures at load, bucketed
     with pytest.raises(EngineError, match="--seq-p .* window"):
-        build_engine(export_dir, tmp_path / "u", BuildOptions(backend="torch", seq_p=d["max_passage_len"] + 1), progress=False)
+        build_engine(export_dir, tmp_path / "u", BuildOptions(backend="torch", seq_p=d.max_passage_len + 1), progress=False)
 
 
 def _no_gpu() -> bool:
@@ -332,7 +331,7 @@ def test_torch_cuda_fp16_cuda_graphs(exported, tmp_path):
 def test_aoti_cuda_fp16_engine(exported, tmp_path):
     _, export_dir = exported()
     m = build_engine(export_dir, tmp_path / "aoti", BuildOptions(backend="aoti", device="cuda", precision="fp16"), progress=False)
-    assert m["aoti"]["device"] == "cuda" and m["aoti"]["compute_capability"]
+    assert m.backend_info["device"] == "cuda" and m.backend_info["compute_capability"] and m.verification["kind"] == "drift"
     assert_engine_matches_export(tmp_path / "aoti", export_dir, 2e-2)
 
 

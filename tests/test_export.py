@@ -26,18 +26,18 @@ from tiny_models import TINY_ARCHS
 def test_export_parity_every_architecture(arch, split, compress, exported):
     ckpt_dir, out = exported(arch, split, compress)
     manifest = check_export(out, ckpt_dir)
-    results = manifest["parity"]["results"]
+    results = manifest.parity["results"]
     assert {r["check"] for r in results} == {"input", "cross", "decoupled", "coupled"}
     assert all(r["passed"] and r["max_abs"] <= 1e-4 for r in results)
     assert any("bq=1" in r["shape"] and "b=4" in r["shape"] for r in results), "one question against many passages"
-    assert manifest["rep_dim"] == 32 // compress and manifest["decoupling"]["split"] == split
+    assert manifest.rep_dim == 32 // compress and manifest.decoupling.split == split
 
 
 @pytest.mark.parametrize("arch", TINY_ARCHS)
 def test_pair_task_exports(arch, exported):
     _, out = exported(arch, 2, 2, "pair")
     m = check_export(out)
-    assert m["graphs"]["cross"]["outputs"] == [{"name": "logits", "dtype": "float32", "shape": ["b", 3]}]
+    assert list(m.graphs["cross"].outputs) == [{"name": "logits", "dtype": "float32", "shape": ["b", 3]}] and m.labels
 
 
 @pytest.mark.parametrize("arch", TINY_ARCHS)
@@ -147,13 +147,13 @@ def test_reexport_needs_overwrite_and_never_loses_other_files(exported, tmp_path
     first = export_checkpoint(ckpt_dir, target, progress=False, shapes=[(2, 8, 8)])
     with pytest.raises(DtxError, match="already holds an export.*--overwrite"):
         export_checkpoint(ckpt_dir, target, progress=False, shapes=[(2, 8, 8)])
-    assert check_export(target)["export_id"] == first["export_id"], "a refused export must leave the old one as it was"
+    assert check_export(target).export_id == first.export_id, "a refused export must leave the old one as it was"
     second = export_checkpoint(ckpt_dir, target, progress=False, shapes=[(2, 8, 8)], overwrite=True)
-    assert first["export_id"] != second["export_id"] and check_export(target)["export_id"] == second["export_id"]
+    assert first.export_id != second.export_id and check_export(target).export_id == second.export_id
     (target / "notes.txt").write_text("mine")
     with pytest.raises(DtxError, match="not part of its export.*notes.txt"):
         export_checkpoint(ckpt_dir, target, progress=False, shapes=[(2, 8, 8)], overwrite=True)
-    assert (target / "notes.txt").read_text() == "mine" and check_export(target)["export_id"] == second["export_id"]
+    assert (target / "notes.txt").read_text() == "mine" and check_export(target).export_id == second.export_id
     foreign = tmp_path / "photos"
     foreign.mkdir()
     (foreign / "cat.jpg").write_bytes(b"x")

@@ -75,12 +75,12 @@ def post(url: str, body) -> tuple[int, object]:
 
 @pytest.fixture(scope="module")
 def served(engine, tmp_path_factory):
-    """A store of 40 passages and a server over it (micro-batches wait up to 50 ms for company)."""
+    """A store of 40 passages and a server over it (micro-batches of up to 128 pairs wait up to 50 ms for company)."""
     _, engine_dir = engine()
     root = tmp_path_factory.mktemp("serve")
     rows = write_corpus(root / "corpus.jsonl", 40, seed=3)
     index_corpus(root / "corpus.jsonl", engine_dir, root / "store", dtype="fp16", batch=8, chunk=16, progress=False)
-    proc, url = start_server(str(root / "store"), "--max-wait-ms", "50", "--threads", "1")
+    proc, url = start_server(str(root / "store"), "--max-batch-pairs", "128", "--max-wait-ms", "50", "--threads", "1")
     yield url, root / "store", engine_dir, {r["id"]: r["text"] for r in rows}
     assert stop_server(proc) == 0
 
@@ -214,7 +214,7 @@ def test_inline_only_server_and_sigterm_mid_request(engine, served):
     """No store: inline documents only; SIGTERM while a request is in flight: it is answered, and exit 0."""
     _, engine_dir = engine()
     texts = served[3]
-    proc, url = start_server("--engine", str(engine_dir), "--max-wait-ms", "200")
+    proc, url = start_server("--engine", str(engine_dir), "--max-batch-pairs", "128", "--max-wait-ms", "200")
     status, body = post(url + "/v1/rerank", {"query": "river", "documents": [{"id": "doc-1"}]})
     assert status == 400 and "no store" in body["error"]
     assert post(url + "/v1/answer", {"question": "river"})[0] == 400
@@ -237,3 +237,85 @@ def test_store_of_another_engine_is_refused_before_listening(served, exported, t
                           capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
     lines = proc.stdout.strip().splitlines() + proc.stderr.strip().splitlines()
     assert proc.returncode == 1 and len(lines) == 1 and lines[0].startswith("Error: ") and "serving" not in proc.stdout
+
+
+def _chromium() -> str | None:
+    import shutil
+
+    return next((p for p in (shutil.which("chromium"), shutil.which("chromium-browser"), shutil.which("google-chrome")) if p), None)
+
+
+def test_page_answers_a_question_in_headless_chromium(served, tmp_path):
+    """The page at / asks /v1/answer and shows each passage with its answer highlighted, scores and timings."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the page test needs playwright (the [test] extra)")
+    browser_path = _chromium()
+    if browser_path is None:
+        pytest.skip("no Chromium on this machine (scripts/setup.sh installs Debian's chromium)")
+    url, _, _, texts = served
+    pid = sorted(texts)[12]
+    question = _question(texts, pid)
+    status, expected = post(url + "/v1/answer", {"question": question, "top_k": 5, "return_documents": True})
+    assert status == 200 and expected["results"], expected
+    flags = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=browser_path, args=flags)
+        page = browser.new_page(viewport={"width": 1000, "height": 800})
+        page.goto(url + "/")
+        sync_api.expect(page.locator("#about")).to_contain_text("QA reader")
+        page.fill("#question", question)
+        page.fill("#top_k", "5")
+        page.click("#go")
+        sync_api.expect(page.locator("#status")).to_contain_text("passages, best first", timeout=60_000)
+        items = page.locator("li.result")
+        assert items.count() == len(expected["results"])
+        for n, r in enumerate(expected["results"]):
+            item = items.nth(n)
+            assert item.locator(".passage").inner_text() == texts[r["id"]]
+            assert f"passage {r['id']}" in item.locator(".head").inner_text()
+            marks = item.locator("mark")
+            if r["answer"]:
+                assert marks.count() == 1 and marks.inner_text() == r["answer"]
+            else:
+                assert marks.count() == 0 and "no answer" in item.inner_text()
+        assert "cross" in page.locator("#timings").inner_text()
+        page.fill("#question", "zzzz")  # a question no passage shares a word with: the server's one-line error
+        page.click("#go")
+        sync_api.expect(page.locator("#status")).to_have_class("error", timeout=60_000)
+        assert "no stored passage" in page.locator("#status").inner_text() and items.count() == 0
+        page.screenshot(path=str(tmp_path / "page.png"))
+        browser.close()
+    assert (tmp_path / "page.png").stat().st_size > 1000
+
+
+def test_ray_serve_replicas_answer_like_the_single_server(served):
+    """`dtx serve --ray` on a local Ray instance, two replicas: the same answers as uvicorn's server,
+    concurrent requests merged by @serve.batch (counted in pairs), SIGTERM exits 0."""
+    pytest.importorskip("ray.serve", reason="dtx serve --ray needs the [ray] extra (ray[serve])")
+    url, store, _, texts = served
+    ids = sorted(texts)
+    requests = [{"query": _question(texts, ids[n]), "documents": [{"id": i} for i in ids[n : n + 4]]} for n in range(12)]
+    expected = [post(url + "/v1/rerank", r)[1] for r in requests]
+    proc, ray_url = start_server(str(store), "--ray", "--replicas", "2", "--max-batch-pairs", "128", "--max-wait-ms", "200", "--threads", "1")
+    try:
+        assert json.loads(get(ray_url + "/ready")[1])["task"] == "qa"
+        together: list = [None] * len(requests)
+
+        def send(n: int) -> None:
+            together[n] = post(ray_url + "/v1/rerank", requests[n])
+
+        threads = [threading.Thread(target=send, args=(n,)) for n in range(len(requests))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for n, (status, body) in enumerate(together):
+            assert status == 200, body
+            assert [r["id"] for r in body["results"]] == [r["id"] for r in expected[n]["results"]], n
+            assert np.allclose([r["relevance_score"] for r in body["results"]], [r["relevance_score"] for r in expected[n]["results"]], atol=1e-4), n
+        assert max(body["usage"]["batch_requests"] for _, body in together) > 1  # 12 requests, 2 replicas: some shared a call
+        assert all(body["usage"]["batch_pairs"] <= 128 for _, body in together)
+        status, body = post(ray_url + "/v1/rerank", {"query": "river", "documents": [{"id": "no-such-passage"}]})
+        assert status == 404 and "no-such-passage" in body["error"]
+        assert "Ask the passages" in get(ray_url + "/")[1]
+    finally:
+        assert stop_server(proc) == 0

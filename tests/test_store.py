@@ -18,7 +18,6 @@ from click.testing import CliRunner
 from dtx.cli import main
 from dtx.engines import load_engine
 from dtx.engines.manifest import read_engine_export
-from dtx.export.manifest import segmenter_for
 from dtx.query import QueryPipeline
 from dtx.store import PassageStore
 from dtx.store import quantize
@@ -74,7 +73,7 @@ def test_quantize_round_trip_on_random_values():
 
 def test_store_holds_every_passage_and_window_once(stores, corpus):
     engine_dir, root = stores
-    seg = segmenter_for(engine_dir, read_engine_export(engine_dir))
+    seg = read_engine_export(engine_dir).segmenter()
     expected_windows = sum(len(seg.passage(r["text"])) for r in corpus[1])
     assert expected_windows > len(corpus[1])  # the long passages really were cut into windows
     for dtype in ("fp16", "int8"):
@@ -87,7 +86,7 @@ def test_fetched_representations_equal_on_the_fly_ones(stores, corpus):
     store = PassageStore.open(root / "fp16")
     ids = [r["id"] for r in corpus[1][:20]]
     cached = store.fetch(ids)
-    seg = segmenter_for(engine_dir, read_engine_export(engine_dir))
+    seg = read_engine_export(engine_dir).segmenter()
     segments = [w for r in corpus[1][:20] for w in seg.passage(r["text"])]
     assert [list(t) for t in cached.token_ids] == [s.input_ids for s in segments]  # same windows, in the order asked
     with load_engine(engine_dir) as runner:

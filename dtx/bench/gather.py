@@ -74,11 +74,10 @@ def time_gather(cfg: GatherConfig, engine_dir: Path, threads: int | None = None,
     """Fetch and decoupled-query latencies over `cfg.runs` queries, interleaved."""
     from dtx.engines import load_engine
     from dtx.engines.manifest import read_engine_export
-    from dtx.export.manifest import segmenter_for
 
     export = read_engine_export(engine_dir)
-    store = random_store(cfg, int(export["rep_dim"]), progress)
-    seg = segmenter_for(engine_dir, export)
+    store = random_store(cfg, export.rep_dim, progress)
+    seg = export.segmenter()
     n = store.dataset.count_rows()
     rng = np.random.default_rng(cfg.seed + 1)
     fetch, query = [], []
@@ -101,7 +100,7 @@ def time_gather(cfg: GatherConfig, engine_dir: Path, threads: int | None = None,
         "passages_in_store": n,
         "store_bytes": sum(p.stat().st_size for p in Path(cfg.store).rglob("*") if p.is_file()) if Path(cfg.store).exists() else None,
         "dtype": cfg.dtype,
-        "rep_dim": int(export["rep_dim"]),
+        "rep_dim": export.rep_dim,
         "seq_p": cfg.seq_p,
         "candidates": cfg.candidates,
         "engine": str(engine_dir),

@@ -12,7 +12,6 @@ from pathlib import Path
 
 from dtx.artifacts import target_kind
 from dtx.engines.build import BuildOptions, build_engine, validate
-from dtx.engines.manifest import read_engine_manifest
 from dtx.errors import ConfigError, DtxError
 from dtx.model.checkpoint import TEACHER_DIR
 
@@ -89,8 +88,3 @@ def prepare(
         build_engine(export_dir, baseline, fp32, progress=progress)
     what = {"arch": f"random-weight {arch}", "checkpoint": f"checkpoint {target}", "export": f"export {target}"}[kind]
     return Prepared(engine_dir, baseline, what)
-
-
-def engine_limits(engine_dir: Path) -> dict:
-    m = read_engine_manifest(engine_dir)
-    return {**m["decoupling"], **m["model"]}

@@ -9,14 +9,15 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from dtx.bench.prepare import bench_source, check_split, engine_limits, prepare
+from dtx.bench.prepare import bench_source, check_split, prepare
 from dtx.bench.stats import Latency, gflops_per_second, speedup
 from dtx.bench.workload import QueryWorkload, Shape
 from dtx.cost import EncoderShape, query_cost
 from dtx.engines import load_engine
 from dtx.engines.build import BuildOptions
 from dtx.errors import ConfigError
-from dtx.export.manifest import producers, segmenter_for
+from dtx.engines.manifest import EngineManifest
+from dtx.export.manifest import producers
 from dtx.report import save_figure
 
 
@@ -43,8 +44,9 @@ class BenchConfig:
 
 def model_limits(cfg: BenchConfig) -> dict:
     """Layers and maximum lengths of what will be benchmarked, read before anything is built."""
-    import json
-
+    from dtx.engines.manifest import read_engine_manifest
+    from dtx.export.manifest import read_manifest
+    from dtx.model.checkpoint import read_meta
     from dtx.model.presets import PRESETS
 
     kind = bench_source(cfg.target)
@@ -56,14 +58,10 @@ def model_limits(cfg: BenchConfig) -> dict:
         if cfg.seq_q + cfg.seq_p > positions:
             raise ConfigError(f"--seq-q {cfg.seq_q} + --seq-p {cfg.seq_p} is more than the {positions} positions of {cfg.arch}; pass lengths that add up to at most {positions}")
         return {"num_layers": PRESETS[cfg.arch]["num_hidden_layers"], "max_question_len": q, "max_passage_len": positions - q, "fixed_split": None}
-    path = Path(cfg.target)
-    if kind == "engine":
-        d = engine_limits(path)
-    else:
-        meta = json.loads((path / ("manifest.json" if kind == "export" else "decoupled.json")).read_text())
-        d = meta["decoupling"]
-    fixed = d["split"] if kind in ("engine", "export") else None
-    return {"num_layers": d["num_layers"], "max_question_len": d["max_question_len"], "max_passage_len": d["max_passage_len"], "fixed_split": fixed}
+    read = {"engine": read_engine_manifest, "export": read_manifest, "checkpoint": read_meta}[kind]
+    d = read(cfg.target).decoupling
+    fixed = d.split if kind in ("engine", "export") else None
+    return {"num_layers": d.num_layers, "max_question_len": d.max_question_len, "max_passage_len": d.max_passage_len, "fixed_split": fixed}
 
 
 def validate(cfg: BenchConfig) -> None:
@@ -98,7 +96,7 @@ def run_bench(cfg: BenchConfig, progress: bool = True) -> dict:
                 baseline = load_engine(ready.baseline_dir, threads=cfg.threads) if ready.baseline_dir else None
                 try:
                     for k in cfg.candidates:
-                        report["rows"].append(measure(cfg, runner, baseline, ready.engine_dir, k, progress))
+                        report["rows"].append(measure(cfg, runner, baseline, k, progress))
                 finally:
                     runner.close()
                     if baseline is not None:
@@ -108,14 +106,13 @@ def run_bench(cfg: BenchConfig, progress: bool = True) -> dict:
     return report
 
 
-def measure(cfg: BenchConfig, runner, baseline, engine_dir: Path, k: int, progress: bool) -> dict:
+def measure(cfg: BenchConfig, runner, baseline, k: int, progress: bool) -> dict:
     """One (split, K) configuration: `baseline` is the fp32 engine when `runner` is not fp32."""
     m = runner.manifest
-    seg = segmenter_for(engine_dir, m)
-    work = QueryWorkload(runner, seg, Shape(cfg.seq_q, cfg.seq_p, k), seed=cfg.seed)
+    work = QueryWorkload(runner, m.export.segmenter(), Shape(cfg.seq_q, cfg.seq_p, k), seed=cfg.seed)
     index_seconds = work.index()
     dec, cpl, cpl32 = Latency([]), Latency([]), Latency([])
-    row = {"split": m["decoupling"]["split"], "candidates": k}
+    row = {"split": m.decoupling.split, "candidates": k}
     try:
         for i in tqdm(range(cfg.warmup + cfg.runs), desc=f"bench split {row['split']} K={k}", unit="query", disable=not progress):
             q, rows = work.draw()
@@ -133,16 +130,16 @@ def measure(cfg: BenchConfig, runner, baseline, engine_dir: Path, k: int, progre
     return row | explain(m, cfg, k, dec, cpl, cpl32 if baseline else None, index_seconds)
 
 
-def explain(m: dict, cfg: BenchConfig, k: int, dec: Latency, cpl: Latency, cpl32: Latency | None, index_seconds: float) -> dict:
-    d, model = m["decoupling"], m["model"]
-    shape = EncoderShape(model["num_layers"], model["hidden_size"], model["intermediate_size"], m["rep_dim"])
+def explain(m: EngineManifest, cfg: BenchConfig, k: int, dec: Latency, cpl: Latency, cpl32: Latency | None, index_seconds: float) -> dict:
+    d, model = m.decoupling, m.export.model
+    shape = EncoderShape(model.num_layers, model.hidden_size, model.intermediate_size, m.export.rep_dim)
     store_dtype = "int8" if cfg.precision == "int8" else "fp16"
-    cost = query_cost(shape, d["split"], cfg.seq_q, cfg.seq_p, k, store_dtype)
+    cost = query_cost(shape, d.split, cfg.seq_q, cfg.seq_p, k, store_dtype)
     n = min(len(dec.seconds), len(cpl.seconds))
     dec, cpl = Latency(dec.seconds[:n]), Latency(cpl.seconds[:n])
     out = {
-        "layers": f"{d['split']}/{model['num_layers'] - d['split']}",
-        "compress": d["compress"],
+        "layers": f"{d.split}/{model.num_layers - d.split}",
+        "compress": d.compress,
         "decoupled": dec.to_dict(),
         "coupled": cpl.to_dict(),
         "speedup": speedup(cpl, dec),

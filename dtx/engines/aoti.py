@@ -98,7 +98,6 @@ def compile_packages(ckpt_dir: Path, out_dir: Path, device: str, precision: str)
 
     check_options(device, precision)
     ckpt = load_checkpoint(ckpt_dir)
-    dtype = torch.float16 if precision == "fp16" else torch.float32
     dev = torch.device(device)
     modules = {INPUT: ckpt.model.input, CROSS: ckpt.model.cross, COUPLED: build_coupled(ckpt.teacher())}
     for m in modules.values():

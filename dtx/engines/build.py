@@ -10,7 +10,7 @@ from __future__ import annotations
 import platform
 import shutil
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,13 +20,14 @@ from tqdm import tqdm
 from dtx.atomic import atomic_dir, sha256_file, write_json
 from dtx.engines.calibration import graph_feeds, load_batches
 from dtx.engines.drift import measure_drift
-from dtx.engines.manifest import ENGINE_FILE, EXPORT_COPY, FORMAT_VERSION, KIND, EngineError
+from dtx.engines.manifest import ENGINE_FILE, EXPORT_COPY, FORMAT_VERSION, KIND, EngineError, EngineManifest, read_engine_manifest
 from dtx.engines.runner import OrtRunner
 from dtx.engines.transforms import fuse_for_ort, matmul_sensitivity, op_counts, quantize_dynamic_int8, quantize_qdq_int8, qdq_zero_points, to_fp16
 from dtx.export.check import check_export
-from dtx.export.manifest import MANIFEST_FILE, TOKENIZER_DIR, producers, segmenter_for
+from dtx.export.manifest import MANIFEST_FILE, TOKENIZER_DIR, ExportManifest, producers
 from dtx.export.parity import FP32_TOLERANCE, compare
 from dtx.export.spec import GRAPHS, graph_specs
+from dtx.model.config import DecoupleConfig
 from dtx.model.samples import random_pairs
 
 
@@ -51,12 +52,12 @@ class BuildOptions:
 SERVE_SEQ_Q, SERVE_SEQ_P = 32, 150  # DESIGN.md's served shape: a 32-token question against 150-token passages
 
 
-def fit_serve_shape(opts: BuildOptions, decoupling: dict) -> BuildOptions:
+def fit_serve_shape(opts: BuildOptions, decoupling: DecoupleConfig) -> BuildOptions:
     """The served lengths inside the checkpoint's windows: the defaults are cut to them (longer inputs never reach
     the engine: passages are windowed), an explicit longer one is refused - its positions do not exist."""
-    q = opts.seq_q if opts.seq_q is not None else min(SERVE_SEQ_Q, decoupling["max_question_len"])
-    p = opts.seq_p if opts.seq_p is not None else min(SERVE_SEQ_P, decoupling["max_passage_len"])
-    for flag, value, window in (("--seq-q", q, decoupling["max_question_len"]), ("--seq-p", p, decoupling["max_passage_len"])):
+    q = opts.seq_q if opts.seq_q is not None else min(SERVE_SEQ_Q, decoupling.max_question_len)
+    p = opts.seq_p if opts.seq_p is not None else min(SERVE_SEQ_P, decoupling.max_passage_len)
+    for flag, value, window in (("--seq-q", q, decoupling.max_question_len), ("--seq-p", p, decoupling.max_passage_len)):
         if value > window:
             raise EngineError(f"{flag} {value} is longer than the checkpoint's window ({window} tokens); pass at most {window}")
     return replace(opts, seq_q=q, seq_p=p)
@@ -105,22 +106,64 @@ def _prepare_graph(src: Path, dst: Path, opts: BuildOptions, feeds: list[dict] |
     return op_counts(onnx.load(str(dst))), kept
 
 
-def build_engine(export_dir: str | Path, out_dir: str | Path, opts: BuildOptions, progress: bool = True) -> dict:
-    """Build an engine directory from `export_dir`; returns its manifest (engine.json)."""
+@dataclass(frozen=True)
+class BuildPlan:
+    """What `prepare` settled before anything is written: checked options, the export, and the reference."""
+
+    export: ExportManifest
+    out_dir: Path
+    opts: BuildOptions  # validated, served shape fitted to the windows
+    segmenter: object
+    reference: OrtRunner  # the export's own fp32 graphs: what every engine is verified against
+    calib_feeds: dict | None  # per-graph feeds for Q/DQ calibration or --int8-keep-float
+
+
+@dataclass
+class Compiled:
+    """What `compile_engine` wrote into the engine directory, and what it learned doing it."""
+
+    graphs: dict[str, str] = field(default_factory=dict)  # graph -> file (ONNX, plan or package); empty for torch
+    fused_ops: dict[str, dict[str, int]] = field(default_factory=dict)
+    kept_float: dict[str, list[str]] = field(default_factory=dict)
+    backend_info: dict = field(default_factory=dict)
+
+
+def build_engine(export_dir: str | Path, out_dir: str | Path, opts: BuildOptions, progress: bool = True) -> EngineManifest:
+    """prepare -> compile (per backend) -> verify (one check for every backend), then publish atomically.
+
+    The engine is verified through `load_engine` on its temp directory - the loader users get - and
+    its verification is part of engine.json: nothing unverified is ever published.
+    """
+    from dtx.engines import load_engine
+
+    plan = prepare(export_dir, out_dir, opts)
+    started = time.perf_counter()
+    with atomic_dir(plan.out_dir, overwrite=True) as tmp:
+        compiled = compile_engine(plan, tmp, progress)
+        shutil.copytree(plan.export.path / TOKENIZER_DIR, tmp / TOKENIZER_DIR)
+        shutil.copy(plan.export.path / MANIFEST_FILE, tmp / EXPORT_COPY)
+        manifest = _engine_json(plan, compiled, tmp)
+        write_json(tmp / ENGINE_FILE, manifest)
+        with load_engine(tmp, threads=plan.opts.threads) as built:
+            manifest["verification"] = verify(plan, built, progress)
+        manifest["build_seconds"] = round(time.perf_counter() - started, 2)
+        write_json(tmp / ENGINE_FILE, manifest)
+    return read_engine_manifest(plan.out_dir)
+
+
+def prepare(export_dir: str | Path, out_dir: str | Path, opts: BuildOptions) -> BuildPlan:
+    """Every check that can refuse the build, before any work: options, the export (re-validated), the output
+    directory, the backend's availability, the checkpoint the torch/aoti backends run; then the reference."""
     opts = validate(opts)
     export_dir, out_dir = Path(export_dir), Path(out_dir)
     export = check_export(export_dir)
-    seg = segmenter_for(export_dir, export)
-    d = export["decoupling"]
-    opts = fit_serve_shape(opts, d)
-    specs = graph_specs(d["task"], export["rep_dim"], d["num_labels"])
-    outputs = {g: [t.name for t in s.outputs] for g, s in specs.items()}
+    opts = fit_serve_shape(opts, export.decoupling)
     if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / ENGINE_FILE).is_file():
         raise EngineError(f"{out_dir} exists and is not a dtx engine; choose another output directory")
     if opts.backend == "trt":
         from dtx.engines.tensorrt import import_tensorrt
 
-        import_tensorrt()  # fail before any work
+        import_tensorrt()
     if opts.backend == "torch":
         from dtx.engines.torch_backend import check_device
 
@@ -131,100 +174,89 @@ def build_engine(export_dir: str | Path, out_dir: str | Path, opts: BuildOptions
         check_options(opts.device, opts.precision)
     if opts.backend in ("torch", "aoti"):
         _check_checkpoint(export)
-
-    reference = OrtRunner({g: export_dir / f"{g}.onnx" for g in GRAPHS}, outputs, threads=opts.threads)
+    seg = export.segmenter()
+    reference = OrtRunner({g: export_dir / export.graphs[g].file for g in GRAPHS}, export.outputs, threads=opts.threads)
     calib_feeds = None
     if opts.precision == "int8" and (opts.int8_mode == "qdq" or opts.int8_keep_float):
         calib_feeds = graph_feeds(load_batches(opts.calib, seg, opts.calib_pairs, seed=1), reference.encode)
+    return BuildPlan(export, out_dir, opts, seg, reference, calib_feeds)
 
-    started = time.perf_counter()
-    fused: dict[str, dict[str, int]] = {}
-    kept_float: dict[str, list[str]] = {}
-    files: dict[str, str] = {}
-    trt_info: dict = {}
-    with atomic_dir(out_dir, overwrite=True) as tmp:
-        if opts.backend == "aoti":
-            from dtx.engines.aoti import compile_packages, device_signature
 
-            files = compile_packages(Path(export["checkpoint"]["path"]), tmp, opts.device, opts.precision)
-        elif opts.backend != "torch":
-            for graph in tqdm(GRAPHS, desc=f"build {opts.backend} {opts.precision}", unit="graph", disable=not progress):
-                dst = tmp / f"{graph}.onnx"
-                fused[graph], kept_float[graph] = _prepare_graph(export_dir / f"{graph}.onnx", dst, opts, calib_feeds[graph] if calib_feeds else None)
-                files[graph] = dst.name
-                if opts.backend == "trt":
-                    from dtx.engines.tensorrt import TIMING_CACHE, ServeShape, build_plan, device_signature
+def compile_engine(plan: BuildPlan, tmp: Path, progress: bool) -> Compiled:
+    """The backend's own step: ONNX transforms (ORT), plans (TensorRT), packages (AOTInductor); the torch
+    backend runs the checkpoint and compiles nothing here."""
+    opts, export, out = plan.opts, plan.export, Compiled()
+    if opts.backend == "torch":
+        return out
+    if opts.backend == "aoti":
+        from dtx.engines.aoti import compile_packages, device_signature
 
-                    shape = ServeShape(opts.batch, opts.seq_q, opts.seq_p, d["max_question_len"], d["max_passage_len"])
-                    trt_info = {**build_plan(dst, tmp / f"{graph}.plan", specs[graph], shape, tmp / TIMING_CACHE), **device_signature()}
-                    files[graph] = f"{graph}.plan"
-        shutil.copytree(export_dir / TOKENIZER_DIR, tmp / TOKENIZER_DIR)
-        shutil.copy(export_dir / MANIFEST_FILE, tmp / EXPORT_COPY)
-        manifest = {
-            "kind": KIND,
-            "format_version": FORMAT_VERSION,
-            "backend": opts.backend,
-            "precision": opts.precision,
-            "int8_mode": opts.int8_mode,
-            "device": opts.device,
-            "threads": opts.threads,
-            "serve_shape": {"candidates": opts.batch, "seq_q": opts.seq_q, "seq_p": opts.seq_p},
-            "cuda_graphs": opts.cuda_graphs if opts.backend == "torch" and opts.device == "cuda" else None,
-            "graphs": files,
-            "outputs": outputs,
-            "export": {
-                "path": str(export_dir.resolve()),
-                "export_id": export["export_id"],
-                "graphs_sha256": {g: export["files"][f"{g}.onnx"]["sha256"] for g in GRAPHS},
-            },
-            "checkpoint": export["checkpoint"],
-            "decoupling": d,
-            "rep_dim": export["rep_dim"],
-            "model": export["model"],
-            "fused_ops": fused,
-            "int8_float_matmuls": kept_float if opts.precision == "int8" else None,
-            "tensorrt": trt_info or None,
-            "aoti": device_signature(opts.device) if opts.backend == "aoti" else None,
-            "producers": producers(),
-            "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine()},
-            "files": {p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()},
-        }
-        if opts.precision == "int8" and opts.int8_mode == "qdq":
-            manifest["qdq_zero_points_nonzero"] = sum(any(v != 0 for v in zp[2]) for g in GRAPHS for zp in qdq_zero_points(onnx.load(str(tmp / f"{g}.onnx"))))
-        if opts.backend != "trt":  # check what was built before it is published (TensorRT: on its own machine, `dtx bench`)
-            with _built_runner(tmp, files, outputs, opts, export, manifest) as built:
-                if opts.precision == "fp32":
-                    manifest["parity"] = _fp32_parity(built, reference, seg)
-                else:
-                    batches, source = _drift_batches(opts, seg)
-                    manifest["drift"] = {**measure_drift(built, reference, batches, progress=progress), "source": source}
-        manifest["build_seconds"] = round(time.perf_counter() - started, 2)
-        write_json(tmp / ENGINE_FILE, manifest)
+        out.graphs = compile_packages(export.checkpoint.path, tmp, opts.device, opts.precision)
+        out.backend_info = device_signature(opts.device)
+        return out
+    specs = graph_specs(export.task, export.rep_dim, export.decoupling.num_labels)
+    for graph in tqdm(GRAPHS, desc=f"build {opts.backend} {opts.precision}", unit="graph", disable=not progress):
+        dst = tmp / f"{graph}.onnx"
+        out.fused_ops[graph], out.kept_float[graph] = _prepare_graph(export.path / export.graphs[graph].file, dst, opts, plan.calib_feeds[graph] if plan.calib_feeds else None)
+        out.graphs[graph] = dst.name
+        if opts.backend == "trt":
+            from dtx.engines.tensorrt import TIMING_CACHE, ServeShape, build_plan, device_signature
+
+            d = export.decoupling
+            shape = ServeShape(opts.batch, opts.seq_q, opts.seq_p, d.max_question_len, d.max_passage_len)
+            out.backend_info = {**build_plan(dst, tmp / f"{graph}.plan", specs[graph], shape, tmp / TIMING_CACHE, opts.precision), **device_signature()}
+            out.graphs[graph] = f"{graph}.plan"
+    return out
+
+
+def verify(plan: BuildPlan, built, progress: bool = True) -> dict:
+    """The one check of a built engine, written against the runner interface so every backend gets it:
+    fp32 must match the export within FP32_TOLERANCE (else nothing is published); fp16/int8 report their
+    drift from it and how often the prediction stays the same."""
+    if plan.opts.precision == "fp32":
+        return {"kind": "parity", **_fp32_parity(built, plan.reference, plan.segmenter)}
+    batches, source = _drift_batches(plan.opts, plan.segmenter)
+    return {"kind": "drift", **measure_drift(built, plan.reference, batches, progress=progress), "source": source}
+
+
+def _engine_json(plan: BuildPlan, compiled: Compiled, tmp: Path) -> dict:
+    """engine.json as written (EngineManifest is how it is read back)."""
+    opts, export = plan.opts, plan.export
+    manifest = {
+        "kind": KIND,
+        "format_version": FORMAT_VERSION,
+        "backend": opts.backend,
+        "precision": opts.precision,
+        "int8_mode": opts.int8_mode,
+        "device": opts.device,
+        "threads": opts.threads,
+        "serve_shape": {"candidates": opts.batch, "seq_q": opts.seq_q, "seq_p": opts.seq_p},
+        "cuda_graphs": opts.cuda_graphs if opts.backend == "torch" and opts.device == "cuda" else None,
+        "graphs": compiled.graphs,
+        "outputs": export.outputs,
+        "export": {"path": str(export.path.resolve()), "export_id": export.export_id, "graphs_sha256": {g: export.graph_sha256(g) for g in GRAPHS}},
+        "fused_ops": compiled.fused_ops,
+        "int8_float_matmuls": compiled.kept_float if opts.precision == "int8" else None,
+        "tensorrt": compiled.backend_info if opts.backend == "trt" else None,
+        "aoti": compiled.backend_info if opts.backend == "aoti" else None,
+        "producers": producers(),
+        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine()},
+        "files": {p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()},
+    }
+    if opts.precision == "int8" and opts.int8_mode == "qdq":
+        manifest["qdq_zero_points_nonzero"] = sum(any(v != 0 for v in zp[2]) for g in GRAPHS for zp in qdq_zero_points(onnx.load(str(tmp / f"{g}.onnx"))))
     return manifest
 
 
-def _check_checkpoint(export: dict) -> None:
+def _check_checkpoint(export: ExportManifest) -> None:
     """The torch and aoti backends run the checkpoint itself: it must still be the one the export was made from."""
     from dtx.model.checkpoint import read_meta
 
-    path = Path(export["checkpoint"]["path"])
+    path = export.checkpoint.path
     if not path.is_dir():
         raise EngineError(f"the torch and aoti backends run the checkpoint, and {path} is gone; re-export from a checkpoint")
-    if read_meta(path).get("weights_sha256") != export["checkpoint"]["weights_sha256"]:
+    if read_meta(path).weights_sha256 != export.checkpoint.weights_sha256:
         raise EngineError(f"checkpoint {path} holds other weights than the export was made from; re-export it (`dtx export {path} --overwrite`) first")
-
-
-def _built_runner(tmp: Path, files: dict[str, str], outputs: dict, opts: BuildOptions, export: dict, manifest: dict):
-    """A runner over the engine being built (in its temp directory), for the checks before publishing."""
-    if opts.backend == "aoti":
-        from dtx.engines.aoti import AotiRunner
-
-        return AotiRunner({g: tmp / f for g, f in files.items()}, outputs, manifest["aoti"], opts.precision, tmp)
-    if opts.backend == "torch":
-        from dtx.engines.torch_backend import TorchRunner
-
-        return TorchRunner(Path(export["checkpoint"]["path"]), outputs, opts.device, opts.precision, cuda_graphs=opts.cuda_graphs)
-    return OrtRunner({g: tmp / files[g] for g in GRAPHS}, outputs, threads=opts.threads, device=opts.device)
 
 
 def _drift_batches(opts: BuildOptions, seg) -> tuple[list, str]:

@@ -87,8 +87,10 @@ def profile_shapes(spec: GraphSpec, shape: ServeShape) -> dict[str, tuple[tuple[
     return out
 
 
-def build_plan(onnx_path: Path, plan_path: Path, spec: GraphSpec, shape: ServeShape, cache_path: Path) -> dict:
-    """Parse `onnx_path` into a strongly-typed network and serialise an engine to `plan_path`."""
+def build_plan(onnx_path: Path, plan_path: Path, spec: GraphSpec, shape: ServeShape, cache_path: Path, precision: str) -> dict:
+    """Parse `onnx_path` into a strongly-typed network and serialise an engine to `plan_path`.
+
+    An fp32 engine computes in fp32: TensorRT's default TF32 matmuls would miss the fp32 parity bar."""
     trt = import_tensorrt()
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
@@ -98,6 +100,8 @@ def build_plan(onnx_path: Path, plan_path: Path, spec: GraphSpec, shape: ServeSh
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise EngineError(f"TensorRT cannot parse {onnx_path.name}: {errors[:300]}")
     config = builder.create_builder_config()
+    if precision == "fp32":
+        config.clear_flag(trt.BuilderFlag.TF32)
     profile = builder.create_optimization_profile()
     for name, (lo, opt, hi) in profile_shapes(spec, shape).items():
         profile.set_shape(name, lo, opt, hi)

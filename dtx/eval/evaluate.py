@@ -25,8 +25,7 @@ def open_model(path: str | Path, threads: int | None = None):
     """(runner, segmenter, task, labels, kind) for a checkpoint, export or engine directory."""
     from dtx.artifacts import target_kind
     from dtx.engines import load_engine
-    from dtx.engines.manifest import read_engine_export
-    from dtx.export.manifest import read_manifest, segmenter_for
+    from dtx.export.manifest import read_manifest
     from dtx.export.spec import GRAPHS, graph_specs
 
     kind = target_kind(str(path))
@@ -45,16 +44,13 @@ def open_model(path: str | Path, threads: int | None = None):
         from dtx.engines.runner import OrtRunner
 
         manifest = read_manifest(path)
-        outputs = {g: [o["name"] for o in manifest["graphs"][g]["outputs"]] for g in GRAPHS}
-        runner = OrtRunner({g: Path(path) / f"{g}.onnx" for g in GRAPHS}, outputs, threads=threads)
+        runner = OrtRunner({g: manifest.path / manifest.graphs[g].file for g in GRAPHS}, manifest.outputs, threads=threads)
     else:
         runner = load_engine(path, threads=threads)
-        manifest = read_engine_export(path)
-    task = manifest["decoupling"]["task"]
-    labels = manifest["model"].get("labels")
-    if task == "pair" and not labels:
+        manifest = runner.manifest.export
+    if manifest.task == "pair" and not manifest.labels:
         raise DtxError(f"{path} was exported before dtx recorded label names; re-run `dtx export` (and `dtx build-engine`)")
-    return runner, segmenter_for(path, manifest), task, labels or [], kind
+    return runner, manifest.segmenter(), manifest.task, manifest.labels, kind
 
 
 def select(pairs: list[Pair], split: str, limit: int | None, seed: int = 0) -> list[Pair]:

@@ -7,7 +7,6 @@ could pick up.
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 import uuid
@@ -19,7 +18,7 @@ from tqdm import tqdm
 
 from dtx.atomic import atomic_dir, write_json
 from dtx.errors import DtxError
-from dtx.export.manifest import MANIFEST_FILE, TOKENIZER_DIR, build_manifest, is_export_dir
+from dtx.export.manifest import MANIFEST_FILE, TOKENIZER_DIR, ExportManifest, build_manifest, is_export_dir, read_manifest
 from dtx.export.onnx_graph import export_graph
 from dtx.export.parity import ParityResult, default_shapes, measure
 from dtx.export.spec import COUPLED, CROSS, INPUT, graph_specs
@@ -42,8 +41,8 @@ def export_checkpoint(
     shapes: list[tuple[int, int, int]] | None = None,
     progress: bool = True,
     overwrite: bool = False,
-) -> dict:
-    """Export the three graphs, measure parity, write the manifest; returns the manifest.
+) -> ExportManifest:
+    """Export the three graphs, measure parity, write the manifest; returns the manifest as published.
 
     An existing export in `out_dir` is replaced only with `overwrite` (as `dtx decouple` does),
     and never when the directory also holds files that are not the export's: those are the user's.
@@ -91,9 +90,8 @@ def export_checkpoint(
         timings["parity"] = time.perf_counter() - start
         _raise_on_failure(results)
         shutil.copytree(ckpt.path / TEACHER_DIR, tmp / TOKENIZER_DIR, ignore=_not_tokenizer)
-        manifest = build_manifest(tmp, ckpt, specs, export_id, opset, results, timings)
-        write_json(tmp / MANIFEST_FILE, manifest)
-    return manifest
+        write_json(tmp / MANIFEST_FILE, build_manifest(tmp, ckpt, specs, export_id, opset, results, timings))
+    return read_manifest(out_dir)
 
 
 def _check_target(out_dir: Path, overwrite: bool) -> None:
@@ -103,13 +101,12 @@ def _check_target(out_dir: Path, overwrite: bool) -> None:
     if not is_export_dir(out_dir):
         raise DtxError(f"{out_dir} exists and is not a dtx export; choose another output directory")
     try:
-        old = json.loads((out_dir / MANIFEST_FILE).read_text())
-        owned = set(old["files"]) | {MANIFEST_FILE}
-    except (OSError, ValueError, KeyError, TypeError):
+        old = read_manifest(out_dir)
+    except DtxError:
         raise DtxError(f"{out_dir / MANIFEST_FILE} is unreadable; remove {out_dir} or choose another output directory") from None
+    owned = set(old.files) | {MANIFEST_FILE}
     if not overwrite:
-        source = old.get("checkpoint", {}).get("path", "another checkpoint")
-        raise DtxError(f"{out_dir} already holds an export (of {source}); pass --overwrite to replace it, or choose another -o")
+        raise DtxError(f"{out_dir} already holds an export (of {old.checkpoint.path}); pass --overwrite to replace it, or choose another -o")
     foreign = sorted(p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*") if p.is_file() and p.relative_to(out_dir).as_posix() not in owned)
     if foreign:
         raise DtxError(f"{out_dir} also holds files that are not part of its export ({', '.join(foreign[:3])}); move them or choose another -o")

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import platform
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Mapping
 
 from dtx.atomic import read_artifact_json, sha256_file
 from dtx.errors import DtxError
 from dtx.export.parity import ParityResult
 from dtx.export.spec import GraphSpec
 from dtx.model.checkpoint import Checkpoint
+from dtx.model.config import DecoupleConfig
 
 MANIFEST_FILE = "manifest.json"
 TOKENIZER_DIR = "tokenizer"
@@ -79,7 +82,7 @@ def build_manifest(
         "rep_dim": cfg.rep_dim,
         "model": model_shape(ckpt),
         "opset": opset,
-        "checkpoint": {"path": str(ckpt.path.resolve()), "weights_sha256": ckpt.meta["weights_sha256"]},
+        "checkpoint": {"path": str(ckpt.path.resolve()), "weights_sha256": ckpt.meta.weights_sha256},
         "graphs": {g: {"file": s.file, **s.to_dict()} for g, s in specs.items()},
         "files": files,
         "parity": {
@@ -92,21 +95,137 @@ def build_manifest(
     }
 
 
-def segmenter_for(artifact_dir: str | Path, manifest: dict):
-    """The pair segmenter of an export or engine directory (its tokenizer + decoupling settings)."""
-    from transformers import AutoTokenizer
-
-    from dtx.model.segments import PairSegmenter
-
-    d = manifest["decoupling"]
-    tokenizer = AutoTokenizer.from_pretrained(Path(artifact_dir) / TOKENIZER_DIR)
-    return PairSegmenter(tokenizer, d["max_question_len"], d["max_passage_len"], d["doc_stride"])
+class ExportManifestError(DtxError):
+    """manifest.json (or an engine's copy of it) is missing a field or holds one of the wrong type."""
 
 
-def read_manifest(export_dir: str | Path) -> dict:
-    """The manifest of an export directory, or a one-line error saying how to make one."""
+@dataclass(frozen=True)
+class CheckpointRef:
+    """The checkpoint an export was made from: where it was, and the sha256 of its weights."""
+
+    path: Path
+    weights_sha256: str
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """The teacher's sizes, for the cost model and for reports (read once at export)."""
+
+    model_type: str
+    num_layers: int
+    hidden_size: int
+    intermediate_size: int
+    num_attention_heads: int
+    max_position_embeddings: int
+    labels: tuple[str, ...] = ()  # pair classifier's label names, in logit order
+
+
+@dataclass(frozen=True)
+class GraphEntry:
+    file: str
+    inputs: tuple[Mapping[str, Any], ...]  # {name, dtype, shape}, as GraphSpec.to_dict writes them
+    outputs: tuple[Mapping[str, Any], ...]
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return tuple(o["name"] for o in self.outputs)
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    sha256: str
+    bytes: int
+
+
+@dataclass(frozen=True)
+class ExportManifest:
+    """An export directory's manifest.json, typed and checked: the one way any module reads an export
+    (an engine directory carries the same, as export.json, for what it was built from)."""
+
+    path: Path  # the directory it was read from (its tokenizer/ sits beside it)
+    export_id: str
+    decoupling: DecoupleConfig
+    rep_dim: int
+    model: ModelShape
+    opset: int
+    checkpoint: CheckpointRef
+    graphs: Mapping[str, GraphEntry]
+    files: Mapping[str, FileEntry]
+    parity: Mapping[str, Any]
+    seconds: Mapping[str, float]
+    producers: Mapping[str, str]
+
+    @property
+    def task(self) -> str:
+        return self.decoupling.task
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.model.labels)
+
+    @property
+    def outputs(self) -> dict[str, list[str]]:
+        """graph -> output names, what every runner needs."""
+        return {g: list(e.output_names) for g, e in self.graphs.items()}
+
+    def graph_sha256(self, graph: str) -> str:
+        return self.files[self.graphs[graph].file].sha256
+
+    def segmenter(self):
+        """The pair segmenter of this export (its tokenizer + decoupling settings)."""
+        from transformers import AutoTokenizer
+
+        from dtx.model.segments import PairSegmenter
+
+        d = self.decoupling
+        tokenizer = AutoTokenizer.from_pretrained(self.path / TOKENIZER_DIR)
+        return PairSegmenter(tokenizer, d.max_question_len, d.max_passage_len, d.doc_stride)
+
+    @classmethod
+    def from_dict(cls, path: Path, data: dict, where: Path) -> "ExportManifest":
+        """Typed, or a one-line ExportManifestError naming the file and the field."""
+        from dtx.export.spec import GRAPHS
+
+        def need(mapping: Any, key: str, kind: type | tuple[type, ...], at: str = "") -> Any:
+            value = mapping.get(key) if isinstance(mapping, dict) else None
+            if not isinstance(value, kind) or isinstance(value, bool) and kind is int:
+                raise ExportManifestError(f"{where} has no valid {at}{key}; re-run `dtx export`")
+            return value
+
+        if data.get("kind") != KIND or data.get("format_version") != FORMAT_VERSION:
+            raise ExportManifestError(f"{where} is not a dtx export manifest of format {FORMAT_VERSION}; re-run `dtx export`")
+        model = need(data, "model", dict)
+        graphs = need(data, "graphs", dict)
+        if sorted(graphs) != sorted(GRAPHS):
+            raise ExportManifestError(f"{where} lists graphs {sorted(graphs)}, an export has {list(GRAPHS)}; re-run `dtx export`")
+        files = need(data, "files", dict)
+        ckpt = need(data, "checkpoint", dict)
+        try:
+            decoupling = DecoupleConfig.from_dict(need(data, "decoupling", dict))
+        except TypeError as e:
+            raise ExportManifestError(f"{where} has incomplete decoupling settings ({e}); re-run `dtx export`") from None
+        return cls(
+            path=path,
+            export_id=need(data, "export_id", str),
+            decoupling=decoupling,
+            rep_dim=need(data, "rep_dim", int),
+            model=ModelShape(
+                **{k: need(model, k, int, "model.") for k in ("num_layers", "hidden_size", "intermediate_size", "num_attention_heads", "max_position_embeddings")},
+                model_type=need(model, "model_type", str, "model."),
+                labels=tuple(model.get("labels") or ()),
+            ),
+            opset=need(data, "opset", int),
+            checkpoint=CheckpointRef(Path(need(ckpt, "path", str, "checkpoint.")), need(ckpt, "weights_sha256", str, "checkpoint.")),
+            graphs={g: GraphEntry(need(e, "file", str, f"graphs.{g}."), tuple(need(e, "inputs", list, f"graphs.{g}.")), tuple(need(e, "outputs", list, f"graphs.{g}."))) for g, e in graphs.items()},
+            files={rel: FileEntry(need(e, "sha256", str, f"files.{rel}."), need(e, "bytes", int, f"files.{rel}.")) for rel, e in files.items()},
+            parity=data.get("parity") or {},
+            seconds=data.get("seconds") or {},
+            producers=data.get("producers") or {},
+        )
+
+
+def read_manifest(export_dir: str | Path) -> ExportManifest:
+    """The manifest of an export directory, typed, or a one-line error saying how to make one."""
     fix = f"create it with `dtx export CKPT_DIR -o {export_dir}`"
-    manifest = read_artifact_json(export_dir, MANIFEST_FILE, "dtx export", fix)
-    if manifest.get("kind") != KIND or manifest.get("format_version") != FORMAT_VERSION:
-        raise DtxError(f"{Path(export_dir) / MANIFEST_FILE} is not a dtx export manifest of format {FORMAT_VERSION}; re-run `dtx export`")
-    return manifest
+    data = read_artifact_json(export_dir, MANIFEST_FILE, "dtx export", fix)
+    return ExportManifest.from_dict(Path(export_dir), data, Path(export_dir) / MANIFEST_FILE)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 import torch
 from safetensors import SafetensorError
@@ -22,7 +22,7 @@ from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
 from dtx.atomic import atomic_dir, read_artifact_json, sha256_file, write_json
-from dtx.errors import CheckpointError, DtxError
+from dtx.errors import CheckpointError
 from dtx.model.config import DecoupleConfig
 from dtx.model.decoupled import DecoupledModel
 from dtx.model.segments import PairSegmenter
@@ -71,13 +71,41 @@ def save_checkpoint(
     return Path(out_dir)
 
 
-def read_meta(path: str | Path) -> dict:
-    """The checkpoint's JSON, with one-line errors for a missing or unreadable one."""
+@dataclass(frozen=True)
+class CheckpointMeta:
+    """decoupled.json, typed: what every later stage needs to know about a checkpoint without loading it."""
+
+    decoupling: DecoupleConfig
+    weights_sha256: str  # of model.safetensors: exports and engines record it to refuse a replaced checkpoint
+    teacher_sha256: Mapping[str, str]  # teacher weight file -> sha256
+    teacher_class: str
+    dtx_version: str
+    source: str | None  # the model it was decoupled from
+    reports: Mapping[str, Any]  # what made it: the finetune / distill reports, kept as written
+
+    @classmethod
+    def from_dict(cls, path: Path, data: dict) -> "CheckpointMeta":
+        where = path / META_FILE
+        if data.get("format_version") != FORMAT_VERSION or not isinstance(data.get("decoupling"), dict):
+            raise CheckpointError(f"{where} has format {data.get('format_version')!r}, this dtx reads {FORMAT_VERSION}; re-create it")
+        if not isinstance(data.get("weights_sha256"), str):
+            raise CheckpointError(f"{where} records no weights_sha256; re-create the checkpoint")
+        known = {"format_version", "dtx_version", "decoupling", "teacher_class", "weights_sha256", "teacher_sha256", "source"}
+        return cls(
+            decoupling=DecoupleConfig.from_dict(data["decoupling"]),
+            weights_sha256=data["weights_sha256"],
+            teacher_sha256=dict(data.get("teacher_sha256") or {}),
+            teacher_class=str(data.get("teacher_class", "?")),
+            dtx_version=str(data.get("dtx_version", "?")),
+            source=data.get("source"),
+            reports={k: v for k, v in data.items() if k not in known},
+        )
+
+
+def read_meta(path: str | Path) -> CheckpointMeta:
+    """The checkpoint's JSON, typed, with one-line errors for a missing, unreadable or foreign one."""
     fix = f"create one with `dtx decouple MODEL_DIR --split N -o {path}`"
-    meta = read_artifact_json(path, META_FILE, "dtx checkpoint", fix, CheckpointError)
-    if meta.get("format_version") != FORMAT_VERSION or "decoupling" not in meta:
-        raise CheckpointError(f"{Path(path) / META_FILE} has format {meta.get('format_version')!r}, this dtx reads {FORMAT_VERSION}; re-create it")
-    return meta
+    return CheckpointMeta.from_dict(Path(path), read_artifact_json(path, META_FILE, "dtx checkpoint", fix, CheckpointError))
 
 
 @dataclass
@@ -87,7 +115,7 @@ class Checkpoint:
     path: Path
     config: DecoupleConfig
     model: DecoupledModel
-    meta: dict
+    meta: CheckpointMeta
 
     def teacher(self) -> PreTrainedModel:
         """The coupled teacher (eager attention, eval mode), its weight files checked against the checkpoint's record.
@@ -95,7 +123,7 @@ class Checkpoint:
         A replaced or truncated teacher file would otherwise load with a freshly initialised head and
         score as a silently worse model.
         """
-        for name, sha in self.meta.get("teacher_sha256", {}).items():
+        for name, sha in self.meta.teacher_sha256.items():
             path = self.path / TEACHER_DIR / name
             if not path.is_file() or sha256_file(path) != sha:
                 raise CheckpointError(f"{path} is missing or differs from the teacher this checkpoint was made with; restore it or re-create the checkpoint")
@@ -118,10 +146,10 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         raise CheckpointError(f"{path} is missing {WEIGHTS_FILE}; re-create the checkpoint with `dtx decouple`")
     if not (path / TEACHER_DIR / "config.json").is_file():
         raise CheckpointError(f"{path} is missing its coupled teacher ({TEACHER_DIR}/config.json); re-create the checkpoint")
-    if sha256_file(weights) != meta.get("weights_sha256"):
+    if sha256_file(weights) != meta.weights_sha256:
         raise CheckpointError(f"{weights} is corrupted (sha256 differs from {META_FILE}); restore it or re-create the checkpoint")
     source = read_source_config(path / TEACHER_DIR)
-    cfg = DecoupleConfig.from_dict(meta["decoupling"])
+    cfg = meta.decoupling
     cfg.validate(source)
     try:
         state = load_file(weights)

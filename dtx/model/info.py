@@ -31,14 +31,14 @@ def describe(ckpt: Checkpoint, seq_q: int = 32, seq_p: int = 150, candidates: in
     source = read_source_config(ckpt.path / TEACHER_DIR)
     summary = {
         "path": str(ckpt.path),
-        "architecture": f"{source.model_type} ({ckpt.meta.get('teacher_class', '?')})",
+        "architecture": f"{source.model_type} ({ckpt.meta.teacher_class})",
         "task": c.task + (f" ({c.num_labels} labels)" if c.task == "pair" else ""),
         "layers (input / cross)": f"{c.split} / {c.cross_layers} of {c.num_layers}",
         "hidden / heads / ffn": f"{c.hidden_size} / {source.num_attention_heads} / {source.intermediate_size}",
         "compression": f"{c.compress}x ({c.hidden_size} -> {c.rep_dim})" if c.compress > 1 else "none",
         "cross embeddings": "pos_x + type_x (paper)" if c.cross_embeddings else "none (DeFormer)",
         "max question / passage": f"{c.max_question_len} / {c.max_passage_len} tokens (stride {c.doc_stride})",
-        "source": ckpt.meta.get("source", "?"),
+        "source": ckpt.meta.source or "?",
     }
     inp, cross = m.input, m.cross
     parameters = {

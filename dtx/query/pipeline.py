@@ -20,6 +20,7 @@ import numpy as np
 
 from dtx.errors import DtxError
 from dtx.eval.metrics import positive_index
+from dtx.export.manifest import ExportManifest
 from dtx.model.decode import best_span
 from dtx.model.segments import Segment
 from dtx.store.passage_store import CachedWindows, PassageStore, StoreInfo
@@ -51,19 +52,17 @@ class QueryPipeline:
     """A store plus the engine that reads it (checked to come from the same export); without a store,
     the engine alone scores passages given inline (`inline`, `score_many`)."""
 
-    def __init__(self, store: PassageStore | None, runner, segmenter, export: dict, label: str | None = None) -> None:
+    def __init__(self, store: PassageStore | None, runner, segmenter, export: ExportManifest, label: str | None = None) -> None:
         self.store = store
         self.runner = runner
         self.segmenter = segmenter
-        self.task = export["decoupling"]["task"]
-        self.labels = export["model"].get("labels", [])
+        self.task = export.task
+        self.labels = export.labels
         self.positive = positive_index(self.labels, label) if self.task == "pair" else None
 
     @classmethod
     def open(cls, store_uri: str | Path | None, engine_dir: str | Path | None = None, threads: int | None = None, label: str | None = None) -> "QueryPipeline":
         from dtx.engines import load_engine
-        from dtx.engines.manifest import read_engine_export
-        from dtx.export.manifest import segmenter_for
 
         store = PassageStore.open(store_uri) if store_uri is not None else None
         engine_dir = engine_dir or (store.info.engine if store is not None else None)
@@ -73,8 +72,8 @@ class QueryPipeline:
             raise DtxError(f"the engine that built {store_uri} ({engine_dir or 'unknown'}) is gone; pass --engine ENGINE_DIR built from the same export")
         if store is not None:
             store.require_model(StoreInfo.from_engine(engine_dir, store.info.dtype))
-        export = read_engine_export(engine_dir)
-        return cls(store, load_engine(engine_dir, threads=threads), segmenter_for(engine_dir, export), export, label)
+        runner = load_engine(engine_dir, threads=threads)
+        return cls(store, runner, runner.manifest.export.segmenter(), runner.manifest.export, label)
 
     def close(self) -> None:
         self.runner.close()

@@ -4,6 +4,7 @@
                      -> {results: [{index, relevance_score, id?, document?}], usage}      (Cohere / Jina shape)
     POST /v1/answer  {question, documents?, top_k?} -> {results: [{id?, index, answer, score, start, end}], usage}
     POST /rerank     {query, texts} -> [{index, score}]                      (text-embeddings-inference clients)
+    GET  /           a page: type a question, see the answers highlighted in their passages
     GET  /health, /ready, /metrics (Prometheus text), /docs (OpenAPI)
 
 `relevance_score` is the head's own score, not a probability: for a QA reader the best span's
@@ -17,20 +18,23 @@ status for a bad request; the server keeps serving.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from importlib import resources
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 
 from dtx.errors import DtxError
 from dtx.query.pipeline import QueryPipeline, QueryResult
-from dtx.serve.batcher import MicroBatcher
+from dtx.serve.batcher import Batcher, MicroBatcher
 from dtx.serve.metrics import Metrics
 from dtx.store.passage_store import CachedWindows, MissingPassages
 
+PAGE = (resources.files("dtx.serve") / "page.html").read_text(encoding="utf-8")
 INLINE = "\x00inline:"  # internal id prefix of documents sent as text (no store id can start with NUL)
 
 
@@ -57,6 +61,7 @@ class AnswerRequest(BaseModel):
     question: str = Field(min_length=1)
     documents: list[Document] | None = None
     top_k: int = Field(default=20, ge=1, le=1000)
+    return_documents: bool = False
 
 
 class TEIRerankRequest(BaseModel):
@@ -98,7 +103,7 @@ class Service:
             hits = self.pipe.store.search(query, top_k)
             timings["retrieve"] = (time.perf_counter() - t) * 1e3
             if not hits:
-                raise DtxError(f"no stored passage shares a word with the query; send documents instead")
+                raise DtxError("no stored passage shares a word with the query; send documents instead")
             ids = [pid for pid, _ in hits]
             t = time.perf_counter()
             cached = self.pipe.store.fetch(ids)
@@ -134,15 +139,20 @@ class Service:
         usage.update(documents=len(documents), pairs=len(cached.ids))
         return Prepared(query, cached, {}, index, cached.texts, usage, timings)
 
+    def observe_batch(self, pairs: int, ms: float) -> None:
+        self.metrics.observe("dtx_batch_pairs", "cross", pairs)
+
     def score(self, items: list[Prepared]) -> list[QueryResult]:
         timings: dict[str, float] = {}
         results = self.pipe.score_many([i.query for i in items], [i.cached for i in items], [i.retrieval for i in items], timings)
         for stage, ms in timings.items():
             self.metrics.observe("dtx_stage_latency_ms", stage, ms)
+        batch_pairs = sum(i.pairs for i in items)
         for item, result in zip(items, results):
             for stage, ms in item.timings.items():
                 self.metrics.observe("dtx_stage_latency_ms", stage, ms)
             result.timings_ms = {**item.timings, **timings}
+            item.usage.update(batch_requests=len(items), batch_pairs=batch_pairs)  # whom the cross call was shared with
         return results
 
 
@@ -155,10 +165,17 @@ def _one_line(exc: RequestValidationError) -> tuple[int, str]:
     return 422, f"{where}: {first.get('msg', 'invalid')}"
 
 
-def create_app(pipe: QueryPipeline, max_pairs: int = 128, max_wait_ms: float = 5.0) -> FastAPI:
+def micro_batching(max_pairs: int, max_wait_ms: float) -> Callable[[Service], Batcher]:
+    """The in-process batcher for `create_app`: at most `max_pairs` pairs, `max_wait_ms` for company."""
+    return lambda service: MicroBatcher(service.score, max_pairs, max_wait_ms, on_batch=service.observe_batch)
+
+
+def create_app(pipe: QueryPipeline, make_batcher: Callable[[Service], Batcher]) -> FastAPI:
+    """The API over `pipe`; `make_batcher(service)` builds what merges requests (`micro_batching` under
+    uvicorn, the replica's `@serve.batch` under Ray Serve)."""
     metrics = Metrics()
     service = Service(pipe, metrics)
-    batcher = MicroBatcher(service.score, max_pairs, max_wait_ms, on_batch=lambda pairs, ms: metrics.observe("dtx_batch_pairs", "cross", pairs))
+    batcher = make_batcher(service)
     state = {"ready": False}
 
     @asynccontextmanager
@@ -227,6 +244,8 @@ def create_app(pipe: QueryPipeline, max_pairs: int = 128, max_wait_ms: float = 5
             row = {"index": item.index[c.id], "answer": c.answer, "score": c.score, "start": c.start, "end": c.end}
             if not c.id.startswith(INLINE):
                 row["id"] = c.id
+            if req.return_documents:
+                row["document"] = {"text": item.texts.get(c.id, "")}
             rows.append(row)
         return {"results": rows, "usage": item.usage, "timings_ms": result.timings_ms}
 
@@ -235,6 +254,11 @@ def create_app(pipe: QueryPipeline, max_pairs: int = 128, max_wait_ms: float = 5
         """The text-embeddings-inference route: `[{index, score}]`, best first."""
         result, item = await run(req.query, list(req.texts), len(req.texts))
         return [{"index": item.index[c.id], "score": c.score} for c in result.candidates]
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page() -> str:
+        """A question box: answers highlighted in their passages, with scores and stage timings."""
+        return PAGE
 
     @app.get("/health")
     async def health() -> dict:

@@ -89,13 +89,12 @@ def index_corpus(
     """Index `corpus` into the store at `store_uri` with the engine's input component."""
     from dtx.engines import load_engine
     from dtx.engines.manifest import read_engine_export
-    from dtx.export.manifest import segmenter_for
 
     if batch < 1 or chunk < 1:
         raise DtxError("--batch and the chunk size must be at least 1")
     passages = read_corpus(corpus, limit, split)
     info = StoreInfo.from_engine(engine_dir, dtype)
-    segmenter = segmenter_for(engine_dir, read_engine_export(engine_dir))
+    segmenter = read_engine_export(engine_dir).segmenter()
     store = PassageStore.create_or_open(store_uri, info)
     started = time.perf_counter()
     with store.writer_lock():

@@ -27,7 +27,7 @@ import fcntl
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Iterator
 
@@ -74,26 +74,37 @@ class StoreInfo:
 
     @classmethod
     def from_engine(cls, engine_dir: str | Path, dtype: str) -> "StoreInfo":
-        from dtx.engines.manifest import read_engine_export, read_engine_manifest
+        from dtx.engines.manifest import read_engine_manifest
 
         if dtype not in quantize.DTYPES:
             raise StoreError(f"--dtype {dtype} is not one of {', '.join(quantize.DTYPES)}")
         engine = read_engine_manifest(engine_dir)
-        export = read_engine_export(engine_dir)
-        d = export["decoupling"]
+        d = engine.decoupling
         return cls(
-            export_id=export["export_id"],
-            input_sha256=engine["export"]["graphs_sha256"]["input"],
-            rep_dim=int(export["rep_dim"]),
+            export_id=engine.export_id,
+            input_sha256=engine.export_graphs_sha256["input"],
+            rep_dim=engine.export.rep_dim,
             dtype=dtype,
-            task=d["task"],
-            max_passage_len=d["max_passage_len"],
-            doc_stride=d["doc_stride"],
+            task=d.task,
+            max_passage_len=d.max_passage_len,
+            doc_stride=d.doc_stride,
             engine=str(Path(engine_dir).resolve()),
-            engine_backend=engine["backend"],
-            engine_precision=engine["precision"],
-            engine_input_sha256=engine["files"].get(engine["graphs"]["input"], "") if engine["backend"] != "torch" else engine["checkpoint"]["weights_sha256"],
+            engine_backend=engine.backend,
+            engine_precision=engine.precision,
+            engine_input_sha256=engine.input_identity,
         )
+
+    @classmethod
+    def from_dict(cls, uri: str, data: dict) -> "StoreInfo":
+        """The store's metadata, typed, or a one-line error naming what is wrong with it."""
+        if data.get("format_version") != FORMAT_VERSION:
+            raise StoreError(f"{uri} is store format {data.get('format_version')}, this dtx reads {FORMAT_VERSION}; re-index it")
+        known = {f.name for f in fields(cls)}
+        missing = sorted(f.name for f in fields(cls) if f.name not in data and f.default is MISSING)
+        if missing or set(data) - known:
+            what = f"lacks {', '.join(missing)}" if missing else f"has unknown fields {', '.join(sorted(set(data) - known))}"
+            raise StoreError(f"{uri}'s dtx metadata {what}; re-index it with this dtx")
+        return cls(**data)
 
     def same_model(self, other: "StoreInfo") -> bool:
         return (self.export_id, self.input_sha256, self.rep_dim) == (other.export_id, other.input_sha256, other.rep_dim)
@@ -224,10 +235,7 @@ class PassageStore:
         raw = (ds.schema.metadata or {}).get(META_KEY)
         if raw is None:
             raise StoreError(f"{uri} is a Lance dataset but not a dtx store (no {META_KEY.decode()} metadata)")
-        meta = json.loads(raw)
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise StoreError(f"{uri} is store format {meta.get('format_version')}, this dtx reads {FORMAT_VERSION}; re-index it")
-        return cls(uri, ds, StoreInfo(**meta), storage_options)
+        return cls(uri, ds, StoreInfo.from_dict(uri, json.loads(raw)), storage_options)
 
     @classmethod
     def create_or_open(cls, uri: str | Path, info: StoreInfo, storage_options: dict | None = None) -> "PassageStore":

@@ -24,11 +24,9 @@ class _EncodeActor:
 
     def __init__(self, engine_dir: str, threads: int | None) -> None:
         from dtx.engines import load_engine
-        from dtx.engines.manifest import read_engine_export
-        from dtx.export.manifest import segmenter_for
 
         self.runner = load_engine(engine_dir, threads=threads)
-        self.segmenter = segmenter_for(engine_dir, read_engine_export(engine_dir))
+        self.segmenter = self.runner.manifest.export.segmenter()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from dtx.store.indexer import encode_windows, Window
@@ -38,7 +36,8 @@ class _EncodeActor:
         return {"row": batch["row"], "rep": np.array([r.astype(np.float32).tobytes() for r in reps], dtype=object)}
 
 
-def _connect(address: str | None):
+def connect_ray(address: str | None):
+    """Ray, joined at `address` or started here on every core; one line naming the address when it cannot be."""
     import ray
 
     if ray.is_initialized():
@@ -58,13 +57,13 @@ def index_with_ray(todo, engine_dir: str | Path, store: PassageStore, segmenter:
     from dtx.engines.manifest import read_engine_manifest
     from dtx.store.indexer import commit, split_windows
 
-    ray = _connect(address)
+    ray = connect_ray(address)
     windows = sorted(split_windows(todo, segmenter), key=lambda w: len(w.segment))
     if not windows:
         return 0
     engine = read_engine_manifest(engine_dir)
     gpus = int(ray.cluster_resources().get("GPU", 0))
-    on_gpu = gpus > 0 and (engine["backend"] == "trt" or engine.get("device") == "cuda")
+    on_gpu = gpus > 0 and (engine.backend == "trt" or engine.device == "cuda")
     cpus = int(ray.cluster_resources().get("CPU", 1))
     actors = gpus if on_gpu else max(1, cpus // (threads or 1))
     rows = [{"row": i, "input_ids": w.segment.input_ids, "token_type_ids": w.segment.token_type_ids} for i, w in enumerate(windows)]

@@ -428,7 +428,7 @@ class _Run:
                 self.ckpt.tokenizer(),
                 self.out_dir,
                 overwrite=True,
-                extra={"source": self.ckpt.meta.get("source"), "distill": self.report},
+                extra={"source": self.ckpt.meta.source, "distill": self.report},
                 extra_files={STATE_FILE: lambda path: torch.save(payload, path)},
             )
         finally:

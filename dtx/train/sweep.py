@@ -12,7 +12,6 @@ teacher), `phase2-only` (compression trained jointly from the start, no autoenco
 from __future__ import annotations
 
 import itertools
-import json
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -26,6 +25,7 @@ from dtx.atomic import write_json
 from dtx.cost import EncoderShape, cache_bytes, query_cost
 from dtx.report import save_figure
 from dtx.errors import ConfigError
+from dtx.model.checkpoint import META_FILE, read_meta
 from dtx.train.config import DistillConfig
 from dtx.train.distill import distill
 from dtx.train.loop import device_name, train_device
@@ -116,7 +116,7 @@ def run_sweep(
     for n in cfg.splits:
         for k in cfg.compress:
             base = out_dir / f"split{n}-k{k}"
-            if not (base / "decoupled.json").is_file():
+            if not (base / META_FILE).is_file():
                 decouple(teacher_dir, base, n, k)
             for variant in cfg.variants if k > 1 else [v for v in cfg.variants if v not in ("phase2-only", "no-pca")]:
                 cells += [Cell(n, k, variant, base, settings) for settings in grid_settings(cfg.grid)]
@@ -168,21 +168,15 @@ def _train_in_parallel(todo: list[Cell], data, cfg: SweepConfig, device: str | N
                 raise
             publish()
             bar.update()
-            metric = headline_of(reports[cell])
+            metric = headline(read_meta(cell.base).decoupling.task)
             bar.write(f"{cell.student.name}: dev {metric} {reports[cell]['final']['student'][metric]:.4f}")
-
-
-def headline_of(report: dict) -> str:
-    """The headline metric of a distillation report (F1 for QA, accuracy for pairs)."""
-    return headline("qa" if "f1" in report["final"]["student"] else "pair")
 
 
 def _cached(student: Path, settings: DistillConfig) -> dict | None:
     """A finished cell's report (its checkpoint records it), so a re-run skips it."""
-    meta = student / "decoupled.json"
-    if not meta.is_file():
+    if not (student / META_FILE).is_file():
         return None
-    report = json.loads(meta.read_text()).get("distill")
+    report = read_meta(student).reports.get("distill")
     if report and report.get("config") != asdict(settings):
         raise ConfigError(f"{student} was trained with other settings; use another -o for this sweep")
     return report if report and "final" in report else None
@@ -190,7 +184,7 @@ def _cached(student: Path, settings: DistillConfig) -> dict | None:
 
 def _row(report: dict, cell: Cell, layers: int, source, cfg: SweepConfig) -> dict:
     final = report["final"]
-    metric = headline_of(report)
+    metric = headline(read_meta(cell.base).decoupling.task)
     n, k = cell.split, cell.compress
     shape = EncoderShape(layers, source.hidden_size, source.intermediate_size, source.hidden_size // k)
     cost = query_cost(shape, n, cfg.seq_q, cfg.seq_p, cfg.candidates, cfg.dtype)
