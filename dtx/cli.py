@@ -224,7 +224,7 @@ def build_engine_cmd(export_dir, backend, fp16, int8, int8_mode, calib, int8_kee
     if fp16 and int8:
         raise click.UsageError("--fp16 and --int8 are two precisions: pass one of them (or neither, for fp32)")
     precision = "fp16" if fp16 else "int8" if int8 else "fp32"
-    opts = BuildOptions(backend, precision, int8_mode, calib, int8_keep_float=int8_keep_float, drift_pairs=drift_pairs, threads=threads, device=device, batch=batch, seq_q=seq_q, seq_p=seq_p)
+    opts = BuildOptions(backend=backend, precision=precision, int8_mode=int8_mode, calib=calib, int8_keep_float=int8_keep_float, drift_pairs=drift_pairs, threads=threads, device=device, batch=batch, seq_q=seq_q, seq_p=seq_p)
     if export_dir is None:
         export_dir = str(find_artifact("export"))
         click.echo(f"export: {export_dir} (the one in this directory)")
@@ -365,7 +365,7 @@ def sweep(teacher_dir, data, splits, compress, variants, out_dir, json_path, plo
     from dtx.report import emit, save_json
     from dtx.train.sweep import SweepConfig, plot_sweep, run_sweep
 
-    cfg = SweepConfig(splits, compress, _distill_config(**options), [v.strip() for v in variants.split(",") if v.strip()], _grid(click.get_current_context(), grid))
+    cfg = SweepConfig(splits=splits, compress=compress, distill=_distill_config(**options), variants=[v.strip() for v in variants.split(",") if v.strip()], grid=_grid(click.get_current_context(), grid))
     report = run_sweep(teacher_dir, data, out_dir, cfg, device=options["device"], jobs=jobs)
     rows = [[r["layers"], f"{r['compress']}x", r["variant"] + "".join(f" {k}={v}" for k, v in r["settings"].items()), round(r["teacher"], 4), round(r["student"], 4), f"{r['kept_percent']:.1f}%", f"{r['flop_speedup']:.2f}x", r["cache_bytes_per_passage"]] for r in report["rows"]]
     metric = report["rows"][0]["metric"] if report["rows"] else "metric"
@@ -587,7 +587,10 @@ def bench(target, arch, splits, compress, candidates, seq_q, seq_p, backend, pre
     if target is None and arch is None:
         target = str(find_artifact("engine"))
         click.echo(f"engine: {target} (the one in this directory)")
-    cfg = BenchConfig(target, arch, splits or [5], compress, candidates, seq_q, seq_p, backend, precision, calib, runs, warmup, threads, device, cuda_graphs=cuda_graphs, fp32_baseline=fp32_baseline)
+    cfg = BenchConfig(
+        target=target, arch=arch, splits=splits or [5], compress=compress, candidates=candidates, seq_q=seq_q, seq_p=seq_p, backend=backend, precision=precision,
+        calib=calib, runs=runs, warmup=warmup, threads=threads, device=device, cuda_graphs=cuda_graphs, fp32_baseline=fp32_baseline,
+    )  # fmt: skip
     if target is not None and splits is None:
         cfg.splits = [None]
     report = run_bench(cfg)
@@ -738,7 +741,7 @@ def bench_serve(url, queries, split, store, requests, concurrency, top_k, thread
     questions = tuple(q for q in dict.fromkeys(p.question for p in pairs) if q.strip())[:requests]
     if not questions:
         raise DtxError(f"{queries} holds no {split} questions; pick another --split")
-    r = run_serve_load(ServeLoadConfig(url, store, questions, levels, top_k, threads))
+    r = run_serve_load(ServeLoadConfig(url=url, store=store, questions=questions, concurrency=levels, top_k=top_k, threads=threads))
     rows = [[lv["concurrency"], lv["requests"], lv["errors"], lv["throughput_qps"], lv["p50_ms"], lv["p99_ms"]] for lv in r["levels"]]
     if "in_process" in r:
         d = r["in_process"]
@@ -773,15 +776,15 @@ def bench_store(target, arch, split, compress, store, passages, seq_p, candidate
 
     from dtx.bench.gather import GatherConfig, time_gather
     from dtx.bench.prepare import prepare
-    from dtx.engines.build import BuildOptions
+    from dtx.engines.build import SERVE_SEQ_Q, BuildOptions
     from dtx.report import emit, save_json
 
     _quiet_transformers()
     if (target is None) == (arch is None):
         raise click.UsageError("pass TARGET (an engine) or --arch PRESET, one of them")
-    cfg = GatherConfig(store, passages, seq_p, candidates, dtype, runs)
+    cfg = GatherConfig(store=store, passages=passages, seq_p=seq_p, candidates=candidates, dtype=dtype, runs=runs, seq_q=SERVE_SEQ_Q)
     with tempfile.TemporaryDirectory(prefix="dtx-bench-store-") as work:
-        engine_dir = prepare(target, arch, split, compress, BuildOptions(threads=threads), 32, Path(work), True).engine_dir
+        engine_dir = prepare(target, arch, split, compress, BuildOptions(threads=threads), SERVE_SEQ_Q, Path(work), True).engine_dir
         r = time_gather(cfg, engine_dir, threads)
     f, q = r["fetch"], r["decoupled_query"]
     emit(

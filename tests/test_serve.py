@@ -203,7 +203,8 @@ def _metric(url: str, name: str) -> float:
 
 def test_ready_and_metrics(served):
     url = served[0]
-    assert json.loads(get(url + "/ready")[1])["ready"] is True
+    ready = json.loads(get(url + "/ready")[1])
+    assert ready["ready"] is True and ready["batching"] == {"max_pairs": 128, "max_wait_ms": 50.0}
     text = get(url + "/metrics")[1]
     for stage in ("fetch", "input", "cross", "request"):
         assert f'dtx_stage_latency_ms_count{{stage="{stage}"}}' in text, stage
@@ -297,7 +298,8 @@ def test_ray_serve_replicas_answer_like_the_single_server(served):
     expected = [post(url + "/v1/rerank", r)[1] for r in requests]
     proc, ray_url = start_server(str(store), "--ray", "--replicas", "2", "--max-batch-pairs", "128", "--max-wait-ms", "200", "--threads", "1")
     try:
-        assert json.loads(get(ray_url + "/ready")[1])["task"] == "qa"
+        ready = json.loads(get(ray_url + "/ready")[1])
+        assert ready["task"] == "qa" and ready["batching"] == {"max_pairs": 128, "max_wait_ms": 200.0, "per": "replica"}
         together: list = [None] * len(requests)
 
         def send(n: int) -> None:
@@ -317,5 +319,26 @@ def test_ray_serve_replicas_answer_like_the_single_server(served):
         status, body = post(ray_url + "/v1/rerank", {"query": "river", "documents": [{"id": "no-such-passage"}]})
         assert status == 404 and "no-such-passage" in body["error"]
         assert "Ask the passages" in get(ray_url + "/")[1]
+    finally:
+        assert stop_server(proc) == 0
+
+
+def test_cpu_default_runs_each_request_in_its_own_call(engine, served):
+    """Unflagged on a CPU engine: one request per cross call (merging was measured slower there), said by /ready."""
+    from dtx.serve.batcher import DEFAULT_BATCHING
+
+    _, engine_dir = engine()
+    texts = list(served[3].values())
+    proc, url = start_server("--engine", str(engine_dir))
+    try:
+        pairs, wait = DEFAULT_BATCHING["cpu"]
+        assert json.loads(get(url + "/ready")[1])["batching"] == {"max_pairs": pairs, "max_wait_ms": wait}
+        bodies: list = [None] * 6
+        threads = [threading.Thread(target=lambda n=n: bodies.__setitem__(n, post(url + "/v1/rerank", {"query": texts[n][:40], "documents": texts[:3]}))) for n in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert all(status == 200 and body["usage"]["batch_requests"] == 1 for status, body in bodies)
     finally:
         assert stop_server(proc) == 0

@@ -31,6 +31,7 @@ class GatherConfig:
     candidates: int = 20
     dtype: str = "int8"
     runs: int = 200
+    seq_q: int = 32  # question tokens of each timed query (DESIGN.md's served shape)
     warmup: int = 5
     chunk: int = 20_000
     seed: int = 0
@@ -87,7 +88,7 @@ def time_gather(cfg: GatherConfig, engine_dir: Path, threads: int | None = None,
             t = time.perf_counter()
             cached = store.fetch(ids, with_text=False)
             t_fetch = time.perf_counter() - t
-            question = random_segments(seg, rng, [32], 32, "question")
+            question = random_segments(seg, rng, [cfg.seq_q], cfg.seq_q, "question")
             t = time.perf_counter()
             runner.cross(runner.encode(question), question.attention_mask, cached.reps, cached.mask)
             t_query = time.perf_counter() - t

@@ -14,6 +14,7 @@ from dtx.artifacts import target_kind
 from dtx.engines.build import BuildOptions, build_engine, validate
 from dtx.errors import ConfigError, DtxError
 from dtx.model.checkpoint import TEACHER_DIR
+from dtx.model.config import DEFAULT_QUESTION_LEN
 
 BENCH_PARITY_SHAPES = [(2, 8, 16)]  # the bench's own exports check parity on one small shape
 
@@ -75,8 +76,7 @@ def prepare(
             if split is None:
                 raise DtxError("--split is needed to decouple a model for the bench")
             ckpt_dir = work / f"ckpt-{split}-{compress}"
-            q_len = max(64, seq_q)
-            decouple(model, ckpt_dir, split, compress, max_question_len=q_len, overwrite=True)
+            decouple(model, ckpt_dir, split, compress, max_question_len=bench_question_window(seq_q), overwrite=True)
         export_dir = work / f"{ckpt_dir.name}-onnx"
         export_checkpoint(ckpt_dir, export_dir, shapes=BENCH_PARITY_SHAPES, progress=progress, overwrite=True)
     engine_dir = work / f"{export_dir.name}-{opts.backend}-{opts.precision}"
@@ -88,3 +88,8 @@ def prepare(
         build_engine(export_dir, baseline, fp32, progress=progress)
     what = {"arch": f"random-weight {arch}", "checkpoint": f"checkpoint {target}", "export": f"export {target}"}[kind]
     return Prepared(engine_dir, baseline, what)
+
+
+def bench_question_window(seq_q: int) -> int:
+    """The question window of a model the bench decouples itself: the decoupling default, or longer when asked."""
+    return max(DEFAULT_QUESTION_LEN, seq_q)

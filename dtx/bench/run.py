@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from dtx.bench.prepare import bench_source, check_split, prepare
+from dtx.bench.prepare import bench_question_window, bench_source, check_split, prepare
 from dtx.bench.stats import Latency, gflops_per_second, speedup
 from dtx.bench.workload import QueryWorkload, Shape
 from dtx.cost import EncoderShape, query_cost
@@ -53,7 +53,7 @@ def model_limits(cfg: BenchConfig) -> dict:
     if kind == "arch":
         if cfg.arch not in PRESETS:
             raise ConfigError(f"unknown --arch {cfg.arch!r}; available are: {', '.join(PRESETS)}")
-        q = max(64, cfg.seq_q)
+        q = bench_question_window(cfg.seq_q)
         positions = PRESETS[cfg.arch].get("max_position_embeddings", 512)
         if cfg.seq_q + cfg.seq_p > positions:
             raise ConfigError(f"--seq-q {cfg.seq_q} + --seq-p {cfg.seq_p} is more than the {positions} positions of {cfg.arch}; pass lengths that add up to at most {positions}")

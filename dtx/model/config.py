@@ -16,6 +16,8 @@ TASKS = ("qa", "pair")
 # any real score, small enough to stay finite in float16 (max 65504) even after adding scores.
 MASK_VALUE = -10000.0
 
+DEFAULT_QUESTION_LEN = 64  # question window when none is chosen (DESIGN.md's queries are 32 tokens)
+
 
 @dataclass
 class DecoupleConfig:
@@ -26,7 +28,7 @@ class DecoupleConfig:
     task: str = "qa"  # "qa" (start/end logits, SQuAD 2.0 no-answer at token 0) or "pair" (labels)
     num_labels: int = 2  # classes of the pair head (unused for qa)
     model_type: str = "bert"  # source architecture, a key of dtx.model.arch.ARCHITECTURES
-    max_question_len: int = 64  # tokens of the question segment, specials included
+    max_question_len: int = DEFAULT_QUESTION_LEN  # tokens of the question segment, specials included
     max_passage_len: int = 384  # tokens of one passage window, specials included
     doc_stride: int = 128  # overlap between consecutive windows of a long passage
     cross_embeddings: bool = True  # re-add position/segment embeddings at the split (paper); False = DeFormer

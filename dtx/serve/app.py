@@ -266,7 +266,7 @@ def create_app(pipe: QueryPipeline, make_batcher: Callable[[Service], Batcher]) 
 
     @app.get("/ready")
     async def ready():
-        body = {"ready": state["ready"], "task": pipe.task, "store": pipe.store.uri if pipe.store is not None else None}
+        body = {"ready": state["ready"], "task": pipe.task, "store": pipe.store.uri if pipe.store is not None else None, "batching": batcher.limits}
         return JSONResponse(body, status_code=200 if state["ready"] else 503)
 
     @app.get("/metrics", response_class=PlainTextResponse)

@@ -46,6 +46,9 @@ class Batcher(Protocol):
 
     async def submit(self, prepare: Callable[[], object], pairs_hint: int) -> object: ...
 
+    @property
+    def limits(self) -> dict: ...  # {"max_pairs", "max_wait_ms"}: reported by /ready
+
 
 class MicroBatcher:
     def __init__(self, run_batch: Callable[[list[object]], list[object]], max_pairs: int, max_wait_ms: float, on_batch: Callable[[int, float], None] | None = None) -> None:
@@ -53,6 +56,10 @@ class MicroBatcher:
         self.on_batch = on_batch or (lambda pairs, ms: None)
         self.queue: asyncio.Queue[Job] = asyncio.Queue()
         self._task: asyncio.Task | None = None
+
+    @property
+    def limits(self) -> dict:
+        return {"max_pairs": self.max_pairs, "max_wait_ms": self.max_wait * 1e3}
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop())

@@ -33,6 +33,10 @@ class _ServeBatcher:
     def __init__(self, replica: "DtxReplica") -> None:
         self.replica = replica
 
+    @property
+    def limits(self) -> dict:
+        return {"max_pairs": self.replica.max_pairs, "max_wait_ms": self.replica.max_wait_ms, "per": "replica"}
+
     def start(self) -> None:
         """Ray Serve's batch queue starts with the first call."""
 
@@ -55,7 +59,7 @@ class DtxReplica:
         from dtx.query import QueryPipeline
 
         self.pipe = QueryPipeline.open(store, engine_dir, threads=threads)
-        self.max_pairs = max_pairs
+        self.max_pairs, self.max_wait_ms = max_pairs, max_wait_ms
         self.service: Service | None = None
         self.score_batch.set_max_batch_size(max_pairs)
         self.score_batch.set_batch_wait_timeout_s(max_wait_ms / 1e3)
