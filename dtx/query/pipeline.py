@@ -129,7 +129,8 @@ class QueryPipeline:
         return self.rerank_many(queries, k, ids, on_the_fly)
 
     def rerank_many(self, queries: list[str], k: int = 20, ids: list[list[str]] | None = None, on_the_fly: bool = False) -> list[QueryResult]:
-        """Batched: the questions go through the input component together, then each meets its own candidates."""
+        """Batched: the questions go through the input component together, then each meets its own
+        candidates in its own cross call (so each question's stage timings are its own)."""
         if not queries:
             raise DtxError("no queries given")
         shared: dict[str, float] = {}
@@ -139,10 +140,7 @@ class QueryPipeline:
             timings = {"input": shared["input"] / len(queries)}
             order, retrieval = self._candidates(query, k, ids[n] if ids else None, timings)
             cached = self._fetch(order, on_the_fly, timings)
-            t = time.perf_counter()
-            out = self.runner.cross(q_hidden[n : n + 1], q_mask[n : n + 1], cached.reps, cached.mask)
-            timings["cross"] = (time.perf_counter() - t) * 1e3
-            results.append(self._ranked(query, out, [q_mask.shape[1]] * len(cached.ids), cached, retrieval, timings))
+            results += self._score([query], q_hidden[n : n + 1], q_mask[n : n + 1], [cached], [retrieval], timings)
         return results
 
     def inline(self, texts: list[str], ids: list[str]) -> CachedWindows:
@@ -158,25 +156,33 @@ class QueryPipeline:
         )  # fmt: skip
 
     def score_many(self, queries: list[str], candidates: list[CachedWindows], retrieval: list[dict[str, float]], timings: dict[str, float]) -> list[QueryResult]:
-        """Several questions, each against its own candidate windows, in one input call and one cross call.
-
-        What a server's micro-batch runs: every window becomes a row paired with its own question
-        (rows of the cross component pair with question i % bq, here bq = rows), questions and
-        windows padded to the batch's longest.
-        """
+        """Several questions, each against its own candidate windows, in one input call and one cross call:
+        what a server's micro-batch runs."""
         q_hidden, q_mask = self._questions(queries, timings)
-        owner = np.concatenate([np.full(len(c.ids), n) for n, c in enumerate(candidates)])
-        rows = CachedWindows.concat(candidates)
+        return self._score(queries, q_hidden, q_mask, candidates, retrieval, timings)
+
+    def _score(self, queries: list[str], q_hidden: np.ndarray, q_mask: np.ndarray, candidates: list[CachedWindows], retrieval: list[dict[str, float]], timings: dict[str, float]) -> list[QueryResult]:
+        """One cross call: question i (row i of q_hidden) against its own candidate windows, every window a row.
+
+        One question is given once (bq = 1: the graph broadcasts it over the windows); several are repeated
+        per row (bq = rows), questions and windows padded to the call's longest. A request's answer does not
+        depend on what it shares the call with.
+        """
+        if len(queries) == 1:
+            rows, q_rows, q_rows_mask = candidates[0], q_hidden, q_mask
+        else:
+            owner = np.concatenate([np.full(len(c.ids), n) for n, c in enumerate(candidates)])
+            rows, q_rows, q_rows_mask = CachedWindows.concat(candidates), q_hidden[owner], q_mask[owner]
         mask = rows.mask
         t = time.perf_counter()
-        out = self.runner.cross(q_hidden[owner], q_mask[owner], rows.reps, mask)
+        out = self.runner.cross(q_rows, q_rows_mask, rows.reps, mask)
         timings["cross"] = (time.perf_counter() - t) * 1e3
         results, row = [], 0
         for query, cached, hits in zip(queries, candidates, retrieval):
             n = len(cached.ids)
             mine = {k: v[row : row + n] for k, v in out.items()}
             cached.mask = mask[row : row + n]
-            results.append(self._ranked(query, mine, [q_mask.shape[1]] * n, cached, hits, {}))
+            results.append(self._ranked(query, mine, [q_mask.shape[1]] * n, cached, hits, dict(timings)))
             row += n
         return results
 
