@@ -342,3 +342,18 @@ def test_tensorrt_engine_runs(exported, tmp_path):
     _, export_dir = exported()
     build_engine(export_dir, tmp_path / "trt", BuildOptions(backend="trt", precision="fp16", batch=4, seq_q=16, seq_p=30), progress=False)
     assert_engine_matches_export(tmp_path / "trt", export_dir, 2e-2)
+
+
+def test_an_engine_whose_export_copy_is_from_another_export_is_refused(engine, exported, tmp_path):
+    """engine.json names the export it was built from; a copied-in export.json of another export is refused on load."""
+    import shutil
+
+    _, engine_dir = engine()
+    _, other = exported("bert", 1, 2)
+    bad = tmp_path / "bad"
+    shutil.copytree(engine_dir, bad)
+    shutil.copy(other / "manifest.json", bad / "export.json")
+    with pytest.raises(EngineError, match="was built from"):
+        load_engine(bad)
+    m = read_engine_manifest(engine_dir)
+    assert m.export.export_id == m.export_id and m.export.path == engine_dir and m.verification["kind"] == "parity"

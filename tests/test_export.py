@@ -169,3 +169,28 @@ def test_cli_export_prints_parity_and_time(exported, tmp_path):
     assert "coupled" in result.output and "wrote" in result.output and " s (input" in result.output
     bad = CliRunner().invoke(main, ["export", str(ckpt_dir), "-o", str(tmp_path / "y"), "--opset", "16"])
     assert bad.exit_code == 2 and "--opset" in bad.output and "x>=17" in bad.output and len(bad.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "edit,needle",
+    [
+        (lambda m: m.pop("rep_dim"), "no valid rep_dim"),
+        (lambda m: m["model"].__setitem__("hidden_size", "32"), "no valid model.hidden_size"),
+        (lambda m: m["graphs"].pop("cross"), "lists graphs"),
+        (lambda m: m["checkpoint"].pop("weights_sha256"), "no valid checkpoint.weights_sha256"),
+        (lambda m: m.__setitem__("format_version", 99), "format 1"),
+    ],
+)
+def test_a_damaged_manifest_is_one_line_naming_the_field(exported, tmp_path, edit, needle):
+    """The typed loader every module reads an export through: a missing or mistyped field is named, once."""
+    _, out = exported()
+    bad = tmp_path / "bad"
+    shutil.copytree(out, bad)
+    manifest = json.loads((bad / "manifest.json").read_text())
+    edit(manifest)
+    (bad / "manifest.json").write_text(json.dumps(manifest))
+    for args in (["export", "--check", str(bad)], ["build-engine", str(bad), "-o", str(tmp_path / "e")], ["eval", str(bad), "--data", str(bad / "manifest.json")]):
+        result = CliRunner().invoke(main, args)
+        lines = result.output.strip().splitlines()
+        assert result.exit_code == 1 and len(lines) == 1 and needle in lines[0], (args, result.output)
+    assert not (tmp_path / "e").exists()

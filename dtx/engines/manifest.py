@@ -92,6 +92,8 @@ class EngineManifest:
         if backend not in BACKENDS:
             raise EngineError(f"{path} uses backend {backend!r}; this dtx runs {', '.join(BACKENDS)}")
         source = need(data, "export", dict)
+        if need(source, "export_id", str) != export.export_id:
+            raise EngineError(f"{path / EXPORT_COPY} is export {export.export_id[:8]}, but the engine was built from {source['export_id'][:8]}; rebuild the engine")
         served = data.get("serve_shape")
         known = {"kind", "format_version", "backend", "precision", "int8_mode", "device", "threads", "serve_shape", "cuda_graphs", "graphs", "outputs",
                  "files", "export", "checkpoint", "parity", "drift", "verification", "tensorrt", "aoti", "decoupling", "rep_dim", "model"}  # fmt: skip
