@@ -73,6 +73,29 @@ def post(url: str, body) -> tuple[int, object]:
         return e.code, json.loads(e.read())
 
 
+def post_concurrently(url: str, bodies: list) -> list[tuple[int, object]]:
+    """Every body POSTed at once, one client thread each; (status, response) in the bodies' order."""
+    answers: list = [None] * len(bodies)
+
+    def send(n: int) -> None:
+        answers[n] = post(url, bodies[n])
+
+    threads = [threading.Thread(target=send, args=(n,)) for n in range(len(bodies))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return answers
+
+
+def assert_same_rankings(got: list[tuple[int, object]], expected: list[dict], key: str) -> None:
+    """Each response is 200 and ranks as `expected` (the same request answered alone), scores within 1e-4."""
+    for n, (status, body) in enumerate(got):
+        assert status == 200, body
+        assert [r[key] for r in body["results"]] == [r[key] for r in expected[n]["results"]], n
+        assert np.allclose([r["relevance_score"] for r in body["results"]], [r["relevance_score"] for r in expected[n]["results"]], atol=1e-4), n
+
+
 @pytest.fixture(scope="module")
 def served(engine, tmp_path_factory):
     """A store of 40 passages and a server over it (micro-batches of up to 128 pairs wait up to 50 ms for company)."""
@@ -176,20 +199,8 @@ def test_32_concurrent_clients_get_their_own_results(served):
     requests = [{"query": _question(texts, ids[n % len(ids)]), "documents": [{"id": i} for i in ids[n % 7 : n % 7 + 3 + n % 4]]} for n in range(32)]
     alone = [post(url + "/v1/rerank", r)[1] for r in requests]
     batches_before = _metric(url, 'dtx_batch_pairs_count{kind="cross"}')
-    together: list = [None] * len(requests)
-
-    def send(n: int) -> None:
-        together[n] = post(url + "/v1/rerank", requests[n])
-
-    threads = [threading.Thread(target=send, args=(n,)) for n in range(len(requests))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    for n, (status, body) in enumerate(together):
-        assert status == 200, body
-        assert [r["index"] for r in body["results"]] == [r["index"] for r in alone[n]["results"]], n
-        assert np.allclose([r["relevance_score"] for r in body["results"]], [r["relevance_score"] for r in alone[n]["results"]], atol=1e-4), n
+    together = post_concurrently(url + "/v1/rerank", requests)
+    assert_same_rankings(together, alone, "index")
     batches = _metric(url, 'dtx_batch_pairs_count{kind="cross"}') - batches_before
     assert 1 <= batches < len(requests), batches
 
@@ -300,20 +311,8 @@ def test_ray_serve_replicas_answer_like_the_single_server(served):
     try:
         ready = json.loads(get(ray_url + "/ready")[1])
         assert ready["task"] == "qa" and ready["batching"] == {"max_pairs": 128, "max_wait_ms": 200.0, "per": "replica"}
-        together: list = [None] * len(requests)
-
-        def send(n: int) -> None:
-            together[n] = post(ray_url + "/v1/rerank", requests[n])
-
-        threads = [threading.Thread(target=send, args=(n,)) for n in range(len(requests))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        for n, (status, body) in enumerate(together):
-            assert status == 200, body
-            assert [r["id"] for r in body["results"]] == [r["id"] for r in expected[n]["results"]], n
-            assert np.allclose([r["relevance_score"] for r in body["results"]], [r["relevance_score"] for r in expected[n]["results"]], atol=1e-4), n
+        together = post_concurrently(ray_url + "/v1/rerank", requests)
+        assert_same_rankings(together, expected, "id")
         assert max(body["usage"]["batch_requests"] for _, body in together) > 1  # 12 requests, 2 replicas: some shared a call
         assert all(body["usage"]["batch_pairs"] <= 128 for _, body in together)
         status, body = post(ray_url + "/v1/rerank", {"query": "river", "documents": [{"id": "no-such-passage"}]})
@@ -333,12 +332,7 @@ def test_cpu_default_runs_each_request_in_its_own_call(engine, served):
     try:
         pairs, wait = DEFAULT_BATCHING["cpu"]
         assert json.loads(get(url + "/ready")[1])["batching"] == {"max_pairs": pairs, "max_wait_ms": wait}
-        bodies: list = [None] * 6
-        threads = [threading.Thread(target=lambda n=n: bodies.__setitem__(n, post(url + "/v1/rerank", {"query": texts[n][:40], "documents": texts[:3]}))) for n in range(6)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        bodies = post_concurrently(url + "/v1/rerank", [{"query": texts[n][:40], "documents": texts[:3]} for n in range(6)])
         assert all(status == 200 and body["usage"]["batch_requests"] == 1 for status, body in bodies)
     finally:
         assert stop_server(proc) == 0
