@@ -88,15 +88,18 @@ def folder_records(results: Path) -> list[dict]:
     """The records of one folder of results (one run of the recipe, on one machine)."""
     records: list[dict] = []
     seen = set()
-    for name in ("disflqa-sweep.json", "vitaminc-sweep.json", "disflqa-ablation.json", "vitaminc-ablation.json"):
-        if (results / name).is_file():
-            for rec in sweep_records(results / name):
+    sweeps = sorted(results.glob("*-sweep*.json")) + sorted(results.glob("*-ablation*.json"))  # a sweep may be split over runs
+    for path in sweeps:
+        if path.is_file():
+            for rec in sweep_records(path):
                 key = (rec["data"], rec["layers"], rec["compress"], rec["variant"])
                 if key not in seen:  # the ablation repeats the sweep's distill cell
                     seen.add(key)
                     records.append(rec)
     best = ("2/4", 4)  # the student the recipe exports (scripts/recipe.sh, step engines)
-    for name, variant in (("disflqa-eval-qa-onnx.json", "fp32 export (ONNX Runtime)"), ("disflqa-eval-qa-fp16.json", "fp16 engine"), ("disflqa-eval-qa-int8.json", "int8 engine")):
+    engines = [("disflqa-eval-qa-onnx.json", "fp32 export (ONNX Runtime)"), ("disflqa-eval-qa-fp16.json", "fp16 engine"), ("disflqa-eval-qa-int8.json", "int8 engine")]
+    engines += [(p.name, f"int8 engine, {p.stem.rsplit('-kf', 1)[1]} MatMuls per graph kept float") for p in sorted(results.glob("disflqa-eval-qa-int8-kf*.json"))]
+    for name, variant in engines:
         if (results / name).is_file():
             records.append(eval_record(results / name, *best, variant))
     if (results / "disflqa-open-domain.json").is_file():
