@@ -687,12 +687,13 @@ def serve(store, engine_dir, host, port, max_batch_pairs, max_wait_ms, threads, 
     if replicas > 1 and ray_address is None:
         raise click.UsageError("--replicas needs --ray (one process serves one replica)")
     try:
-        from dtx.serve.app import create_app, micro_batching, run_server
+        from dtx.serve.app import check_port, create_app, micro_batching, run_server
         from dtx.serve.batcher import default_batching
     except ImportError as e:
         raise DtxError(f"dtx serve needs FastAPI and uvicorn ({e.name} is missing): pip install -e '.[serve]'") from None
     from dtx.query import QueryPipeline
 
+    check_port(host, port)
     pipe = QueryPipeline.open(store, engine_dir, threads=threads)
     pairs, wait = default_batching(pipe.runner.manifest.device)
     max_batch_pairs, max_wait_ms = max_batch_pairs or pairs, wait if max_wait_ms is None else max_wait_ms

@@ -336,3 +336,14 @@ def test_cpu_default_runs_each_request_in_its_own_call(engine, served):
         assert all(status == 200 and body["usage"]["batch_requests"] == 1 for status, body in bodies)
     finally:
         assert stop_server(proc) == 0
+
+
+def test_a_port_in_use_is_one_line_before_anything_loads(served):
+    """The address is checked first: uvicorn would log and exit 3, Ray's proxy would raise a traceback."""
+    url, store, _, _ = served
+    port = url.rsplit(":", 1)[1]  # the module's server holds it
+    for extra in ([], ["--ray"]):
+        proc = subprocess.run([sys.executable, "-m", "dtx.cli", "serve", str(store), "--port", port, *extra],
+                              capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+        lines = (proc.stdout + proc.stderr).strip().splitlines()
+        assert proc.returncode == 1 and len(lines) == 1 and f"cannot listen on 127.0.0.1:{port}" in lines[0], proc.stdout + proc.stderr

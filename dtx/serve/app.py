@@ -276,6 +276,24 @@ def create_app(pipe: QueryPipeline, make_batcher: Callable[[Service], Batcher]) 
     return app
 
 
+def check_port(host: str, port: int) -> None:
+    """Refuse an address another process listens on before anything is loaded or deployed (uvicorn and
+    Ray's proxy would each fail later, with a log line or a traceback)."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        raise DtxError(f"--host {host} does not resolve ({e.strerror}); pass an address such as 127.0.0.1 or 0.0.0.0") from None
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(address)
+        except OSError as e:
+            raise DtxError(f"cannot listen on {host}:{port} ({e.strerror}); pass another --port, or stop what holds it") from None
+
+
 def run_server(app: FastAPI, host: str, port: int) -> None:
     """uvicorn until SIGTERM/SIGINT: stop accepting, finish the requests in flight, return (exit status 0).
 

@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 from ray import serve
 
+from dtx.errors import DtxError
 from dtx.serve.app import Service, create_app
 from dtx.serve.batcher import prepare_and_score
 
@@ -86,10 +87,14 @@ def run_on_ray(store: str | None, engine_dir: str | None, address: str | None, h
     connect_ray(address)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    serve.start(http_options={"host": host, "port": port})
     actor = {"num_cpus": threads or 1}
     app = DtxReplica.options(num_replicas=replicas, ray_actor_options=actor).bind(store, engine_dir, threads, max_pairs, max_wait_ms)
-    serve.run(app, name=APP_NAME, route_prefix="/")
+    try:
+        serve.start(http_options={"host": host, "port": port})
+        serve.run(app, name=APP_NAME, route_prefix="/")
+    except Exception as e:  # noqa: BLE001 - Ray's failures arrive as deep tracebacks: one line, the cause last
+        serve.shutdown()
+        raise DtxError(f"Ray Serve could not start the application ({str(e).strip().splitlines()[-1][:300]}); see `ray status`, or serve without --ray") from None
     stop.wait()
     serve.delete(APP_NAME)
     serve.shutdown()
