@@ -114,6 +114,28 @@ def test_answers_from_the_store_equal_answers_on_the_fly(stores, corpus):
                 assert set(cached.timings_ms) == {"input", "retrieve", "fetch", "cross", "total"}
 
 
+def test_cross_calls_by_window_length_change_no_answer(stores, corpus):
+    """Windows sorted by length into 1, 2 or 3 cross calls, each cut to its own longest window: the same
+    candidates, answers, offsets and scores (the corpus mixes 5-word and several-window passages)."""
+
+    engine_dir, root = stores
+    rng = random.Random(5)
+    queries = [" ".join(row["text"].split()[:4]) for row in rng.sample(corpus[1], 6)]
+    with QueryPipeline.open(root / "fp16") as pipe:
+        assert pipe.length_buckets == 2  # the CPU default
+        lengths = set()
+        results = {}
+        for buckets in (1, 2, 3):
+            pipe.length_buckets = buckets
+            results[buckets] = pipe.answer_many(queries, k=12)
+            lengths |= {int(m) for m in pipe.store.fetch([c.id for c in results[buckets][0].candidates]).mask.sum(1)}
+        assert len(lengths) > 3  # windows of many lengths: the buckets really cut
+        for buckets in (2, 3):
+            for one, cut in zip(results[1], results[buckets]):
+                assert [(c.id, c.answer, c.start, c.end) for c in one.candidates] == [(c.id, c.answer, c.start, c.end) for c in cut.candidates]
+                assert np.allclose([c.score for c in one.candidates], [c.score for c in cut.candidates], atol=1e-4), buckets
+
+
 def test_bm25_finds_the_passage_with_a_rare_phrase(stores, corpus):
     _, root = stores
     store = PassageStore.open(root / "fp16")
