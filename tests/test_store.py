@@ -122,7 +122,7 @@ def test_cross_calls_by_window_length_change_no_answer(stores, corpus):
     rng = random.Random(5)
     queries = [" ".join(row["text"].split()[:4]) for row in rng.sample(corpus[1], 6)]
     with QueryPipeline.open(root / "fp16") as pipe:
-        assert pipe.length_buckets == 2  # the CPU default
+        assert pipe.length_buckets == 3  # the CPU default
         lengths = set()
         results = {}
         for buckets in (1, 2, 3):

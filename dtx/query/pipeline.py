@@ -55,9 +55,9 @@ class QueryPipeline:
     def __init__(self, store: PassageStore | None, runner, segmenter, export: ExportManifest, label: str | None = None, length_buckets: int | None = None) -> None:
         self.store = store
         self.runner = runner
-        # cross calls per scored set, by window length: 2 on a CPU engine (measured faster), 1 elsewhere
-        # (not measured: an accelerator's per-call cost and captured shapes may favour one call)
-        self.length_buckets = length_buckets or (2 if runner.manifest.device == "cpu" else 1)
+        # cross calls per scored set, by window length: 3 on a CPU engine (measured fastest of 1-3), 1
+        # elsewhere (not measured: an accelerator's per-call cost and captured shapes may favour one call)
+        self.length_buckets = length_buckets or (3 if runner.manifest.device == "cpu" else 1)
         self.segmenter = segmenter
         self.task = export.task
         self.labels = export.labels
@@ -194,7 +194,7 @@ class QueryPipeline:
         call cut to its own longest window, outputs put back in row order at the full width.
 
         Stored windows are padded to the longest of the set: on the dev store a call was 1.36x longer than
-        its real tokens, and two calls instead of one made the cross component 1.17x faster on the CPU
+        its real tokens; on the CPU two calls made the cross component 1.26x faster and three 1.35x
         (docs/serving.md). A row's outputs do not depend on the call it was in (its padding is masked);
         slots beyond a row's call are filled with the lowest float, which no span decoding allows anyway.
         """
