@@ -56,6 +56,15 @@ def read_artifact_json(directory: str | os.PathLike, filename: str, what: str, f
         raise error(f"{path} is not valid JSON ({e}); {fix}") from None
 
 
+def artifact_field(mapping: Any, key: str, kind: type | tuple[type, ...], at: str = "", *, where: Path, fix: str, error: type[DtxError] = DtxError) -> Any:
+    """`mapping[key]` of an artifact's JSON if it is a `kind` (a bool is no int), else one line naming the
+    file and the field (`at` prefixes nested ones: "model.")."""
+    value = mapping.get(key) if isinstance(mapping, dict) else None
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is int:
+        raise error(f"{where} has no valid {at}{key}; {fix}")
+    return value
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Write JSON atomically (temp file in the same directory, fsync, rename)."""
     path = Path(path)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Mapping
 
-from dtx.atomic import read_artifact_json
+from dtx.atomic import artifact_field, read_artifact_json
 from dtx.errors import DtxError
 from dtx.export.manifest import CheckpointRef, ExportManifest
 from dtx.model.config import DecoupleConfig
@@ -48,14 +49,22 @@ class EngineManifest:
     graphs: Mapping[str, str]  # graph -> its file in the engine directory (ONNX, plan or package)
     outputs: Mapping[str, list[str]]
     files: Mapping[str, str]  # every file of the engine -> sha256
-    export_id: str  # the export it was built from
     export_path: Path
     export_graphs_sha256: Mapping[str, str]
-    checkpoint: CheckpointRef  # what the torch backend runs
-    export: ExportManifest  # the export's manifest as it was at build (export.json): decoupling, model, tokenizer
+    export: ExportManifest  # the export's manifest as it was at build (export.json, checked to be the export engine.json names): decoupling, model, tokenizer
     verification: Mapping[str, Any]  # {"kind": "parity" | "drift", ...}: what was checked before it was published
     backend_info: Mapping[str, Any]  # TensorRT / AOTInductor build signature (device, versions), else empty
     reports: Mapping[str, Any]  # fused op counts, INT8 MatMuls kept in float, build seconds, producers, machine
+
+    @property
+    def export_id(self) -> str:
+        """The export it was built from."""
+        return self.export.export_id
+
+    @property
+    def checkpoint(self) -> CheckpointRef:
+        """What the torch backend runs: the checkpoint the export was made from."""
+        return self.export.checkpoint
 
     @property
     def decoupling(self) -> DecoupleConfig:
@@ -79,12 +88,7 @@ class EngineManifest:
     @classmethod
     def from_dict(cls, path: Path, data: dict, export: ExportManifest) -> "EngineManifest":
         where = path / ENGINE_FILE
-
-        def need(mapping: Any, key: str, kind: type | tuple[type, ...]) -> Any:
-            value = mapping.get(key) if isinstance(mapping, dict) else None
-            if not isinstance(value, kind):
-                raise EngineError(f"{where} has no valid {key}; rebuild the engine")
-            return value
+        need = partial(artifact_field, where=where, fix="rebuild the engine", error=EngineError)
 
         if data.get("kind") != KIND or data.get("format_version") != FORMAT_VERSION:
             raise EngineError(f"{where} is not a dtx engine manifest of format {FORMAT_VERSION}; rebuild the engine")
@@ -110,10 +114,8 @@ class EngineManifest:
             graphs=need(data, "graphs", dict),
             outputs=need(data, "outputs", dict),
             files=need(data, "files", dict),
-            export_id=need(source, "export_id", str),
             export_path=Path(need(source, "path", str)),
             export_graphs_sha256=need(source, "graphs_sha256", dict),
-            checkpoint=export.checkpoint,
             export=export,
             verification=verification,
             backend_info=data.get("tensorrt") or data.get("aoti") or {},

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import platform
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Mapping
 
-from dtx.atomic import read_artifact_json, sha256_file
+from dtx.atomic import artifact_field, read_artifact_json, sha256_file
 from dtx.errors import DtxError
 from dtx.export.parity import ParityResult
 from dtx.export.spec import GraphSpec
@@ -186,11 +187,7 @@ class ExportManifest:
         """Typed, or a one-line ExportManifestError naming the file and the field."""
         from dtx.export.spec import GRAPHS
 
-        def need(mapping: Any, key: str, kind: type | tuple[type, ...], at: str = "") -> Any:
-            value = mapping.get(key) if isinstance(mapping, dict) else None
-            if not isinstance(value, kind) or isinstance(value, bool) and kind is int:
-                raise ExportManifestError(f"{where} has no valid {at}{key}; re-run `dtx export`")
-            return value
+        need = partial(artifact_field, where=where, fix="re-run `dtx export`", error=ExportManifestError)
 
         if data.get("kind") != KIND or data.get("format_version") != FORMAT_VERSION:
             raise ExportManifestError(f"{where} is not a dtx export manifest of format {FORMAT_VERSION}; re-run `dtx export`")
