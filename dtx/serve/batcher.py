@@ -25,7 +25,7 @@ class Job:
 
 
 # (max pairs, max wait ms) when `dtx serve` is not told. Measured on the 2-core CPU (docs/serving.md):
-# a merged cross call costs more per pair than separate ones (6 requests per call: -14% throughput
+# a merged cross call costs more per pair than separate ones (6 requests per call: -15% throughput
 # at 16 clients, 14 per call: -25%), so a CPU engine serves each request in its own call; an
 # accelerator runs a large call in about the time of a small one, so requests are merged there.
 DEFAULT_BATCHING = {"cpu": (1, 0.0), "cuda": (128, 5.0)}

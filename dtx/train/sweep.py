@@ -122,9 +122,10 @@ def run_sweep(
                 cells += [Cell(n, k, variant, base, settings) for settings in grid_settings(cfg.grid)]
     reports = {c: r for c in cells if (r := _cached(c.student, c.config(cfg.distill)))}
     where = device_name(train_device(device))
+    metric = headline(read_meta(cells[0].base).decoupling.task) if cells else "metric"  # one teacher, one task
 
     def table() -> dict:
-        rows = [_row(reports[c], c, layers, source, cfg) for c in cells if c in reports]
+        rows = [_row(reports[c], c, layers, source, cfg, metric) for c in cells if c in reports]
         return {"teacher": str(teacher_dir), "data": str(data), "device": where, "config": asdict(cfg), "rows": rows}
 
     todo = [c for c in cells if c not in reports]
@@ -133,7 +134,7 @@ def run_sweep(
             reports[c] = distill(c.base, data, c.config(cfg.distill), c.student, progress, device)
             write_json(out_dir / SWEEP_FILE, table())
     else:
-        _train_in_parallel(todo, data, cfg, device, jobs, reports, lambda: write_json(out_dir / SWEEP_FILE, table()), progress)
+        _train_in_parallel(todo, data, cfg, device, jobs, reports, lambda: write_json(out_dir / SWEEP_FILE, table()), progress, metric)
     write_json(out_dir / SWEEP_FILE, table())
     return table()
 
@@ -147,7 +148,7 @@ def _start_worker(threads: int) -> None:
     hf_logging.disable_progress_bar()
 
 
-def _train_in_parallel(todo: list[Cell], data, cfg: SweepConfig, device: str | None, jobs: int, reports: dict, publish, progress: bool) -> None:
+def _train_in_parallel(todo: list[Cell], data, cfg: SweepConfig, device: str | None, jobs: int, reports: dict, publish, progress: bool, metric: str) -> None:
     """Distil `todo` in `jobs` spawned processes (CUDA cannot be shared across a fork), publishing the table as each ends.
 
     A failed cell stops the cells not yet started and is raised once those running have ended
@@ -168,7 +169,6 @@ def _train_in_parallel(todo: list[Cell], data, cfg: SweepConfig, device: str | N
                 raise
             publish()
             bar.update()
-            metric = headline(read_meta(cell.base).decoupling.task)
             bar.write(f"{cell.student.name}: dev {metric} {reports[cell]['final']['student'][metric]:.4f}")
 
 
@@ -182,9 +182,8 @@ def _cached(student: Path, settings: DistillConfig) -> dict | None:
     return report if report and "final" in report else None
 
 
-def _row(report: dict, cell: Cell, layers: int, source, cfg: SweepConfig) -> dict:
+def _row(report: dict, cell: Cell, layers: int, source, cfg: SweepConfig, metric: str) -> dict:
     final = report["final"]
-    metric = headline(read_meta(cell.base).decoupling.task)
     n, k = cell.split, cell.compress
     shape = EncoderShape(layers, source.hidden_size, source.intermediate_size, source.hidden_size // k)
     cost = query_cost(shape, n, cfg.seq_q, cfg.seq_p, cfg.candidates, cfg.dtype)
