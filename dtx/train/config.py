@@ -9,6 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 DEFAULT_MAX_LEN = {"qa": 256, "pair": 128}
+# Hard negatives for QA (docs/training.md, "Training as deployed"): the teacher and the student both
+# see this many other training paragraphs per question, drawn from BM25's top NEGATIVE_POOL.
+NEGATIVES_PER_QUESTION = 0.5
+NEGATIVE_POOL = 20
 
 
 @dataclass
@@ -23,6 +27,10 @@ class FinetuneConfig:
     warmup: float = 0.1  # share of all steps spent warming up; then linear decay to 0 at `epochs`
     max_len: int | None = None  # pair tokens (None: 256 for QA windows, 128 for pairs)
     doc_stride: int = 64  # QA: tokens shared by consecutive passage windows
+    # QA: hard negatives per training question (other training paragraphs from BM25's top `negative_pool`,
+    # one window each, labelled no answer): the reader learns to decline a retriever's wrong paragraphs
+    negatives: float = NEGATIVES_PER_QUESTION
+    negative_pool: int = NEGATIVE_POOL
     train_limit: int | None = None  # use the first N training pairs (after a seeded shuffle)
     dev_limit: int | None = 2000  # evaluate on at most N dev pairs
     dev_percent: int = 10
@@ -32,7 +40,7 @@ class FinetuneConfig:
 
     def for_task(self, task: str) -> "FinetuneConfig":
         """The config with task-dependent defaults filled in (what the report records)."""
-        return replace(self, max_len=self.max_len or DEFAULT_MAX_LEN[task])
+        return replace(self, max_len=self.max_len or DEFAULT_MAX_LEN[task], negatives=self.negatives if task == "qa" else 0.0)
 
 
 

@@ -245,6 +245,7 @@ def qa_segmenter(tokenizer, cfg: FinetuneConfig) -> PairSegmenter:
 
 def finetune_qa(model_dir: str | Path, data: str | Path, out_dir: str | Path, cfg: FinetuneConfig, overwrite: bool = False, progress: bool = True, device: str | None = None) -> dict:
     """Fine-tune an extractive QA teacher (SQuAD 2.0 style: [CLS] = no answer), keeping the epoch with the best dev F1."""
+    from dtx.data.negatives import hard_negatives, one_window_each
     from dtx.data.qa import qa_features
     from dtx.eval.predict import qa_answers, run_qa
     from dtx.eval.squad import squad_v2
@@ -260,6 +261,8 @@ def finetune_qa(model_dir: str | Path, data: str | Path, out_dir: str | Path, cf
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     seg = qa_segmenter(tokenizer, cfg)
     features = qa_features(train, seg, str(data))
+    negatives = hard_negatives(train, cfg.negatives, cfg.negative_pool, cfg.seed)
+    features += one_window_each(qa_features(negatives, seg, str(data)), cfg.seed)
     dev_features = qa_features(dev, seg, str(data))
     model = AutoModelForQuestionAnswering.from_pretrained(model_dir, attn_implementation="eager")
 
@@ -276,5 +279,5 @@ def finetune_qa(model_dir: str | Path, data: str | Path, out_dir: str | Path, cf
         dev_scores = squad_v2([p.answers for p in dev], answers)
         return dev_scores["f1"], dev_scores
 
-    report = {"task": "qa", "data": str(data), "train_questions": len(train), "train_windows": len(features), "dev_questions": len(dev), "source": str(model_dir)}
+    report = {"task": "qa", "data": str(data), "train_questions": len(train), "negative_windows": len(negatives), "train_windows": len(features), "dev_questions": len(dev), "source": str(model_dir)}
     return fit(model, tokenizer, [len(f.question) + len(f.passage) for f in features], make_batch, score, cfg, out_dir, report, overwrite, progress, device)
