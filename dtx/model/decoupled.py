@@ -1,4 +1,4 @@
-"""The decoupled transformer (DESIGN.md section 1), read top to bottom.
+"""The decoupled transformer (docs/design.md, "The model"), read top to bottom.
 
     input component:  rep = compress(layers[0:N](EmbLN(word + pos + type)))   one text at a time
     cross component:  out = head(layers[N:L](decompress(rep_q ++ rep_p) + pos_x + type_x))

@@ -1,4 +1,4 @@
-"""`dtx distill`: train the decoupled student from its coupled teacher (DESIGN.md section 2).
+"""`dtx distill`: train the decoupled student from its coupled teacher (docs/design.md, "Training").
 
 Student and teacher read the same slot layout: the question padded to lq, then the passage padded
 to lp (both to the longest in the batch: batches group windows of similar length). The teacher

@@ -1,4 +1,4 @@
-"""The distillation loss of DESIGN.md section 2, term by term.
+"""The distillation loss (docs/design.md, "Training"), term by term.
 
     loss = KD(logits) + 0.5 * (MSE(last hidden) + MSE(last attention))
     KD   = a * CE(student, labels) + (1 - a) * T^2 * KL(softmax(teacher / T) || softmax(student / T))

@@ -2,7 +2,7 @@
 
 Each cell is an ordinary `dtx decouple` + `dtx distill` into its own directory under the sweep
 directory, so a killed sweep resumes cell by cell (and a cell mid-training from its last epoch).
-Next to the accuracy kept, every row carries the cost of DESIGN.md section 5 (per-query FLOPs
+Next to the accuracy kept, every row carries the cost of docs/design.md, "Cost model" (per-query FLOPs
 against the coupled model, cached bytes per passage), which is the trade-off a user picks from.
 Variants add the ablations: `labels-only` (plain fine-tuning of the decoupled model, no
 teacher), `phase2-only` (compression trained jointly from the start, no autoencoder phase) and
