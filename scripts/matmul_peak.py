@@ -4,17 +4,21 @@ Square bf16 (GPU) or fp32 (CPU) products of growing size, timed after warm-up (C
 GPU); the best rate over sizes is the peak. Vendor datasheet peaks assume clocks and shapes a
 transformer never sees, so dtx compares each path with this measured figure instead.
 
-    .venv/bin/python scripts/matmul_peak.py --device cuda --json runs/gpu-check/matmul-peak.json
+    python3 scripts/matmul_peak.py --device cuda --json OUT_DIR/matmul-peak.json
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import torch
 
-from dtx.report import emit, save_json
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # dtx runs from the tree on the GPU machine
+from dtx.bench.machine import machine_info  # noqa: E402
+from dtx.report import emit, save_json  # noqa: E402
 
 
 def rate(n: int, dtype: torch.dtype, device: torch.device, repeats: int) -> float:
@@ -57,7 +61,7 @@ def main() -> None:
     name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
     emit(f"matrix-multiply rate on {name} ({str(dtype).replace('torch.', '')})", ["n", "TFLOP/s"], [[r["n"], f"{r['tflops']:.2f}"] for r in rows])
     print(f"peak: {peak:.2f} TFLOP/s")
-    save_json(args.json, {"device": name, "dtype": str(dtype).replace("torch.", ""), "rows": rows, "peak_tflops": peak})
+    save_json(args.json, {"device": name, "dtype": str(dtype).replace("torch.", ""), "rows": rows, "peak_tflops": peak, "machine": machine_info(device.type)})
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import platform
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -161,15 +160,10 @@ def explain(m: EngineManifest, cfg: BenchConfig, k: int, dec: Latency, cpl: Late
 
 
 def machine(cfg: BenchConfig) -> dict:
-    import os
+    """Platform and CPU; on CUDA the card, its driver and the torch build (dtx.bench.machine)."""
+    from dtx.bench.machine import machine_info
 
-    info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(), "cpus": os.cpu_count()}
-    info["threads"] = cfg.threads or "ONNX Runtime default (one per core)"
-    if cfg.device == "cuda":
-        import torch
-
-        info["gpu"] = torch.cuda.get_device_name() if torch.cuda.is_available() else None
-    return info
+    return machine_info(cfg.device) | {"threads": cfg.threads or "ONNX Runtime default (one per core)"}
 
 
 def summary_rows(report: dict) -> tuple[list[str], list[list]]:
