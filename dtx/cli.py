@@ -695,6 +695,8 @@ def serve(store, engine_dir, host, port, max_batch_pairs, max_wait_ms, threads, 
 
     check_port(host, port)
     pipe = QueryPipeline.open(store, engine_dir, threads=threads)
+    if pipe.store is not None:
+        pipe.store.probe()  # a missing data file or index: one line now, not a failure on every request
     pairs, wait = default_batching(pipe.runner.manifest.device)
     max_batch_pairs, max_wait_ms = max_batch_pairs or pairs, wait if max_wait_ms is None else max_wait_ms
     where = f"Ray Serve ({replicas} replica{'s' * (replicas > 1)})" if ray_address else "uvicorn"

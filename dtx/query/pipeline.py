@@ -22,8 +22,15 @@ from dtx.errors import DtxError
 from dtx.eval.metrics import positive_index
 from dtx.export.manifest import ExportManifest
 from dtx.model.decode import best_span
-from dtx.model.segments import Segment
+from dtx.model.segments import Batch, Segment
 from dtx.store.passage_store import CachedWindows, PassageStore, StoreInfo
+
+
+# Tokens (rows x padded width) per engine call on a CPU engine: a call's memory grows as rows x width^2
+# (attention), so one request of many long windows in one call grew a server by gigabytes. Measured with
+# the 2/4 4x MiniLM student, 447-token windows encoded and scored: 16 in one call peak at 1.1 GB RSS,
+# 64 at 2.8 GB, 256 at 10 GB. Elsewhere calls are not cut (an accelerator's shapes are its profile's).
+CPU_CALL_TOKENS = 8192
 
 
 class NothingRetrieved(DtxError):
@@ -58,6 +65,7 @@ class QueryPipeline:
         # cross calls per scored set, by window length: 3 on a CPU engine (measured fastest of 1-3), 1
         # elsewhere (not measured: an accelerator's per-call cost and captured shapes may favour one call)
         self.length_buckets = length_buckets or (3 if runner.manifest.device == "cpu" else 1)
+        self.call_tokens = CPU_CALL_TOKENS if runner.manifest.device == "cpu" else None
         self.segmenter = segmenter
         self.task = export.task
         self.labels = export.labels
@@ -152,8 +160,10 @@ class QueryPipeline:
         seg = self.segmenter
         rows = [(pid, w, window) for pid, text in zip(ids, texts) for w, window in enumerate(seg.passage(text))]
         batch = seg.pad([window for _, _, window in rows])
+        calls = self._calls(np.arange(len(rows)), batch.input_ids.shape[1])
+        reps = np.concatenate([self.runner.encode(Batch(batch.input_ids[idx], batch.attention_mask[idx], batch.token_type_ids[idx])) for idx in calls])
         return CachedWindows(
-            ids=[pid for pid, _, _ in rows], windows=[w for _, w, _ in rows], reps=self.runner.encode(batch), mask=batch.attention_mask,
+            ids=[pid for pid, _, _ in rows], windows=[w for _, w, _ in rows], reps=reps, mask=batch.attention_mask,
             token_ids=[np.array(window.input_ids) for _, _, window in rows], offsets=[np.array(window.offsets).reshape(-1, 2) for _, _, window in rows],
             texts=dict(zip(ids, texts)),
         )  # fmt: skip
@@ -199,7 +209,8 @@ class QueryPipeline:
         slots beyond a row's call are filled with the lowest float, which no span decoding allows anyway.
         """
         lengths = mask.sum(1)
-        parts = [idx for idx in np.array_split(np.argsort(lengths, kind="stable"), min(self.length_buckets, len(lengths))) if len(idx)]
+        buckets = [idx for idx in np.array_split(np.argsort(lengths, kind="stable"), min(self.length_buckets, len(lengths))) if len(idx)]
+        parts = [call for idx in buckets for call in self._calls(idx, int(lengths[idx].max()))]
         if len(parts) <= 1:
             return self.runner.cross(q_hidden, q_mask, reps, mask)
         width = mask.shape[1]
@@ -214,6 +225,11 @@ class QueryPipeline:
                     out[name] = np.full((len(lengths), *tail), np.finfo(value.dtype).min, value.dtype)
                 out[name][idx, : value.shape[1]] = value
         return out
+
+    def _calls(self, rows: np.ndarray, width: int) -> list[np.ndarray]:
+        """`rows` (windows of at most `width` tokens) cut into engine calls of at most `call_tokens` tokens."""
+        step = len(rows) if self.call_tokens is None else max(1, self.call_tokens // width)
+        return [rows[i : i + step] for i in range(0, len(rows), step)]
 
     def rerank_coupled(self, query: str, ids: list[str]) -> QueryResult:
         """The coupled teacher on the same stored windows of `ids` (the baseline a decoupled answer is judged against).

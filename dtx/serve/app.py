@@ -11,12 +11,21 @@
 start+end logit minus the no-answer logit (> 0: the passage answers), for a pair classifier the
 log-probability of the positive class. `{id}` documents are passages of the store, read from
 their cached representations; text documents go through the input component now; no documents
-means the store's BM25 top `top_k`. Every error is one line of JSON, `{"error": ...}`, with a 4xx
-status for a bad request; the server keeps serving.
+means the store's BM25 top `top_k`. Every error is one line of JSON, `{"error": ...}`, its status
+by whose fault it is (as text-embeddings-inference maps them): the client's mistakes are 4xx (400
+unanswerable, 404 unknown id, 413 past a limit of limits.py, 422 a malformed field), the server's
+own faults 5xx (a damaged store, a failing engine), each logged as one line; the server keeps
+serving. Request bodies are validated strictly: a misspelt field or a value of the wrong JSON type
+is a 422 naming it, never a default or a coercion. Work whose client has disconnected is dropped
+at the next stage (before fetching, encoding, the cross call).
 """
 
 from __future__ import annotations
 
+import asyncio
+import difflib
+import logging
+import threading
 import time
 from collections.abc import Callable
 from contextlib import asynccontextmanager
@@ -26,47 +35,68 @@ from importlib import resources
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from dtx.errors import DtxError
 from dtx.query.pipeline import QueryPipeline, QueryResult
 from dtx.serve.batcher import Batcher, MicroBatcher
+from dtx.serve.limits import BodyLimit, Limits, TooLarge, window_tokens
 from dtx.serve.metrics import Metrics
-from dtx.store.passage_store import CachedWindows, MissingPassages
+from dtx.store.passage_store import CachedWindows, MissingPassages, NothingToSearch, StoreError
 
 PAGE = (resources.files("dtx.serve") / "page.html").read_text(encoding="utf-8")
 INLINE = "\x00inline:"  # internal id prefix of documents sent as text (no store id can start with NUL)
+log = logging.getLogger("dtx.serve")
 
 
-class TextDocument(BaseModel):
+class Strict(BaseModel):
+    """A request body as typed: unknown fields and JSON values of another type are refused (`topn`,
+    `top_k: true`), not ignored or coerced into a request the client did not send."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class TextDocument(Strict):
     text: str
 
 
-class StoredDocument(BaseModel):
+class StoredDocument(Strict):
     id: str = Field(min_length=1)
 
 
 Document = str | TextDocument | StoredDocument
+DOCUMENT_SHAPES = {"str", "TextDocument", "StoredDocument"}  # the union's members, as validation errors name them
 
 
-class RerankRequest(BaseModel):
+class RerankRequest(Strict):
     query: str = Field(min_length=1)
     documents: list[Document] | None = None
     top_n: int | None = Field(default=None, ge=1)
-    top_k: int = Field(default=20, ge=1, le=1000, description="BM25 candidates when no documents are given")
+    top_k: int = Field(default=20, ge=1, description="BM25 candidates when no documents are given (at most the server's max_documents)")
     return_documents: bool = False
 
 
-class AnswerRequest(BaseModel):
+class AnswerRequest(Strict):
     question: str = Field(min_length=1)
     documents: list[Document] | None = None
-    top_k: int = Field(default=20, ge=1, le=1000)
+    top_k: int = Field(default=20, ge=1)
     return_documents: bool = False
 
 
-class TEIRerankRequest(BaseModel):
+class TEIRerankRequest(Strict):
     query: str = Field(min_length=1)
     texts: list[str] = Field(min_length=1)
+
+
+BODIES: dict[str, type[Strict]] = {"/v1/rerank": RerankRequest, "/v1/answer": AnswerRequest, "/rerank": TEIRerankRequest}
+
+
+class InvalidRequest(DtxError):
+    """A well-typed request that cannot mean one thing (the same stored id twice): 422."""
+
+
+class ClientGone(DtxError):
+    """The client disconnected before its work was done: the work stops at the next stage."""
 
 
 @dataclass
@@ -87,29 +117,60 @@ class Prepared:
 
 
 class Service:
-    """The pipeline behind the endpoints: preparing one request, scoring a batch of them."""
+    """The pipeline behind the endpoints: admitting a request, preparing it, scoring a batch of them."""
 
-    def __init__(self, pipe: QueryPipeline, metrics: Metrics) -> None:
-        self.pipe, self.metrics = pipe, metrics
+    def __init__(self, pipe: QueryPipeline, metrics: Metrics, limits: Limits) -> None:
+        self.pipe, self.metrics, self.limits = pipe, metrics, limits
 
-    def prepare(self, query: str, documents: list[Document] | None, top_k: int) -> Prepared:
-        seg, timings = self.pipe.segmenter, {}
-        n_tokens = len(seg.tokenizer(query, add_special_tokens=False)["input_ids"])
-        usage = {"query_tokens": min(n_tokens, seg.question_budget), "query_truncated": n_tokens > seg.question_budget}
+    def admit(self, documents: list[Document] | None, top_k: int) -> None:
+        """What can be refused before any work, in the event loop: too many documents or characters
+        (TooLarge), a stored id named twice (InvalidRequest: its two results could not both be `index`ed)."""
+        texts = {n: d if isinstance(d, str) else d.text for n, d in enumerate(documents or ()) if not isinstance(d, StoredDocument)}
+        self.limits.check_documents(len(documents) if documents is not None else top_k, texts)
+        first: dict[str, int] = {}
+        for n, doc in enumerate(documents or ()):
+            if isinstance(doc, StoredDocument) and first.setdefault(doc.id, n) != n:
+                raise InvalidRequest(f"documents {first[doc.id]} and {n} both name stored passage {doc.id!r}; send each id once")
+
+    def prepare(self, query: str, documents: list[Document] | None, top_k: int, alive: Callable[[], None]) -> Prepared:
+        """Candidates for one request, in the batch worker; `alive()` raises ClientGone once the client has
+        gone, and is asked before each stage (fetching, encoding, and at the end, before the cross call)."""
+        alive()
+        query, usage = self._question(query)
         if documents is None:
-            if self.pipe.store is None:
-                raise DtxError("no documents given and this server has no store; send documents")
-            t = time.perf_counter()
-            hits = self.pipe.store.search(query, top_k)
-            timings["retrieve"] = (time.perf_counter() - t) * 1e3
-            if not hits:
-                raise DtxError("no stored passage shares a word with the query; send documents instead")
-            ids = [pid for pid, _ in hits]
-            t = time.perf_counter()
-            cached = self.pipe.store.fetch(ids)
-            timings["fetch"] = (time.perf_counter() - t) * 1e3
-            usage.update(documents=len(ids), pairs=len(cached.ids))
-            return Prepared(query, cached, dict(hits), {pid: n for n, pid in enumerate(ids)}, cached.texts, usage, timings)
+            prepared = self._retrieved(query, top_k, usage)
+        else:
+            prepared = self._sent(query, documents, usage, alive)
+        alive()
+        return prepared
+
+    def _question(self, query: str) -> tuple[str, dict]:
+        """The query cut to the characters the question window can hold, then counted in tokens (usage)."""
+        seg, cut = self.pipe.segmenter, len(query) > self.limits.query_chars
+        query = query[: self.limits.query_chars]
+        n_tokens = len(seg.tokenizer(query, add_special_tokens=False)["input_ids"])
+        return query, {"query_tokens": min(n_tokens, seg.question_budget), "query_truncated": cut or n_tokens > seg.question_budget}
+
+    def _retrieved(self, query: str, top_k: int, usage: dict) -> Prepared:
+        """No documents: the store's BM25 top `top_k`, fetched."""
+        if self.pipe.store is None:
+            raise DtxError("no documents given and this server has no store; send documents")
+        timings: dict[str, float] = {}
+        t = time.perf_counter()
+        hits = self.pipe.store.search(query, top_k)
+        timings["retrieve"] = (time.perf_counter() - t) * 1e3
+        if not hits:
+            raise DtxError("no stored passage shares a word with the query; send documents instead")
+        ids = [pid for pid, _ in hits]
+        t = time.perf_counter()
+        cached = self.pipe.store.fetch(ids)
+        timings["fetch"] = (time.perf_counter() - t) * 1e3
+        self.limits.check_tokens(int(cached.mask.sum()))
+        usage.update(documents=len(ids), pairs=len(cached.ids))
+        return Prepared(query, cached, dict(hits), {pid: n for n, pid in enumerate(ids)}, cached.texts, usage, timings)
+
+    def _sent(self, query: str, documents: list[Document], usage: dict, alive: Callable[[], None]) -> Prepared:
+        """The request's documents: stored ones fetched, inline ones counted in tokens, then encoded."""
         if not documents:
             raise DtxError("documents is empty; send at least one, or leave it out to search the store")
         index: dict[str, int] = {}
@@ -118,7 +179,7 @@ class Service:
             if isinstance(doc, StoredDocument):
                 if self.pipe.store is None:
                     raise DtxError(f"document {n} names a stored passage ({doc.id!r}) but this server has no store; send its text")
-                index.setdefault(doc.id, n)
+                index[doc.id] = n
                 stored.append(doc.id)
             else:
                 pid = f"{INLINE}{n}"
@@ -126,14 +187,18 @@ class Service:
                 inline.append((pid, doc if isinstance(doc, str) else doc.text))
         if any(not text.strip() for _, text in inline):
             raise DtxError("a document's text is empty; send words, or leave the document out")
-        parts = []
+        parts, timings, tokens = [], {}, 0
         if stored:
             t = time.perf_counter()
-            parts.append(self.pipe.store.fetch(list(dict.fromkeys(stored))))
+            parts.append(self.pipe.store.fetch(stored))
             timings["fetch"] = (time.perf_counter() - t) * 1e3
+            tokens = int(parts[-1].mask.sum())
+        texts = [text for _, text in inline]
+        self.limits.check_tokens(tokens + (window_tokens(self.pipe.segmenter, texts) if inline else 0))
         if inline:
+            alive()
             t = time.perf_counter()
-            parts.append(self.pipe.inline([text for _, text in inline], [pid for pid, _ in inline]))
+            parts.append(self.pipe.inline(texts, [pid for pid, _ in inline]))
             timings["encode_documents"] = (time.perf_counter() - t) * 1e3
         cached = CachedWindows.concat(parts)
         usage.update(documents=len(documents), pairs=len(cached.ids))
@@ -156,12 +221,21 @@ class Service:
         return results
 
 
-def _one_line(exc: RequestValidationError) -> tuple[int, str]:
-    """A validation failure as (status, one line): malformed JSON is a 400, a wrong field a 422."""
+def _one_line(exc: RequestValidationError, path: str) -> tuple[int, str]:
+    """A validation failure as (status, one line): malformed JSON is a 400, a wrong field a 422 naming it
+    (an unknown field with the route's own fields, a malformed document with the shapes a document takes)."""
     first = exc.errors()[0]
     if first.get("type") == "json_invalid":
         return 400, f"malformed JSON body: {first.get('msg', 'cannot parse')}"
-    where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
+    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    if len(loc) >= 3 and loc[0] == "documents" and loc[2] in DOCUMENT_SHAPES:
+        return 422, f"documents.{loc[1]}: a document is a string, {{\"text\": string}} or {{\"id\": string}}, nothing else"
+    where = ".".join(loc) or "body"
+    if first.get("type") == "extra_forbidden" and path in BODIES and len(loc) == 1:
+        fields = list(BODIES[path].model_fields)
+        near = difflib.get_close_matches(loc[0], fields, n=1)
+        hint = f"did you mean {near[0]!r}? " if near else ""
+        return 422, f"unknown field {loc[0]!r}; {hint}{path} takes {', '.join(fields)}"
     return 422, f"{where}: {first.get('msg', 'invalid')}"
 
 
@@ -170,11 +244,24 @@ def micro_batching(max_pairs: int, max_wait_ms: float) -> Callable[[Service], Ba
     return lambda service: MicroBatcher(service.score, max_pairs, max_wait_ms, on_batch=service.observe_batch)
 
 
-def create_app(pipe: QueryPipeline, make_batcher: Callable[[Service], Batcher]) -> FastAPI:
+# Status of each failure, by whose fault it is: the first class an error is an instance of (subclasses first).
+STATUS: dict[type[Exception], int] = {
+    InvalidRequest: 422,
+    TooLarge: 413,
+    MissingPassages: 404,
+    NothingToSearch: 400,
+    ClientGone: 499,  # nginx's "client closed request": nobody reads it, /metrics counts it
+    StoreError: 500,  # the store is damaged: the server's fault, not the request's
+    DtxError: 400,
+}
+
+
+def create_app(pipe: QueryPipeline, make_batcher: Callable[[Service], Batcher], limits: Limits | None = None) -> FastAPI:
     """The API over `pipe`; `make_batcher(service)` builds what merges requests (`micro_batching` under
-    uvicorn, the replica's `@serve.batch` under Ray Serve)."""
+    uvicorn, the replica's `@serve.batch` under Ray Serve); `limits` default to the model's (limits.py)."""
     metrics = Metrics()
-    service = Service(pipe, metrics)
+    limits = limits or Limits.for_model(pipe.segmenter)
+    service = Service(pipe, metrics, limits)
     batcher = make_batcher(service)
     state = {"ready": False}
 
@@ -187,42 +274,59 @@ def create_app(pipe: QueryPipeline, make_batcher: Callable[[Service], Batcher]) 
         await batcher.stop()
 
     app = FastAPI(title="dtx", summary="Re-rank and answer over cached passage representations (decoupled transformer).", lifespan=lifespan)
+    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
 
     @app.middleware("http")
     async def count(request: Request, call_next):
+        """Counts every answer, 413s of BodyLimit included; a fault nothing else caught is a one-line 500."""
         started = time.perf_counter()
-        response = await call_next(request)
+        try:
+            response = await call_next(request)
+        except Exception as e:  # noqa: BLE001 - a bug or an engine failure: the client gets one line, the log one line
+            response = _fault(e)
         metrics.request(request.url.path, response.status_code)
         metrics.observe("dtx_stage_latency_ms", "request", (time.perf_counter() - started) * 1e3)
         return response
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
-        status, message = _one_line(exc)
+        status, message = _one_line(exc, request.url.path)
         return JSONResponse({"error": message}, status_code=status)
-
-    @app.exception_handler(MissingPassages)
-    async def missing(request: Request, exc: MissingPassages):
-        return JSONResponse({"error": str(exc)}, status_code=404)
 
     @app.exception_handler(DtxError)
     async def refused(request: Request, exc: DtxError):
-        return JSONResponse({"error": str(exc)}, status_code=400)
+        status = next(code for kind, code in STATUS.items() if isinstance(exc, kind))
+        if status >= 500:
+            log.error("%s %s: %s", request.method, request.url.path, exc)
+        return JSONResponse({"error": str(exc)}, status_code=status)
 
-    async def run(query: str, documents: list[Document] | None, top_k: int) -> tuple[QueryResult, Prepared]:
-        holder: dict[str, Prepared] = {}
+    async def run(request: Request, query: str, documents: list[Document] | None, top_k: int) -> tuple[QueryResult, Prepared]:
+        """Admit the request, then its work through the batcher, dropped if the client goes before it is done."""
+        service.admit(documents, top_k)
+        gone, holder = threading.Event(), {}
+
+        def alive() -> None:
+            if gone.is_set():
+                raise ClientGone("the client disconnected; its work was dropped")
 
         def prepare() -> Prepared:
-            holder["item"] = service.prepare(query, documents, top_k)
+            holder["item"] = service.prepare(query, documents, top_k, alive)
             return holder["item"]
 
-        result = await batcher.submit(prepare, len(documents) if documents else top_k)
-        return result, holder["item"]
+        work = asyncio.ensure_future(batcher.submit(prepare, len(documents) if documents else top_k))
+        watch = asyncio.ensure_future(_disconnected(request))
+        await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
+        watch.cancel()
+        if not work.done():
+            gone.set()
+            work.cancel()
+            alive()
+        return work.result(), holder["item"]
 
     @app.post("/v1/rerank")
-    async def rerank(req: RerankRequest) -> dict:
+    async def rerank(req: RerankRequest, request: Request) -> dict:
         """Documents (or the store's BM25 candidates) ordered by the cross-encoder's score, best first."""
-        result, item = await run(req.query, req.documents, req.top_k)
+        result, item = await run(request, req.query, req.documents, req.top_k)
         rows = []
         for c in result.candidates[: req.top_n]:
             row = {"index": item.index[c.id], "relevance_score": c.score}
@@ -234,11 +338,11 @@ def create_app(pipe: QueryPipeline, make_batcher: Callable[[Service], Batcher]) 
         return {"results": rows, "usage": item.usage, "timings_ms": result.timings_ms}
 
     @app.post("/v1/answer")
-    async def answer(req: AnswerRequest) -> dict:
+    async def answer(req: AnswerRequest, request: Request) -> dict:
         """QA: the best span of each passage (character offsets into it), best passage first."""
         if pipe.task != "qa":
             raise DtxError("this model is a pair classifier, not a QA reader; use /v1/rerank")
-        result, item = await run(req.question, req.documents, req.top_k)
+        result, item = await run(request, req.question, req.documents, req.top_k)
         rows = []
         for c in result.candidates:
             row = {"index": item.index[c.id], "answer": c.answer, "score": c.score, "start": c.start, "end": c.end}
@@ -250,9 +354,9 @@ def create_app(pipe: QueryPipeline, make_batcher: Callable[[Service], Batcher]) 
         return {"results": rows, "usage": item.usage, "timings_ms": result.timings_ms}
 
     @app.post("/rerank")
-    async def tei_rerank(req: TEIRerankRequest) -> list[dict]:
+    async def tei_rerank(req: TEIRerankRequest, request: Request) -> list[dict]:
         """The text-embeddings-inference route: `[{index, score}]`, best first."""
-        result, item = await run(req.query, list(req.texts), len(req.texts))
+        result, item = await run(request, req.query, list(req.texts), len(req.texts))
         return [{"index": item.index[c.id], "score": c.score} for c in result.candidates]
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
@@ -266,7 +370,7 @@ def create_app(pipe: QueryPipeline, make_batcher: Callable[[Service], Batcher]) 
 
     @app.get("/ready")
     async def ready():
-        body = {"ready": state["ready"], "task": pipe.task, "store": pipe.store.uri if pipe.store is not None else None, "batching": batcher.limits}
+        body = {"ready": state["ready"], "task": pipe.task, "store": pipe.store.uri if pipe.store is not None else None, "batching": batcher.limits, "limits": limits.as_dict()}
         return JSONResponse(body, status_code=200 if state["ready"] else 503)
 
     @app.get("/metrics", response_class=PlainTextResponse)
@@ -274,6 +378,19 @@ def create_app(pipe: QueryPipeline, make_batcher: Callable[[Service], Batcher]) 
         return metrics.text()
 
     return app
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns once the client has gone: after the body, the server's `receive` says only http.disconnect."""
+    while (await request.receive())["type"] != "http.disconnect":
+        await asyncio.sleep(0.1)  # a server that repeats other messages is polled, not spun on
+
+
+def _fault(exc: Exception) -> JSONResponse:
+    """An exception nothing mapped (an engine failure, a bug): a one-line 500 and one log line, no traceback."""
+    first = (str(exc).strip().splitlines() or [""])[0][:300]
+    log.error("internal error: %s: %s", type(exc).__name__, first)
+    return JSONResponse({"error": f"internal error ({type(exc).__name__}: {first}); the server's log has the same line"}, status_code=500)
 
 
 def check_port(host: str, port: int) -> None:

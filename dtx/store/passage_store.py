@@ -357,6 +357,20 @@ class PassageStore:
     def __len__(self) -> int:
         return self.dataset.count_rows(filter="window = 0")
 
+    def probe(self) -> int:
+        """Read what every request will read, once, cheaply: one column of every data file (counting the
+        passages), one passage through the id index and one of its words through the BM25 index. Opening
+        the dataset reads only its manifest, so a server on a store whose data file is gone would listen
+        and fail every request; `dtx serve` calls this before it listens. Returns the passages."""
+        passages = self._read("read", lambda: self.dataset.count_rows(filter="window = 0"))
+        if passages:
+            pid = self._read("read", lambda: self.dataset.to_table(columns=["id"], filter="window = 0", limit=1)).column("id")[0].as_py()
+            words = "".join(c if c.isalnum() else " " for c in self.fetch([pid]).texts.get(pid) or "").split()
+            word = max(words, key=len, default="")  # the longest: never a stop word the index leaves out
+            if word and not self.search(word, 1):
+                raise StoreError(f"store {self.uri}: the BM25 index finds nothing for {word!r}, a word of passage {pid!r}; run `dtx check-store {self.uri}`")
+        return passages
+
     def fetch(self, ids: list[str], with_text: bool = True) -> CachedWindows:
         """All windows of `ids`, in the order given (windows in order), padded into arrays."""
         import pyarrow.compute as pc
