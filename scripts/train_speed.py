@@ -102,7 +102,7 @@ def main() -> None:
         p.requires_grad_(False)
     examples = [d.Example(f.question, f.passage, (f.start, f.end)) for f in features]
     s_optim = torch.optim.AdamW(student.parameters(), lr=1e-5)
-    s_attn, t_attn = d.LastLayerAttention(student.cross.layers[-1]), d.LastLayerAttention(teacher_c.encoder.layers[-1])
+    s_attn, t_attn = d.AttentionScores(student.cross.layers[-1]), d.AttentionScores(teacher_c.encoder.layers[-1])
 
     def distill_step(indices: list[int], use_bf16: bool, cache: d.TeacherCache | None) -> None:
         b = d.make_batch(seg, [examples[i] for i in indices], qa=True)
@@ -116,10 +116,11 @@ def main() -> None:
                     th = teacher_c.encoder.encode(*d._joined(b))
                     tlogits = teacher_c.head(th)
             else:
-                th, tlogits = cache.outputs(indices, mask)
+                states, tlogits = cache.outputs(indices, mask)
+                th = states[-1]
         terms = distillation_loss(
             tuple(x.float() for x in logits), tuple(x.float() for x in tlogits), b["labels"], b["slots"], (h.float(), th.float()),
-            (s_attn.probs.float(), t_attn.probs.float()), mask, 2.0, 0.5,
+            (s_attn.scores(), t_attn.scores()), mask, 2.0, 0.5,
         )  # fmt: skip
         terms.total.backward()
         s_optim.step()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -170,6 +171,38 @@ def test_qa_distill_phase1_codec_only_and_squad_report(model_dir, qa_data, tmp_p
     assert set(final) == {"student", "teacher", "agreement"}
     assert final["student"]["total"] == report["dev_pairs"] > 0 and "HasAns_f1" in final["teacher"]
     assert report["history"][-1]["loss"]["kl"] > 0 and report["history"][-1]["loss"]["hidden"] > 0
+
+
+def test_training_as_deployed_adds_hard_negatives_to_teacher_and_student(model_dir, qa_data, tmp_path):
+    """Both recipes read, beside each question's paragraph, BM25 neighbours labelled no answer; the student's layer-wise terms are on."""
+    cfg = FinetuneConfig(epochs=1, batch_size=16, lr=1e-3, max_len=48, doc_stride=8, dev_percent=20, dev_limit=8)
+    plain = finetune_qa(model_dir("bert", "qa"), qa_data, tmp_path / "t0", replace(cfg, negatives=0.0), progress=False)
+    report = finetune_qa(model_dir("bert", "qa"), qa_data, tmp_path / "t", cfg, progress=False)
+    assert plain["negative_windows"] == 0 and report["negative_windows"] > 0.3 * report["train_questions"]
+    assert report["train_windows"] == plain["train_windows"] + report["negative_windows"]
+    ckpt = decouple(model_dir("bert", "qa"), tmp_path / "ckpt", split=1, compress=2, max_question_len=16, max_passage_len=32)
+    r = distill(ckpt.path, qa_data, DistillConfig(epochs=1, phase1_epochs=0, batch_size=16, dev_limit=8), tmp_path / "s", progress=False)
+    assert r["negative_windows"] > 0 and r["train_examples"] > r["negative_windows"]
+    loss = r["history"][-1]["loss"]
+    assert loss["attention"] > 0 and loss["input_layer"] > 0 and loss["cross_layers"] > 0  # 1/3 of 4 layers: two intermediate cross layers
+    off = distill(ckpt.path, qa_data, DistillConfig(epochs=1, phase1_epochs=0, batch_size=16, dev_limit=8, cross_layers=False, input_layer=False, negatives=0.0), tmp_path / "s0", progress=False)
+    assert off["negative_windows"] == 0 and off["history"][-1]["loss"]["cross_layers"] == 0 == off["history"][-1]["loss"]["input_layer"]
+
+
+def test_gradient_shares_show_the_probability_target_moves_little(model_dir, qa_data, tmp_path):
+    """Shares sum to 1; TinyBERT's score target carries far more of the gradient than the probabilities did at the same weight."""
+    from dtx.train.distill import gradient_shares
+
+    ckpt = decouple(model_dir("bert", "qa"), tmp_path / "ckpt", split=2, compress=2, max_question_len=16, max_passage_len=32)
+    base = DistillConfig(batch_size=8, cross_layers=False, input_layer=False, attention_weight=0.5)
+    probs = gradient_shares(ckpt.path, qa_data, replace(base, attention_target="probs"), batches=3)
+    scores = gradient_shares(ckpt.path, qa_data, base, batches=3)
+    for r in (probs, scores):
+        assert abs(sum(t["share"] for t in r["terms"].values()) - 1) < 1e-6
+        assert r["terms"]["cross_layers"]["share"] == 0 == r["terms"]["input_layer"]["share"]
+    assert scores["terms"]["attention"]["share"] > 5 * probs["terms"]["attention"]["share"] > 0
+    layerwise = gradient_shares(ckpt.path, qa_data, replace(base, input_layer=True), batches=3)
+    assert layerwise["terms"]["input_layer"]["share"] > 0
 
 
 def test_eval_agrees_across_checkpoint_export_and_engine(engine, exported, qa_data):

@@ -164,11 +164,35 @@ def test_teacher_cache_equals_the_full_teacher(pair_ckpt):
     b = make_batch(seg, [examples[i] for i in indices], qa=False)
     joined = distill_mod._joined(b)
     with torch.no_grad():
-        th, (logits,) = cache.outputs(indices, joined[1])
+        states, (logits,) = cache.outputs(indices, joined[1])
+        th = states[-1]
         full = teacher_c.encoder.encode(*joined)
         (ref,) = teacher_c.head(full)
     real = joined[1].bool()
     assert (th[real] - full[real]).abs().max() < 1e-5 and (logits - ref).abs().max() < 1e-5
+
+
+def test_teacher_cache_from_the_split_gives_every_layer(pair_ckpt):
+    """Layer-wise supervision: a cache started at layer N recomputes the teacher's states after N, ..., L layers exactly."""
+    from dtx.data.pairs import read_pairs
+    from dtx.model.decoupled import layer_states
+
+    ckpt = load_checkpoint(pair_ckpt[0])
+    seg = ckpt.segmenter()
+    teacher_c = build_coupled(ckpt.teacher()).eval()
+    label2id = {v: k for k, v in ckpt.teacher().config.id2label.items()}
+    examples = pair_examples(seg, read_pairs(pair_ckpt[1])[:24], label2id)
+    split = ckpt.config.split
+    cache = TeacherCache(teacher_c, seg, examples, False, 8, torch.device("cpu"), bf16=False, progress=False, start=split)
+    indices = [5, 0, 19, 11]
+    joined = distill_mod._joined(make_batch(seg, [examples[i] for i in indices], qa=False))
+    enc = teacher_c.encoder
+    with torch.no_grad():
+        states, _ = cache.outputs(indices, joined[1])
+        ref = layer_states(enc.layers, enc.embed(*joined), joined[1])[split:]
+    real = joined[1].bool()
+    assert len(states) == len(enc.layers) - split + 1
+    assert max(float((s[real] - r[real]).abs().max()) for s, r in zip(states, ref)) < 1e-5
 
 
 def test_distill_resumes_mid_epoch_exactly(pair_ckpt, tmp_path, monkeypatch):

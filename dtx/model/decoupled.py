@@ -30,13 +30,18 @@ def segment_positions(mask: torch.Tensor, start: torch.Tensor | int) -> torch.Te
     return start + (mask.long().cumsum(-1) - 1).clamp(min=0)  # (B, S)
 
 
-def run_layers(layers: nn.ModuleList, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def layer_states(layers: nn.ModuleList, h: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
+    """`h`, then the output of each layer in turn (layer-wise distillation compares every one)."""
     ext = additive_mask(mask, h.dtype)  # (B, 1, 1, S)
+    states = [h]
     for layer in layers:
-        h = layer(h, ext)
-        if isinstance(h, tuple):  # older transformers layers return (hidden, ...)
-            h = h[0]
-    return h
+        out = layer(states[-1], ext)
+        states.append(out[0] if isinstance(out, tuple) else out)  # older transformers layers return (hidden, ...)
+    return states
+
+
+def run_layers(layers: nn.ModuleList, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return layer_states(layers, h, mask)[-1]
 
 
 class InputComponent(nn.Module):
@@ -142,14 +147,24 @@ class CrossComponent(nn.Module):
             xp = xp + self.type_x.weight[1]
         return xq[rows], q_mask[rows], xp  # (b, lq, hidden), (b, lq), (b, lp, hidden)
 
-    def hidden(
+    def states(
         self, q_hidden: torch.Tensor, q_mask: torch.Tensor, p_hidden: torch.Tensor, p_mask: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Last-layer states of the pair (b, lq + lp, hidden) and its mask (what distillation compares)."""
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """The pair's states entering the first cross layer, then after each (each (b, lq + lp, hidden)), and its mask.
+
+        Layer-wise distillation compares state j with the teacher's after N + j layers.
+        """
         xq, q_mask, xp = self.embed(q_hidden, q_mask, p_hidden, p_mask)
         x = torch.cat([xq, xp], dim=1)  # (b, lq + lp, hidden)
         mask = torch.cat([q_mask, p_mask], dim=1)  # (b, lq + lp)
-        return run_layers(self.layers, x, mask), mask
+        return layer_states(self.layers, x, mask), mask
+
+    def hidden(
+        self, q_hidden: torch.Tensor, q_mask: torch.Tensor, p_hidden: torch.Tensor, p_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Last-layer states of the pair (b, lq + lp, hidden) and its mask."""
+        states, mask = self.states(q_hidden, q_mask, p_hidden, p_mask)
+        return states[-1], mask
 
     def forward(
         self, q_hidden: torch.Tensor, q_mask: torch.Tensor, p_hidden: torch.Tensor, p_mask: torch.Tensor

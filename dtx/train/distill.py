@@ -35,7 +35,7 @@ from dtx.data.pairs import Pair, read_pairs
 from dtx.data.qa import qa_features
 from dtx.errors import DtxError
 from dtx.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from dtx.model.decoupled import run_layers
+from dtx.model.decoupled import additive_mask, layer_states
 from dtx.model.segments import PairSegmenter, Segment
 from dtx.model.surgery import build_coupled
 from dtx.train.config import DistillConfig
@@ -79,18 +79,36 @@ class Example:
         return len(self.question) + len(self.passage)
 
 
-class LastLayerAttention:
-    """Captures the attention probabilities of one transformer layer (eager attention)."""
+class AttentionScores:
+    """Captures one layer's unnormalised attention scores QK^T / sqrt(d) (TinyBERT's attention target).
+
+    Hooks the query and key projections' outputs, so nothing is recomputed and the attention
+    kernel is free to be any implementation; `scores()` forms (B, heads, S, S) in fp32.
+    """
 
     def __init__(self, layer: nn.Module) -> None:
-        self.probs: torch.Tensor | None = None
-        self._hook = layer.attention.self.register_forward_hook(self._grab)
+        attn = layer.attention.self
+        self.heads, self.scale = attn.num_attention_heads, attn.attention_head_size**-0.5
+        self.q: torch.Tensor | None = None
+        self.k: torch.Tensor | None = None
+        self._hooks = [
+            attn.query.register_forward_hook(lambda m, a, out: setattr(self, "q", out)),
+            attn.key.register_forward_hook(lambda m, a, out: setattr(self, "k", out)),
+        ]
 
-    def _grab(self, module, args, output) -> None:
-        self.probs = output[1]  # (B, heads, S, S)
+    def scores(self) -> torch.Tensor:
+        b, s, _ = self.q.shape
+        q = self.q.float().view(b, s, self.heads, -1).transpose(1, 2)  # (B, heads, S, d)
+        k = self.k.float().view(b, s, self.heads, -1).transpose(1, 2)  # (B, heads, S, d)
+        return q @ k.transpose(-1, -2) * self.scale  # (B, heads, S, S)
+
+    def probs(self, mask: torch.Tensor) -> torch.Tensor:
+        """The softmax probabilities over real keys (the first recipe's target, kept for the ablation)."""
+        return torch.softmax(self.scores() + additive_mask(mask, torch.float32), dim=-1)
 
     def remove(self) -> None:
-        self._hook.remove()
+        for hook in self._hooks:
+            hook.remove()
 
 
 def _tensors(batch) -> tuple[torch.Tensor, ...]:
@@ -137,19 +155,22 @@ def _joined(b: dict) -> tuple[torch.Tensor, ...]:
 
 
 class TeacherCache:
-    """The states entering the teacher's last layer, for every training example, computed once.
+    """The teacher's states after its first `start` layers, for every training example, computed once.
 
-    The loss needs the teacher's logits and its last layer's hidden states and attention, which
-    do not change during training. Stored outright, the attention alone is heads x S x S per
-    example (about 1 MB for a 256-token window: 10 GB for Disfl-QA's 9.4k windows); the states
-    entering the last layer are S x hidden (160 kB, 1.5 GB), and the last layer recomputed from
-    them costs 1/L of a teacher forward. Only real slots are kept, so the cache does not depend
-    on how a batch is padded. States are kept in the precision they were computed in (bf16
-    under autocast, else fp32, where the recomputed layer equals the full teacher).
+    The loss needs the teacher's logits and the hidden states (and last attention) of its layers
+    from `start` on, which do not change during training. Stored outright, the attention alone is
+    heads x S x S per example (about 1 MB for a 256-token window: 10 GB for Disfl-QA's 9.4k
+    windows); one layer's states are S x hidden (160 kB, 1.5 GB), and the layers after `start`
+    recomputed from them cost (L - start)/L of a teacher forward: `start` = L - 1 when only the
+    last layer is compared, N (the split) for layer-wise supervision. Only real slots are kept, so
+    the cache does not depend on how a batch is padded. States are kept in the precision they were
+    computed in (bf16 under autocast, else fp32, where the recomputed layers equal the full teacher).
     """
 
-    def __init__(self, teacher_c, seg: PairSegmenter, examples: list[Example], qa: bool, batch_size: int, device: torch.device, bf16: bool, progress: bool = True) -> None:
+    def __init__(self, teacher_c, seg: PairSegmenter, examples: list[Example], qa: bool, batch_size: int, device: torch.device, bf16: bool, progress: bool = True, start: int | None = None) -> None:
         self.teacher_c = teacher_c
+        layers = teacher_c.encoder.layers
+        self.start = len(layers) - 1 if start is None else start
         self.states: list[torch.Tensor] = [torch.empty(0)] * len(examples)
         encoder = teacher_c.encoder
         order = sorted(range(len(examples)), key=lambda i: len(examples[i]))
@@ -158,19 +179,19 @@ class TeacherCache:
             for indices in tqdm(chunks, desc="teacher cache", unit="batch", disable=not progress):
                 ids, mask, types = _joined(_on(make_batch(seg, [examples[i] for i in indices], qa), device))
                 with autocast(device, bf16):
-                    h = run_layers(encoder.layers[:-1], encoder.embed(ids, mask, types), mask)
+                    h = layer_states(encoder.layers[: self.start], encoder.embed(ids, mask, types), mask)[-1]
                 h, real = h.cpu(), mask.bool().cpu()  # one transfer per chunk: a sync per example stalls a shared GPU
                 for row, i in enumerate(indices):
                     self.states[i] = h[row][real[row]].clone()
         self.nbytes = sum(t.numel() * t.element_size() for t in self.states)
 
-    def outputs(self, indices: list[int], mask: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
-        """The teacher's last-layer states (B, S, hidden) and logits for a batch laid out by `mask` (B, S)."""
+    def outputs(self, indices: list[int], mask: torch.Tensor) -> tuple[list[torch.Tensor], tuple[torch.Tensor, ...]]:
+        """The teacher's states after `start`, ..., L layers (each (B, S, hidden)) and its logits, for a batch laid out by `mask` (B, S)."""
         real = mask.bool()
         x = torch.zeros(*mask.shape, self.states[indices[0]].shape[-1], device=mask.device)
         x[real] = torch.cat([self.states[i] for i in indices]).to(mask.device, torch.float32)
-        th = run_layers(self.teacher_c.encoder.layers[-1:], x, mask)
-        return th, self.teacher_c.head(th)
+        states = layer_states(self.teacher_c.encoder.layers[self.start :], x, mask)
+        return states, self.teacher_c.head(states[-1])
 
 
 def pca_init(model, batches: list[dict]) -> float:
@@ -251,46 +272,135 @@ def _task(ckpt: Checkpoint, pairs: list[Pair], data: str | Path) -> tuple[bool, 
     return False, label2id
 
 
-def distill(ckpt_dir: str | Path, data: str | Path, cfg: DistillConfig, out_dir: str | Path | None = None, progress: bool = True, device: str | None = None) -> dict:
-    """Distil (or, with `labels_only`, plainly fine-tune) the student on `device` (default: CUDA when present); returns the report."""
+def _examples(seg: PairSegmenter, train: list[Pair], qa: bool, label2id: dict[str, int], cfg: DistillConfig, where: str) -> tuple[list[Example], int]:
+    """The training examples and how many of them are hard negatives (QA: one window of a BM25 neighbour, no answer)."""
+    if not qa:
+        return pair_examples(seg, train, label2id), 0
+    from dtx.data.negatives import hard_negatives, one_window_each
+
+    own = qa_features(train, seg, where)
+    negatives = one_window_each(qa_features(hard_negatives(train, cfg.negatives, cfg.negative_pool, cfg.seed), seg, where), cfg.seed)
+    return [Example(f.question, f.passage, (f.start, f.end)) for f in own + negatives], len(negatives)
+
+
+def _cache_start(ckpt: Checkpoint, cfg: DistillConfig) -> int | None:
+    """The teacher layer the cache starts from: the split for layer-wise supervision, else the last layer (None)."""
+    return ckpt.config.split if cfg.cross_layers or cfg.input_layer else None
+
+
+@dataclass
+class _Setup:
+    """What a distillation run reads before it trains: the checkpoint's parts on the device, and the data cut into examples."""
+
+    ckpt: Checkpoint
+    teacher: nn.Module  # the Hugging Face teacher (saved beside the student)
+    teacher_c: nn.Module  # the teacher as CoupledModel, frozen
+    seg: PairSegmenter
+    qa: bool
+    label2id: dict[str, int]
+    train: list[Pair]
+    dev: list[Pair]
+    examples: list[Example]
+    negatives: int
+    device: torch.device
+    bf16: bool
+
+
+def _setup(ckpt_dir: str | Path, data: str | Path, cfg: DistillConfig, device: str | None) -> _Setup:
     ckpt = load_checkpoint(ckpt_dir)
-    out_dir = Path(out_dir or ckpt_dir)
-    state = _load_state(out_dir, cfg)
-    if state.get("finished"):
-        return state["report"]
-    teacher = ckpt.teacher()
-    seg = ckpt.segmenter()
+    teacher, seg = ckpt.teacher(), ckpt.segmenter()
     pairs = read_pairs(data)
     qa, label2id = _task(ckpt, pairs, data)
     train, dev = split_by_passage(pairs, cfg.dev_percent)
     train = train_subset(train, cfg.train_limit, cfg.seed)
     dev = dev_subset(dev, cfg.dev_limit, cfg.seed)
-    if qa:
-        examples = [Example(f.question, f.passage, (f.start, f.end)) for f in qa_features(train, seg, str(data))]
-    else:
-        examples = pair_examples(seg, train, label2id)
-    device = train_device(device)
-    bf16 = resolve_bf16(device, cfg.bf16)
-    model, teacher_c = ckpt.model.to(device), build_coupled(teacher).eval().to(device)
+    examples, negatives = _examples(seg, train, qa, label2id, cfg, str(data))
+    where = train_device(device)
+    ckpt.model.to(where)
+    teacher_c = build_coupled(teacher).eval().to(where)
     for p in teacher_c.parameters():
         p.requires_grad_(False)
+    return _Setup(ckpt, teacher, teacher_c, seg, qa, label2id, train, dev, examples, negatives, where, resolve_bf16(where, cfg.bf16))
+
+
+def distill(ckpt_dir: str | Path, data: str | Path, cfg: DistillConfig, out_dir: str | Path | None = None, progress: bool = True, device: str | None = None) -> dict:
+    """Distil (or, with `labels_only`, plainly fine-tune) the student on `device` (default: CUDA when present); returns the report."""
+    out_dir = Path(out_dir or ckpt_dir)
+    state = _load_state(out_dir, cfg)
+    if state.get("finished"):
+        return state["report"]
+    s = _setup(ckpt_dir, data, cfg, device)
+    model, examples = s.ckpt.model, s.examples
     torch.manual_seed(cfg.seed)
-    report = state.get("report") or {"config": asdict(cfg), "data": str(data), "history": [], "bf16": bf16}
-    report["train_pairs"], report["train_examples"], report["dev_pairs"] = len(train), len(examples), len(dev)
-    compressing = ckpt.config.compress > 1
-    if compressing and cfg.pca_init and not state:
+    report = state.get("report") or {"config": asdict(cfg), "data": str(data), "history": [], "bf16": s.bf16}
+    report["train_pairs"], report["train_examples"], report["dev_pairs"] = len(s.train), len(examples), len(s.dev)
+    report["negative_windows"] = s.negatives
+    if s.ckpt.config.compress > 1 and cfg.pca_init and not state:
         sample = examples[: max(cfg.batch_size, 2048)]
-        batches = [make_batch(seg, sample[i : i + cfg.batch_size], qa) for i in range(0, len(sample), cfg.batch_size)]
+        batches = [make_batch(s.seg, sample[i : i + cfg.batch_size], s.qa) for i in range(0, len(sample), cfg.batch_size)]
         report["pca_variance_kept"] = pca_init(model, batches)
     cache = None
     if not cfg.labels_only and cfg.epochs > 0:
         start = time.perf_counter()
-        cache = TeacherCache(teacher_c, seg, examples, qa, cfg.batch_size, device, bf16, progress)
+        cache = TeacherCache(s.teacher_c, s.seg, examples, s.qa, cfg.batch_size, s.device, s.bf16, progress, _cache_start(s.ckpt, cfg))
         report["teacher_cache"] = {"seconds": round(time.perf_counter() - start, 1), "bytes": cache.nbytes}
-    scorer = DevScorer(model, teacher_c, seg, dev, qa, label2id, str(data))
-    run = _Run(ckpt, model, teacher, seg, examples, qa, cache, cfg, out_dir, report, device, bf16, progress)
+    scorer = DevScorer(model, s.teacher_c, s.seg, s.dev, s.qa, s.label2id, str(data))
+    run = _Run(s.ckpt, model, s.teacher, s.seg, examples, s.qa, cache, cfg, out_dir, report, s.device, s.bf16, progress)
     run.train(state, scorer)
     return report
+
+
+def _grad_norm(term: torch.Tensor, params: list[nn.Parameter]) -> float:
+    """L2 norm of d term / d params (0 for a term that is off: a constant with no path to them)."""
+    if not term.requires_grad:
+        return 0.0
+    grads = [g for g in torch.autograd.grad(term, params, retain_graph=True, allow_unused=True) if g is not None]
+    return float(torch.sqrt(sum((g.float() ** 2).sum() for g in grads))) if grads else 0.0
+
+
+def gradient_shares(ckpt_dir: str | Path, data: str | Path, cfg: DistillConfig, batches: int = 8, device: str | None = None) -> dict:
+    """Each loss term's share of the gradient, on `batches` training batches, for the student as the checkpoint holds it.
+
+    Why: a term whose squared differences are tiny (attention probabilities) can sit in the loss and
+    move nothing. For each batch, every weighted term's gradient over the student's parameters is
+    taken on its own (L2 norm); a term's share is its norm over the sum of all terms' norms,
+    averaged over the batches. Nothing is trained or written.
+    """
+    s = _setup(ckpt_dir, data, cfg, device)
+    order = epoch_batches([len(e) for e in s.examples], cfg.batch_size, cfg.seed, "shares", 0)[:batches]
+    used = sorted({i for b in order for i in b})
+    local = {i: n for n, i in enumerate(used)}
+    examples = [s.examples[i] for i in used]
+    cache = TeacherCache(s.teacher_c, s.seg, examples, s.qa, cfg.batch_size, s.device, s.bf16, False, _cache_start(s.ckpt, cfg))
+    model = s.ckpt.model.train()
+    run = _Run(s.ckpt, model, s.teacher, s.seg, examples, s.qa, cache, cfg, Path("."), {}, s.device, s.bf16, False)
+    params = [p for p in model.parameters() if p.requires_grad]
+    norms: dict[str, list[float]] = {}
+    values: list[dict[str, float]] = []
+    attn = run._hooks("phase2")
+    try:
+        for indices in order:
+            indices = [local[i] for i in indices]
+            b = _on(make_batch(s.seg, [examples[i] for i in indices], s.qa), s.device)
+            terms = run._phase2_terms(b, indices, attn)
+            for name, term in terms.weighted(cfg.alpha, cfg.hidden_weight, cfg.attention_weight).items():
+                norms.setdefault(name, []).append(_grad_norm(term, params))
+            values.append(terms.items())
+    finally:
+        for hook in attn:
+            hook.remove()
+    totals = [sum(n[k] for n in norms.values()) for k in range(len(order))]
+    return {
+        "batches": len(order),
+        "terms": {
+            name: {
+                "value": float(np.mean([v[name] for v in values])),
+                "grad_norm": float(np.mean(series)),
+                "share": float(np.mean([x / t if t else 0.0 for x, t in zip(series, totals)])),
+            }
+            for name, series in norms.items()
+        },
+    }
 
 
 class _Run:
@@ -373,13 +483,13 @@ class _Run:
                     self.report["final"] = scorer()
         self._save(None, None)
 
-    def _hooks(self, phase: str) -> list[LastLayerAttention]:
+    def _hooks(self, phase: str) -> list[AttentionScores]:
         """(student, teacher) last-layer attention captures for phase 2 with a teacher; none otherwise."""
         if phase != "phase2" or self.cache is None or not len(self.model.cross.layers):
             return []
-        return [LastLayerAttention(self.model.cross.layers[-1]), LastLayerAttention(self.cache.teacher_c.encoder.layers[-1])]
+        return [AttentionScores(self.model.cross.layers[-1]), AttentionScores(self.cache.teacher_c.encoder.layers[-1])]
 
-    def _step(self, phase: str, indices: list[int], params, optim, sched, attn: list[LastLayerAttention]) -> dict[str, float]:
+    def _step(self, phase: str, indices: list[int], params, optim, sched, attn: list[AttentionScores]) -> dict[str, float]:
         b = _on(make_batch(self.seg, [self.examples[i] for i in indices], self.qa), self.device)
         if phase == "phase1":
             with torch.no_grad(), autocast(self.device, self.bf16):
@@ -397,22 +507,29 @@ class _Run:
         optim.zero_grad(set_to_none=True)
         return items
 
-    def _phase2_terms(self, b: dict, indices: list[int], attn: list[LastLayerAttention]) -> LossTerms:
-        model = self.model
+    def _phase2_terms(self, b: dict, indices: list[int], attn: list[AttentionScores]) -> LossTerms:
+        model, cfg = self.model, self.cfg
         with autocast(self.device, self.bf16):
             q_rep, p_rep = model.input(*b["q"]), model.input(*b["p"])
-            h, mask = model.cross.hidden(q_rep, b["q"][1], p_rep, b["p"][1])
-            logits = model.cross.head(h)
-        logits, h = tuple(x.float() for x in logits), h.float()  # the loss in fp32, whatever the forward ran in
+            states, mask = model.cross.states(q_rep, b["q"][1], p_rep, b["p"][1])
+            logits = model.cross.head(states[-1])
+        logits, states = tuple(x.float() for x in logits), [x.float() for x in states]  # the loss in fp32, whatever the forward ran in
         if self.cache is None:
             masked = [x.masked_fill(~b["slots"], MASKED) if b["slots"] is not None else x for x in logits]
             ce = torch.stack([nn.functional.cross_entropy(x, y) for x, y in zip(masked, b["labels"])]).mean()
             zero = ce.new_zeros(())
-            return LossTerms(ce, ce, zero, zero, zero)
+            return LossTerms(ce, ce, zero, zero, zero, zero, zero)
         with torch.no_grad():
-            th, tlogits = self.cache.outputs(indices, mask)
-        attention = (attn[0].probs.float(), attn[1].probs.float()) if attn else None
-        return distillation_loss(logits, tlogits, b["labels"], b["slots"], (h, th), attention, mask, self.cfg.temperature, self.cfg.alpha)
+            teacher, tlogits = self.cache.outputs(indices, mask)
+        teacher = teacher[-len(states) :]  # the teacher's after N, ..., L layers, beside the student's states
+        attention = None
+        if attn:
+            attention = (attn[0].scores(), attn[1].scores()) if cfg.attention_target == "scores" else (attn[0].probs(mask), attn[1].probs(mask))
+        pairs = list(zip(states, teacher))
+        return distillation_loss(
+            logits, tlogits, b["labels"], b["slots"], pairs[-1] if len(states) > 1 else None, attention, mask, cfg.temperature, cfg.alpha,
+            cfg.hidden_weight, cfg.attention_weight, pairs[1:-1] if cfg.cross_layers else [], pairs[0] if cfg.input_layer and len(states) > 1 else None,
+        )  # fmt: skip
 
     def _save(self, state: dict | None, best: dict | None) -> None:
         """Publish the checkpoint (the best phase-2 weights so far, else the current ones) with the training state; `None` = finished."""
