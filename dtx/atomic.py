@@ -13,6 +13,8 @@ import json
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any, Iterator
@@ -108,22 +110,104 @@ def remove_stale_temps(target: Path) -> list[Path]:
     return removed
 
 
+@dataclass(frozen=True)
+class ArtifactKind:
+    """A kind of directory dtx writes (checkpoint, export, engine, fine-tuned teacher) and how to recognise one.
+
+    A directory is dtx's own `name` when it holds `marker`; its own files are the marker, the files
+    the marker's JSON lists under "files" (exports and engines record every file they hold), and
+    those matching `patterns` (fnmatch on the path inside the directory; `*` crosses `/`).
+    """
+
+    name: str
+    marker: str
+    patterns: tuple[str, ...] = ()
+
+    def holds_one(self, directory: Path) -> bool:
+        return (directory / self.marker).is_file()
+
+    def foreign_files(self, directory: Path) -> list[str]:
+        """Files in `directory` that are not this artifact's own (what replacing it would lose)."""
+        listed: set[str] = set()
+        try:
+            data = json.loads((directory / self.marker).read_text())
+            if isinstance(data, dict) and isinstance(data.get("files"), dict):
+                listed = set(data["files"])
+        except (OSError, ValueError):
+            pass
+        foreign = []
+        for p in sorted(directory.rglob("*")):
+            if p.is_dir() and not p.is_symlink():
+                continue
+            rel = p.relative_to(directory).as_posix()
+            if rel != self.marker and rel not in listed and not any(fnmatchcase(rel, pat) for pat in self.patterns):
+                foreign.append(rel)
+        return foreign
+
+
+def check_writable(path: str | os.PathLike, option: str = "-o") -> None:
+    """`path` can be created (or written into, if it is a directory): its nearest existing ancestor is a
+    directory this process can create entries in, tried for real (permission bits say nothing for root
+    or a read-only mount). A one-line error naming `option` otherwise, before any work."""
+    path = Path(path)
+    probe = path.absolute()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise DtxError(f"cannot write {path}: {probe} is a file, not a directory; choose another {option}")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".dtx-write-probe.", dir=probe))
+    except OSError as e:
+        raise DtxError(f"cannot write {path}: {probe} is not writable ({e.strerror}); choose another {option}") from None
+
+
+def check_output(target: str | os.PathLike, kind: ArtifactKind, overwrite: bool = False, option: str = "-o") -> Path:
+    """The one rule of every verb that writes an artifact directory, checked before any work (and again by
+    `atomic_dir` just before its swap): a missing or empty `target` is written; an existing one is replaced
+    only when it is dtx's own `kind` holding nothing but that artifact's files, and only with `overwrite`.
+    Anything else - a file, a user's directory, an artifact with the user's files beside it - is refused in
+    one line, so nothing a user made is ever deleted. The place must also be writable."""
+    target = Path(target)
+    if target.exists() or target.is_symlink():
+        if not target.is_dir():
+            raise DtxError(f"{target} is a file, not a directory; choose another {option}")
+        if any(target.iterdir()):
+            if not kind.holds_one(target):
+                raise DtxError(f"{target} exists and is not a dtx {kind.name} (dtx replaces only its own); choose another {option}")
+            foreign = kind.foreign_files(target)
+            if foreign:
+                more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+                raise DtxError(f"{target} also holds files that are not part of its {kind.name} ({', '.join(foreign[:3])}{more}); move them or choose another {option}")
+            if not overwrite:
+                raise DtxError(f"{target} already exists (a dtx {kind.name}); pass --overwrite to replace it, or choose another {option}")
+    check_writable(target.parent if target.exists() else target, option)
+    return target
+
+
 @contextlib.contextmanager
-def atomic_dir(target: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+def atomic_dir(target: str | os.PathLike, overwrite: bool = False, kind: ArtifactKind | None = None) -> Iterator[Path]:
     """Yield a fresh temp directory that replaces `target` only if the block completes.
 
-    With `overwrite=False` an existing target is an error (nothing the user made is lost); with
-    `overwrite=True` the old directory is swapped out and deleted only after the new one is in
+    An existing `target` is replaced only under `check_output`'s rule for `kind` (checked before the
+    block and again before the swap, which catches files added meanwhile); without a `kind`, only a
+    missing or empty one is. The old directory is swapped out and deleted only after the new one is in
     place.
     """
     target = Path(target)
-    if target.exists() and not overwrite:
-        raise DtxError(f"{target} already exists; choose another output directory or pass --overwrite")
+
+    def check() -> None:
+        if kind is not None:
+            check_output(target, kind, overwrite)
+        elif target.exists() and (not target.is_dir() or any(target.iterdir())):
+            raise DtxError(f"{target} already exists; choose another output directory")
+
+    check()
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(target)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent))
     try:
         yield tmp
+        check()
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -10,20 +10,32 @@ import os
 import sys
 from pathlib import Path
 
-import click
+INTERRUPTED = "interrupted (Ctrl-C); nothing unfinished was published, and the same command starts it again (a training run or an index resumes)"
 
-from dtx.cost import BYTES_PER_VALUE
-from dtx.data.splits import SPLITS
-from dtx.engines.manifest import BACKENDS, DEVICES, PRECISIONS
-from dtx.errors import DtxError
-from dtx.store.quantize import DTYPES
-from dtx.train.config import DistillConfig, FinetuneConfig
+try:  # a Ctrl-C while the imports load (seconds: torch) is one line and status 130, as it is later
+    import click
+
+    from dtx.cost import BYTES_PER_VALUE
+    from dtx.data.splits import SPLITS
+    from dtx.engines.manifest import BACKENDS, DEVICES, PRECISIONS
+    from dtx.errors import DtxError
+    from dtx.store.quantize import DTYPES
+    from dtx.train.config import DistillConfig, FinetuneConfig
+except KeyboardInterrupt:
+    sys.stderr.write(f"Error: {INTERRUPTED}\n")
+    raise SystemExit(130) from None
 
 
 class UsageLine(click.ClickException):
     """A bad option value, said in one line (click's usage block is three), with usage's exit status 2."""
 
     exit_code = 2
+
+
+class Interrupted(click.ClickException):
+    """Ctrl-C, said in one line with the shell's status for SIGINT (130), never a traceback."""
+
+    exit_code = 130
 
 
 class DtxGroup(click.Group):
@@ -34,6 +46,8 @@ class DtxGroup(click.Group):
             return super().invoke(ctx)
         except DtxError as e:
             raise click.ClickException(str(e)) from None
+        except KeyboardInterrupt:
+            raise Interrupted(INTERRUPTED) from None
         except click.UsageError as e:
             where = f"dtx {e.ctx.info_name}" if e.ctx is not None and e.ctx.info_name else "dtx"
             raise UsageLine(f"{e.format_message()} (see `{where} --help`)") from None
@@ -50,12 +64,25 @@ class OutputFile(click.Path):
         parent = Path(value).parent
         if not parent.is_dir():
             self.fail(f"{value}: directory {parent} does not exist; create it first", param, ctx)
-        if not os.access(parent, os.W_OK):
+        from dtx.atomic import check_writable
+
+        try:
+            check_writable(parent)  # tried for real: permission bits say nothing for root or a read-only mount
+        except DtxError:
             self.fail(f"{value}: directory {parent} is not writable", param, ctx)
         return value
 
 
 OUTPUT_FILE = OutputFile()
+
+
+def _check_store_writable(uri: str, option: str) -> None:
+    """A local store is written in place (commits append): its place must be writable before any work."""
+    from dtx.atomic import check_writable
+    from dtx.store.passage_store import local_path
+
+    if (local := local_path(uri)) is not None:
+        check_writable(local, option)
 
 
 def _quiet_transformers() -> None:
@@ -69,9 +96,12 @@ def _int_list(ctx, param, value: str | None) -> list[int] | None:
     if value is None:
         return None
     try:
-        return [int(v) for v in value.split(",") if v.strip()]
+        values = [int(v) for v in value.split(",") if v.strip()]
     except ValueError:
         raise click.BadParameter(f"expected comma-separated integers, got {value!r}") from None
+    if not values:  # "," or "": an empty list given is never "the default"
+        raise click.BadParameter(f"{value!r} holds no integer; pass e.g. 1,2,3")
+    return values
 
 
 @click.group(cls=DtxGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -121,19 +151,23 @@ def decouple(model_dir, split, compress, task, num_labels, max_question_len, max
 
 @main.command()
 @click.argument("ckpt_dir", type=click.Path(file_okay=False))
-@click.option("--seq-q", type=click.IntRange(1), default=32, show_default=True, help="Question tokens for the cost of one query.")
-@click.option("--seq-p", type=click.IntRange(1), default=150, show_default=True, help="Passage tokens for the cost of one query.")
+@click.option("--seq-q", type=click.IntRange(1), help="Question tokens for the cost of one query [default: 32, at most the checkpoint's window].")
+@click.option("--seq-p", type=click.IntRange(1), help="Passage tokens for the cost of one query [default: 150, at most the checkpoint's window].")
 @click.option("--candidates", "-K", type=click.IntRange(1), default=20, show_default=True, help="Cached passages per query.")
 @click.option("--dtype", type=click.Choice(list(BYTES_PER_VALUE)), default="fp16", show_default=True, help="Cache value type.")
 @click.option("--json", "json_path", type=OUTPUT_FILE, help="Also write the report as JSON.")
 def info(ckpt_dir, seq_q, seq_p, candidates, dtype, json_path):
     """Describe a decoupled checkpoint: parts, sizes, and the cost of one query (docs/design.md, "Cost model")."""
     _quiet_transformers()
+    from dtx.engines.build import BuildOptions, fit_serve_shape
     from dtx.model.checkpoint import load_checkpoint
     from dtx.model.info import describe
     from dtx.report import emit, save_json
 
-    report = describe(load_checkpoint(ckpt_dir), seq_q, seq_p, candidates, dtype)
+    ckpt = load_checkpoint(ckpt_dir)
+    shape = fit_serve_shape(BuildOptions(seq_q=seq_q, seq_p=seq_p), ckpt.config)  # the rule build-engine serves by: no length past the windows
+    seq_q, seq_p = shape.seq_q, shape.seq_p
+    report = describe(ckpt, seq_q, seq_p, candidates, dtype)
     emit("checkpoint", ["field", "value"], list(report.summary.items()))
     emit("parameters", ["component", "count"], list(report.parameters.items()))
     c = report.cost
@@ -335,11 +369,15 @@ def _distill_config(labels_only: bool = False, device: str | None = None, **opti
 def distill(ckpt_dir, data, labels_only, out_dir, **options):
     """Distil the decoupled student from its coupled teacher; resumes a killed run from its last epoch."""
     _quiet_transformers()
+    from dtx.atomic import check_output
     from dtx.train.distill import distill as run
-    from dtx.model.checkpoint import read_meta
+    from dtx.model.checkpoint import CHECKPOINT, read_meta
     from dtx.train.sweep import headline
 
-    r = run(ckpt_dir, data, _distill_config(labels_only, **options), out_dir, device=options["device"])
+    cfg = _distill_config(labels_only, **options)
+    cfg.check()
+    check_output(out_dir or ckpt_dir, CHECKPOINT, overwrite=True)  # replaced every epoch: dtx's own checkpoint only, writable
+    r = run(ckpt_dir, data, cfg, out_dir, device=options["device"])
     f = r["final"]
     metric = headline(read_meta(out_dir or ckpt_dir).decoupling.task)
     click.echo(
@@ -362,10 +400,16 @@ def distill(ckpt_dir, data, labels_only, out_dir, **options):
 def sweep(teacher_dir, data, splits, compress, variants, out_dir, json_path, plot_path, grid, jobs, **options):
     """Distil and score a student per (split, compression): accuracy kept and cost, as the paper tabulates."""
     _quiet_transformers()
-    from dtx.report import emit, save_json
-    from dtx.train.sweep import SweepConfig, plot_sweep, run_sweep
+    from dataclasses import replace
 
+    from dtx.atomic import check_writable
+    from dtx.report import emit, save_json
+    from dtx.train.sweep import SweepConfig, grid_settings, plot_sweep, run_sweep
+
+    check_writable(out_dir)
     cfg = SweepConfig(splits=splits, compress=compress, distill=_distill_config(**options), variants=[v.strip() for v in variants.split(",") if v.strip()], grid=_grid(click.get_current_context(), grid))
+    for settings in grid_settings(cfg.grid):
+        replace(cfg.distill, **dict(settings)).check()  # every cell's schedule, before the first trains
     report = run_sweep(teacher_dir, data, out_dir, cfg, device=options["device"], jobs=jobs)
     rows = [[r["layers"], f"{r['compress']}x", r["variant"] + "".join(f" {k}={v}" for k, v in r["settings"].items()), round(r["teacher"], 4), round(r["student"], 4), f"{r['kept_percent']:.1f}%", f"{r['flop_speedup']:.2f}x", r["cache_bytes_per_passage"]] for r in report["rows"]]
     metric = report["rows"][0]["metric"] if report["rows"] else "metric"
@@ -426,7 +470,7 @@ def plan(passages, seq_p, hidden, compress, dtype, layers, split, intermediate, 
         rows += [["int8 scales (fp32 per token)", _human_bytes(st.scale_bytes)], ["total", _human_bytes(st.total_bytes)]]
     if bench_json:
         try:
-            report = json.loads(Path(bench_json).read_text())
+            report = json.loads(Path(bench_json).read_text(encoding="utf-8-sig"))
             index_rate = report["passages_per_s"] if "passages_per_s" in report else 1e3 / report["rows"][0]["index_ms_per_passage"]
         except (ValueError, KeyError, IndexError, TypeError, UnicodeDecodeError):
             raise ConfigError(f"--bench-json {bench_json} is not a `dtx index --json` or `dtx bench --json` report; pass one of those, or --index-rate") from None
@@ -468,6 +512,7 @@ def index(corpus, engine_dir, store, dtype, batch, chunk, limit, split, threads,
     from dtx.store.indexer import index_corpus
 
     _quiet_transformers()
+    _check_store_writable(store, "-o")
     r = index_corpus(corpus, engine_dir, store, dtype, batch, chunk, limit, threads, None if ray_address == "local" else ray_address, ray_address is not None, split=split)
     rows = [[k, v] for k, v in asdict(r).items()] + [["passages/s", round(r.passages_per_s, 2)]]
     emit(f"indexed into {store}", ["field", "value"], rows)
@@ -481,7 +526,7 @@ def _query_options(f):
             click.argument("query"),
             click.option("--engine", "engine_dir", type=click.Path(file_okay=False), help="Engine to read the store with (default: the one that built it)."),
             click.option("-k", "--candidates", "k", type=click.IntRange(1), default=20, show_default=True, help="BM25 candidates to score."),
-            click.option("--ids", help="Comma-separated passage ids to score instead of BM25's candidates."),
+            click.option("--ids", callback=lambda ctx, param, value: _id_list(value), help="Comma-separated passage ids to score instead of BM25's candidates."),
             click.option("--top", type=click.IntRange(1), default=5, show_default=True, help="Rows to print."),
             click.option("--threads", type=click.IntRange(1)),
             click.option("--json", "json_path", type=OUTPUT_FILE, help="Also write the result as JSON."),
@@ -510,7 +555,7 @@ def answer(store, query, engine_dir, k, ids, top, threads, json_path):
 
     _quiet_transformers()
     with QueryPipeline.open(store, engine_dir, threads) as pipe:
-        _print_result(pipe.answer(query, k, _id_list(ids)), json_path, top, qa=True)
+        _print_result(pipe.answer(query, k, ids), json_path, top, qa=True)
 
 
 @main.command()
@@ -522,11 +567,17 @@ def rerank(store, query, engine_dir, k, ids, top, threads, json_path, label):
 
     _quiet_transformers()
     with QueryPipeline.open(store, engine_dir, threads, label) as pipe:
-        _print_result(pipe.rerank(query, k, _id_list(ids)), json_path, top, qa=pipe.task == "qa")
+        _print_result(pipe.rerank(query, k, ids), json_path, top, qa=pipe.task == "qa")
 
 
 def _id_list(ids: str | None) -> list[str] | None:
-    return [i.strip() for i in ids.split(",") if i.strip()] if ids else None
+    """--ids as a list; given but naming no id ("," or "") is an error, not a silent fall-back to BM25."""
+    if ids is None:
+        return None
+    found = [i.strip() for i in ids.split(",") if i.strip()]
+    if not found:
+        raise click.BadParameter(f"{ids!r} names no passage id; pass comma-separated ids, or drop --ids to score BM25's candidates", param_hint="--ids")
+    return found
 
 
 @main.command("check-store")
@@ -786,6 +837,8 @@ def bench_store(target, arch, split, compress, store, passages, seq_p, candidate
     if (target is None) == (arch is None):
         raise click.UsageError("pass TARGET (an engine) or --arch PRESET, one of them")
     cfg = GatherConfig(store=store, passages=passages, seq_p=seq_p, candidates=candidates, dtype=dtype, runs=runs, seq_q=SERVE_SEQ_Q)
+    cfg.check()
+    _check_store_writable(store, "--store")
     with tempfile.TemporaryDirectory(prefix="dtx-bench-store-") as work:
         engine_dir = prepare(target, arch, split, compress, BuildOptions(threads=threads), SERVE_SEQ_Q, Path(work), True).engine_dir
         r = time_gather(cfg, engine_dir, threads)

@@ -166,7 +166,8 @@ def test_info_reports_parts_and_cost(ckpt, tmp_path):
     params = data["parameters"]
     assert params["total"] == sum(p.numel() for p in ckpt.model.parameters())
     assert params["compressor"] == 32 * 16 + 16 and params["decompressor"] == 16 * 32 + 32
-    assert data["cost"]["coupled_token_layers"] == 20 * (32 + 150) * 4
+    window = ckpt.config.max_passage_len  # 64 here: the default 150-token passage is cut to the window it is read in
+    assert data["cost"]["coupled_token_layers"] == 20 * (32 + min(150, window)) * 4
     assert "2 / 2 of 4" in result.output
 
 

@@ -145,7 +145,7 @@ def test_reexport_needs_overwrite_and_never_loses_other_files(exported, tmp_path
     ckpt_dir, _ = exported()
     target = tmp_path / "onnx"
     first = export_checkpoint(ckpt_dir, target, progress=False, shapes=[(2, 8, 8)])
-    with pytest.raises(DtxError, match="already holds an export.*--overwrite"):
+    with pytest.raises(DtxError, match="already exists.*a dtx export.*--overwrite"):
         export_checkpoint(ckpt_dir, target, progress=False, shapes=[(2, 8, 8)])
     assert check_export(target).export_id == first.export_id, "a refused export must leave the old one as it was"
     second = export_checkpoint(ckpt_dir, target, progress=False, shapes=[(2, 8, 8)], overwrite=True)

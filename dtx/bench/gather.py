@@ -17,6 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from dtx.bench.stats import Latency
+from dtx.errors import DtxError
 from dtx.model.samples import random_segments
 from dtx.store.passage_store import PassageStore, StoreInfo
 
@@ -35,6 +36,11 @@ class GatherConfig:
     warmup: int = 5
     chunk: int = 20_000
     seed: int = 0
+
+    def check(self) -> None:
+        """Refuse, before any work, a bench that cannot run: K distinct passages are drawn per query."""
+        if self.candidates > self.passages:
+            raise DtxError(f"-K {self.candidates} passages per query is more than the {self.passages} in the timing store; pass -K {self.passages} or less, or --passages {self.candidates} or more")
 
 
 def random_store(cfg: GatherConfig, rep_dim: int, progress: bool = True) -> PassageStore:
@@ -76,7 +82,11 @@ def time_gather(cfg: GatherConfig, engine_dir: Path, threads: int | None = None,
     from dtx.engines import load_engine
     from dtx.engines.manifest import read_engine_export
 
+    cfg.check()
     export = read_engine_export(engine_dir)
+    window = export.decoupling.max_passage_len
+    if cfg.seq_p > window:
+        raise DtxError(f"--seq-p {cfg.seq_p} is longer than the engine's passage window ({window} tokens); pass at most {window}")
     store = random_store(cfg, export.rep_dim, progress)
     seg = export.segmenter()
     n = store.dataset.count_rows()

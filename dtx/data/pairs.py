@@ -55,11 +55,13 @@ def _squad(path: Path, doc: dict) -> list[Pair]:
 
 
 def read_text(path: Path) -> str:
+    """A user's data file as text: gzip or not, UTF-8 with or without a byte-order mark (editors on Windows
+    write one; kept, it would hide the first line's `{`). Every data reader (pairs, corpora, calibration) reads through here."""
     raw = path.read_bytes()
     if raw[:2] == b"\x1f\x8b":
         raw = gzip.decompress(raw)
     try:
-        return raw.decode("utf-8")
+        return raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise DtxError(f"{path} is not UTF-8 text ({e}); convert it first") from None
 

@@ -7,6 +7,7 @@ import hashlib
 import numpy as np
 
 from dtx.data.pairs import Pair
+from dtx.errors import DtxError
 
 SPLITS = ("dev", "train", "all")  # dev: the passages training holds out (by a hash of the passage text)
 
@@ -23,6 +24,20 @@ def is_dev(passage: str, dev_percent: int = DEV_PERCENT) -> bool:
 def split_by_passage(pairs: list[Pair], dev_percent: int = DEV_PERCENT) -> tuple[list[Pair], list[Pair]]:
     train = [p for p in pairs if not is_dev(p.passage, dev_percent)]
     dev = [p for p in pairs if is_dev(p.passage, dev_percent)]
+    return train, dev
+
+
+def training_split(pairs: list[Pair], dev_percent: int, path: str | object) -> tuple[list[Pair], list[Pair]]:
+    """`split_by_passage` for a training run: both sides must hold pairs, since epochs are scored and early
+    stopping decides on the held-out side (none there would publish untrained weights scored NaN)."""
+    train, dev = split_by_passage(pairs, dev_percent)
+    if not dev or not train:
+        passages = len({p.passage.strip() for p in pairs})
+        side, other = ("held-out", "be scored and stopped early on") if not dev else ("training", "be trained on")
+        raise DtxError(
+            f"{path}: none of its {passages} passages falls on the {side} side of the split ({dev_percent}% held out, chosen by a hash "
+            f"of each passage), so nothing can {other}: pass data with more distinct passages"
+        )
     return train, dev
 
 

@@ -17,10 +17,10 @@ import numpy as np
 import onnx
 from tqdm import tqdm
 
-from dtx.atomic import atomic_dir, sha256_file, write_json
+from dtx.atomic import atomic_dir, check_output, sha256_file, write_json
 from dtx.engines.calibration import graph_feeds, load_batches
 from dtx.engines.drift import measure_drift
-from dtx.engines.manifest import ENGINE_FILE, EXPORT_COPY, FORMAT_VERSION, KIND, EngineError, EngineManifest, read_engine_manifest
+from dtx.engines.manifest import ENGINE, ENGINE_FILE, EXPORT_COPY, FORMAT_VERSION, KIND, EngineError, EngineManifest, read_engine_manifest
 from dtx.engines.runner import OrtRunner
 from dtx.engines.transforms import fuse_for_ort, matmul_sensitivity, op_counts, quantize_dynamic_int8, quantize_qdq_int8, qdq_zero_points, to_fp16
 from dtx.export.check import check_export
@@ -138,7 +138,7 @@ def build_engine(export_dir: str | Path, out_dir: str | Path, opts: BuildOptions
 
     plan = prepare(export_dir, out_dir, opts)
     started = time.perf_counter()
-    with atomic_dir(plan.out_dir, overwrite=True) as tmp:
+    with atomic_dir(plan.out_dir, overwrite=True, kind=ENGINE) as tmp:
         compiled = compile_engine(plan, tmp, progress)
         shutil.copytree(plan.export.path / TOKENIZER_DIR, tmp / TOKENIZER_DIR)
         shutil.copy(plan.export.path / MANIFEST_FILE, tmp / EXPORT_COPY)
@@ -156,10 +156,9 @@ def prepare(export_dir: str | Path, out_dir: str | Path, opts: BuildOptions) -> 
     directory, the backend's availability, the checkpoint the torch/aoti backends run; then the reference."""
     opts = validate(opts)
     export_dir, out_dir = Path(export_dir), Path(out_dir)
+    check_output(out_dir, ENGINE, overwrite=True)  # a rebuild replaces dtx's own engine, never anything else
     export = check_export(export_dir)
     opts = fit_serve_shape(opts, export.decoupling)
-    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / ENGINE_FILE).is_file():
-        raise EngineError(f"{out_dir} exists and is not a dtx engine; choose another output directory")
     if opts.backend == "trt":
         from dtx.engines.tensorrt import import_tensorrt
 

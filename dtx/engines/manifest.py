@@ -7,7 +7,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Mapping
 
-from dtx.atomic import artifact_field, read_artifact_json
+from dtx.atomic import ArtifactKind, artifact_field, read_artifact_json
 from dtx.errors import DtxError
 from dtx.export.manifest import CheckpointRef, ExportManifest
 from dtx.model.config import DecoupleConfig
@@ -16,6 +16,7 @@ ENGINE_FILE = "engine.json"
 EXPORT_COPY = "export.json"  # the export manifest the engine was built from
 KIND = "dtx-engine"
 FORMAT_VERSION = 1
+ENGINE = ArtifactKind("engine", ENGINE_FILE)  # its own files: those engine.json lists
 BACKENDS = ("ort", "trt", "torch", "aoti")
 PRECISIONS = ("fp32", "fp16", "int8")
 DEVICES = ("cpu", "cuda")

@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from dtx.atomic import atomic_dir, write_json
+from dtx.atomic import atomic_dir, check_output, write_json
 from dtx.errors import DtxError
-from dtx.export.manifest import MANIFEST_FILE, TOKENIZER_DIR, ExportManifest, build_manifest, is_export_dir, read_manifest
+from dtx.export.manifest import EXPORT, MANIFEST_FILE, TOKENIZER_DIR, ExportManifest, build_manifest, read_manifest
 from dtx.export.onnx_graph import export_graph
 from dtx.export.parity import ParityResult, default_shapes, measure
 from dtx.export.spec import COUPLED, CROSS, INPUT, graph_specs
@@ -54,7 +54,7 @@ def export_checkpoint(
     if opset > onnx.defs.onnx_opset_version():
         raise DtxError(f"opset {opset} does not exist yet (this onnx knows up to {onnx.defs.onnx_opset_version()}); use --opset {DEFAULT_OPSET}")
     out_dir = Path(out_dir)
-    _check_target(out_dir, overwrite)
+    check_output(out_dir, EXPORT, overwrite)
     ckpt = load_checkpoint(ckpt_dir)
     cfg = ckpt.config
     teacher = ckpt.teacher()
@@ -78,7 +78,7 @@ def export_checkpoint(
         (COUPLED, build_coupled(teacher), c),
     ]
     timings: dict[str, float] = {}
-    with atomic_dir(out_dir, overwrite=True) as tmp:
+    with atomic_dir(out_dir, overwrite=overwrite, kind=EXPORT) as tmp:
         bar = tqdm(jobs, desc="export", unit="graph", disable=not progress)
         for graph, module, args in bar:
             bar.set_postfix_str(specs[graph].file)
@@ -92,24 +92,6 @@ def export_checkpoint(
         shutil.copytree(ckpt.path / TEACHER_DIR, tmp / TOKENIZER_DIR, ignore=_not_tokenizer)
         write_json(tmp / MANIFEST_FILE, build_manifest(tmp, ckpt, specs, export_id, opset, results, timings))
     return read_manifest(out_dir)
-
-
-def _check_target(out_dir: Path, overwrite: bool) -> None:
-    """Refuse an output directory whose contents a re-export would lose (one-line errors naming the fix)."""
-    if not out_dir.exists() or not any(out_dir.iterdir()):
-        return
-    if not is_export_dir(out_dir):
-        raise DtxError(f"{out_dir} exists and is not a dtx export; choose another output directory")
-    try:
-        old = read_manifest(out_dir)
-    except DtxError:
-        raise DtxError(f"{out_dir / MANIFEST_FILE} is unreadable; remove {out_dir} or choose another output directory") from None
-    owned = set(old.files) | {MANIFEST_FILE}
-    if not overwrite:
-        raise DtxError(f"{out_dir} already holds an export (of {old.checkpoint.path}); pass --overwrite to replace it, or choose another -o")
-    foreign = sorted(p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*") if p.is_file() and p.relative_to(out_dir).as_posix() not in owned)
-    if foreign:
-        raise DtxError(f"{out_dir} also holds files that are not part of its export ({', '.join(foreign[:3])}); move them or choose another -o")
 
 
 def _not_tokenizer(directory: str, names: list[str]) -> list[str]:

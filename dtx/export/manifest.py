@@ -8,7 +8,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Mapping
 
-from dtx.atomic import artifact_field, read_artifact_json, sha256_file
+from dtx.atomic import ArtifactKind, artifact_field, read_artifact_json, sha256_file
 from dtx.errors import DtxError
 from dtx.export.parity import ParityResult
 from dtx.export.spec import GraphSpec
@@ -19,6 +19,7 @@ MANIFEST_FILE = "manifest.json"
 TOKENIZER_DIR = "tokenizer"
 KIND = "dtx-export"
 FORMAT_VERSION = 1
+EXPORT = ArtifactKind("export", MANIFEST_FILE)  # its own files: those manifest.json lists
 
 
 def is_export_dir(path: Path) -> bool:

@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
-from dtx.atomic import atomic_dir, read_artifact_json, sha256_file, write_json
+from dtx.atomic import ArtifactKind, atomic_dir, read_artifact_json, sha256_file, write_json
 from dtx.errors import CheckpointError
 from dtx.model.config import DecoupleConfig
 from dtx.model.decoupled import DecoupledModel
@@ -32,6 +32,8 @@ FORMAT_VERSION = 1
 META_FILE = "decoupled.json"
 WEIGHTS_FILE = "model.safetensors"
 TEACHER_DIR = "teacher"
+# what `--overwrite` (and distill, writing over its input) may replace: the training state is distill's
+CHECKPOINT = ArtifactKind("checkpoint", META_FILE, (WEIGHTS_FILE, f"{TEACHER_DIR}/*", "train_state.pt"))
 
 
 def save_checkpoint(
@@ -50,7 +52,7 @@ def save_checkpoint(
     """
     from dtx import __version__
 
-    with atomic_dir(out_dir, overwrite=overwrite) as tmp:
+    with atomic_dir(out_dir, overwrite=overwrite, kind=CHECKPOINT) as tmp:
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
         save_file(state, tmp / WEIGHTS_FILE, metadata={"format": "pt"})
         teacher.save_pretrained(tmp / TEACHER_DIR)

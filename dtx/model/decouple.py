@@ -7,8 +7,9 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer
 
+from dtx.atomic import check_output
 from dtx.errors import ConfigError
-from dtx.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from dtx.model.checkpoint import CHECKPOINT, Checkpoint, load_checkpoint, save_checkpoint
 from dtx.model.segments import qa_window_lengths
 from dtx.model.surgery import build_decoupled, decouple_config_for, load_source, model_task
 
@@ -35,6 +36,7 @@ def decouple(
     command always writes the same weights. Window lengths left unset follow the windows a
     `dtx finetune` teacher was trained on (its dtx_finetune.json), so the student reads the same.
     """
+    check_output(out_dir, CHECKPOINT, overwrite)  # before loading anything: OUT may be refused
     torch.manual_seed(seed)
     teacher = load_source(model_dir, task, num_labels)
     tokenizer = source_tokenizer(model_dir, teacher.config.vocab_size)
@@ -65,11 +67,14 @@ def teacher_windows(model_dir: Path) -> dict | None:
     path = model_dir / FINETUNE_REPORT
     if not path.is_file():
         return None
-    report = json.loads(path.read_text())
-    if report.get("task") != "qa":
-        return None
-    q, p = qa_window_lengths(report["config"]["max_len"])
-    return {"max_question_len": q, "max_passage_len": p, "doc_stride": report["config"]["doc_stride"]}
+    try:
+        report = json.loads(path.read_text(encoding="utf-8-sig"))
+        if report.get("task") != "qa":
+            return None
+        q, p = qa_window_lengths(int(report["config"]["max_len"]))
+        return {"max_question_len": q, "max_passage_len": p, "doc_stride": int(report["config"]["doc_stride"])}
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ConfigError(f"{path} is not a readable `dtx finetune` report ({type(e).__name__}: {e}); restore it, or delete it and pass --max-passage-len") from None
 
 
 def source_tokenizer(model_dir: str | Path, vocab_size: int):

@@ -66,7 +66,10 @@ class PairSegmenter:
         self.question_budget = max_question_len - len(self.q_prefix) - len(self.q_suffix)
         self.passage_budget = max_passage_len - len(self.p_prefix) - len(self.p_suffix)
         if self.doc_stride >= self.passage_budget:
-            raise ConfigError(f"doc stride {doc_stride} must be below the {self.passage_budget} passage tokens per window")
+            raise ConfigError(
+                f"--doc-stride {doc_stride} does not fit the {self.passage_budget} passage tokens of a {max_passage_len}-token passage window; "
+                f"pass --doc-stride {max(0, self.passage_budget - 1)} or less, or longer windows (--max-len)"
+            )
 
     def _segment(self, ids: list[int], offsets: list[tuple[int, int]], prefix: list[int], suffix: list[int], type_id: int) -> Segment:
         full = prefix + ids + suffix

@@ -51,7 +51,11 @@ def read_source_config(model_dir: str | Path) -> PretrainedConfig:
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
         raise CheckpointError(f"{model_dir} is not a Hugging Face model directory (no config.json); pass a local model path")
-    config = AutoConfig.from_pretrained(model_dir)
+    try:
+        config = AutoConfig.from_pretrained(model_dir)
+    except Exception as e:  # not JSON, no or unknown model_type, a field of the wrong type (each library version raises its own)
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{model_dir / 'config.json'} is not a usable Hugging Face config ({first}); restore it from the model's source") from None
     arch_spec(config)
     return config
 

@@ -69,12 +69,17 @@ class QueryPipeline:
         self.segmenter = segmenter
         self.task = export.task
         self.labels = export.labels
+        if label is not None and self.task != "pair":
+            raise DtxError(f"--label {label!r} chooses a class of a pair classifier; the model here is a QA reader (it answers, it has no labels): drop --label")
         self.positive = positive_index(self.labels, label) if self.task == "pair" else None
 
     @classmethod
     def open(cls, store_uri: str | Path | None, engine_dir: str | Path | None = None, threads: int | None = None, label: str | None = None) -> "QueryPipeline":
         from dtx.engines import load_engine
 
+        if engine_dir is not None and not Path(engine_dir).is_dir():  # given, not found: say so (not "the store's engine is gone")
+            what = "is not a directory" if Path(engine_dir).exists() else "does not exist"
+            raise DtxError(f"engine {engine_dir} {what}; pass --engine with a directory `dtx build-engine` wrote")
         store = PassageStore.open(store_uri) if store_uri is not None else None
         engine_dir = engine_dir or (store.info.engine if store is not None else None)
         if not engine_dir or not Path(engine_dir).is_dir():
@@ -84,7 +89,11 @@ class QueryPipeline:
         if store is not None:
             store.require_model(StoreInfo.from_engine(engine_dir, store.info.dtype))
         runner = load_engine(engine_dir, threads=threads)
-        return cls(store, runner, runner.manifest.export.segmenter(), runner.manifest.export, label)
+        try:
+            return cls(store, runner, runner.manifest.export.segmenter(), runner.manifest.export, label)
+        except BaseException:
+            runner.close()
+            raise
 
     def close(self) -> None:
         self.runner.close()

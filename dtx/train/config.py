@@ -6,7 +6,10 @@ and `dtx --help` stays instant; docs/training.md records the sweeps that chose e
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
+
+from dtx.errors import ConfigError
 
 DEFAULT_MAX_LEN = {"qa": 256, "pair": 128}
 # Hard negatives for QA (docs/training.md, "Training as deployed"): the teacher and the student both
@@ -37,6 +40,9 @@ class FinetuneConfig:
     seed: int = 0
     bf16: bool | None = None  # bf16 autocast (None: where the device computes bf16 natively)
     save_every: float = 600.0  # seconds between mid-epoch checkpoints (a killed run loses at most this)
+
+    def check(self) -> None:
+        check_schedule(self.epochs, self.warmup, self.min_epochs)
 
     def for_task(self, task: str) -> "FinetuneConfig":
         """The config with task-dependent defaults filled in (what the report records)."""
@@ -69,3 +75,24 @@ class DistillConfig:
     seed: int = 0
     bf16: bool | None = None  # bf16 autocast (None: where the device computes bf16 natively)
     save_every: float = 600.0  # seconds between mid-epoch checkpoints
+
+    def check(self) -> None:
+        check_schedule(self.epochs, self.warmup, self.min_epochs)
+
+
+def check_schedule(epochs: int, warmup: float, min_epochs: int) -> None:
+    """Refuse a schedule whose warm-up outlasts the epochs early stopping must run.
+
+    The warm-up is a share of all `epochs`' steps, but early stopping may end the run - and publish its
+    best epoch - as soon as `min_epochs` have run: with `--epochs 100000` the learning rate would still be
+    a few thousandths of --lr then, and the published model effectively untrained. So the warm-up must end
+    within the first `min_epochs` epochs (warmup x epochs <= min_epochs); the linear decay after it may
+    run as long as asked (a long --epochs then just means a slowly decaying rate).
+    """
+    if warmup * epochs <= min_epochs + 1e-9:
+        return
+    raise ConfigError(
+        f"--warmup {warmup:g} of --epochs {epochs} is {warmup * epochs:g} epochs of warm-up, but early stopping may publish "
+        f"a model after --min-epochs {min_epochs}, before the learning rate reached --lr: pass --epochs at most "
+        f"{math.floor(min_epochs / warmup + 1e-9)}, a smaller --warmup, or --min-epochs {math.ceil(warmup * epochs - 1e-9)}"
+    )

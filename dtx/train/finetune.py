@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification, AutoTokenizer
 
-from dtx.atomic import atomic_dir, write_json
+from dtx.atomic import ArtifactKind, atomic_dir, check_output, write_json
 from dtx.data.pairs import Pair, read_pairs
 from dtx.engines.runner import Runner
 from dtx.errors import DtxError
@@ -44,9 +44,26 @@ from dtx.train.loop import (
     set_rng_state,
     train_device,
 )
-from dtx.data.splits import dev_subset, split_by_passage, train_subset
+from dtx.data.splits import dev_subset, train_subset, training_split
 
 STATE_FILE = "train_state.pt"  # present only while a run is unfinished
+# OUT: a Hugging Face model directory (save_pretrained + the tokenizer) with the report beside it
+FINETUNED = ArtifactKind(
+    "fine-tuned model",
+    FINETUNE_REPORT,
+    ("config.json", "generation_config.json", "*.safetensors", "model.safetensors.index.json", "pytorch_model*.bin", "tokenizer*",
+     "special_tokens_map.json", "added_tokens.json", "vocab.*", "merges.txt", "*.model", "chat_template.*", STATE_FILE),
+)  # fmt: skip
+
+
+def check_start(model_dir: str | Path, out_dir: str | Path, cfg: FinetuneConfig, overwrite: bool) -> None:
+    """Everything that can refuse a run, before data or weights are read: OUT (dtx's rule for replacing a
+    directory, and writable; an unfinished run there resumes), the schedule, the model's config."""
+    from dtx.model.surgery import read_source_config
+
+    check_output(out_dir, FINETUNED, overwrite or (Path(out_dir) / STATE_FILE).is_file())
+    cfg.check()
+    read_source_config(model_dir)
 
 
 def _labels(pairs: list[Pair], path: str) -> list[str]:
@@ -75,7 +92,7 @@ def evaluate(model, tokenizer, pairs: list[Pair], label2id: dict[str, int], max_
 
 def _write(model, tokenizer, out_dir: Path, report: dict, weights: dict | None, state: dict | None) -> None:
     """Publish OUT atomically: the given weights (the best epoch's), the report, and the training state while unfinished."""
-    with atomic_dir(out_dir, overwrite=True) as tmp:
+    with atomic_dir(out_dir, overwrite=True, kind=FINETUNED) as tmp:
         model.save_pretrained(tmp, state_dict=weights)
         tokenizer.save_pretrained(tmp)
         write_json(tmp / FINETUNE_REPORT, report)
@@ -191,10 +208,11 @@ def fit(
 def finetune_pair(model_dir: str | Path, data: str | Path, out_dir: str | Path, cfg: FinetuneConfig, overwrite: bool = False, progress: bool = True, device: str | None = None) -> dict:
     """Fine-tune a pair classifier, keeping the epoch with the best held-out accuracy; returns the report."""
     cfg = cfg.for_task("pair")
+    check_start(model_dir, out_dir, cfg, overwrite)
     pairs = read_pairs(data)
     labels = _labels(pairs, str(data))
     label2id = {l: i for i, l in enumerate(labels)}
-    train, dev = split_by_passage(pairs, cfg.dev_percent)
+    train, dev = training_split(pairs, cfg.dev_percent, data)
     train = train_subset(train, cfg.train_limit, cfg.seed)
     dev = dev_subset(dev, cfg.dev_limit, cfg.seed)
     torch.manual_seed(cfg.seed)
@@ -251,10 +269,11 @@ def finetune_qa(model_dir: str | Path, data: str | Path, out_dir: str | Path, cf
     from dtx.eval.squad import squad_v2
 
     cfg = cfg.for_task("qa")
+    check_start(model_dir, out_dir, cfg, overwrite)
     pairs = read_pairs(data)
     if all(not p.answers for p in pairs):
         raise DtxError(f"{data} has no answers at all; QA fine-tuning needs questions with answer spans (SQuAD 2.0 style)")
-    train, dev = split_by_passage(pairs, cfg.dev_percent)
+    train, dev = training_split(pairs, cfg.dev_percent, data)
     train = train_subset(train, cfg.train_limit, cfg.seed)
     dev = dev_subset(dev, cfg.dev_limit, cfg.seed)
     torch.manual_seed(cfg.seed)
