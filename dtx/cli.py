@@ -296,20 +296,21 @@ _FT = FinetuneConfig()
 @click.option("--max-len", type=click.IntRange(8), help="Pair tokens (qa: windows, default 256; pair: passage truncated, default 128).")
 @click.option("--doc-stride", type=click.IntRange(0), default=_FT.doc_stride, show_default=True, help="QA: tokens shared by consecutive passage windows.")
 @click.option("--train-limit", type=click.IntRange(1), help="Train on the first N shuffled training pairs.")
+@click.option("--negatives", type=click.FloatRange(0), default=_FT.negatives, show_default=True, help="QA: hard negatives per question (BM25 neighbours among the training paragraphs, labelled no answer).")
 @click.option("--dev-limit", type=click.IntRange(1), default=_FT.dev_limit, show_default=True, help="Evaluate on at most N held-out pairs.")
 @click.option("--seed", type=int, default=_FT.seed, show_default=True)
 @click.option("--bf16/--no-bf16", default=None, help="bf16 autocast (default: on where the device computes bf16 natively: CUDA, AVX512-BF16/AMX CPUs).")
 @click.option("--device", type=click.Choice(DEVICES), help="Train on this device (default: CUDA when present, else the CPU).")
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False))
 @click.option("--overwrite", is_flag=True, help="Replace OUT (default: refuse; an unfinished run in OUT with the same settings resumes).")
-def finetune(model_dir, task, data, epochs, patience, min_epochs, batch_size, lr, warmup, max_len, doc_stride, train_limit, dev_limit, seed, bf16, device, out_dir, overwrite):
+def finetune(model_dir, task, data, epochs, patience, min_epochs, batch_size, lr, warmup, max_len, doc_stride, train_limit, negatives, dev_limit, seed, bf16, device, out_dir, overwrite):
     """Fine-tune a coupled teacher (dev split holds out whole passages / paragraphs); resumes a killed run."""
     _quiet_transformers()
     from dtx.train.finetune import finetune_pair, finetune_qa
 
     cfg = FinetuneConfig(
         epochs=epochs, patience=patience, min_epochs=min_epochs, batch_size=batch_size, lr=lr, warmup=warmup, max_len=max_len,
-        doc_stride=doc_stride, train_limit=train_limit, dev_limit=dev_limit, seed=seed, bf16=bf16,
+        doc_stride=doc_stride, train_limit=train_limit, negatives=negatives, dev_limit=dev_limit, seed=seed, bf16=bf16,
     )  # fmt: skip
     r = (finetune_qa if task == "qa" else finetune_pair)(model_dir, data, out_dir, cfg, overwrite=overwrite, device=device)
     curve = ", ".join(f"{h['dev']['f1' if task == 'qa' else 'accuracy']:.4g}" for h in r["history"])
@@ -346,6 +347,13 @@ def _distill_options(f):
             click.option("--lr", type=click.FloatRange(0, min_open=True), default=_DC.lr, show_default=True),
             click.option("--warmup", type=click.FloatRange(0, 1), default=_DC.warmup, show_default=True, help="Share of a phase's steps spent warming up."),
             click.option("--train-limit", type=click.IntRange(1), help="Train on the first N shuffled training examples."),
+            click.option("--negatives", type=click.FloatRange(0), default=_DC.negatives, show_default=True, help="QA: hard negatives per question (BM25 neighbours among the training paragraphs), with the teacher's soft targets."),
+            click.option("--negative-pool", type=click.IntRange(1), default=_DC.negative_pool, show_default=True, help="QA: negatives are drawn from BM25's top N other paragraphs."),
+            click.option("--hidden-weight", type=click.FloatRange(0), default=_DC.hidden_weight, show_default=True, help="Weight of each hidden-state MSE term."),
+            click.option("--attention-target", type=click.Choice(["scores", "probs"]), default=_DC.attention_target, show_default=True, help="Attention term on the last layer's unnormalised scores (TinyBERT) or its probabilities."),
+            click.option("--attention-weight", type=click.FloatRange(0), default=_DC.attention_weight, show_default=True, help="Weight of the attention MSE term."),
+            click.option("--cross-layers/--no-cross-layers", default=_DC.cross_layers, show_default=True, help="Hidden-state MSE at every cross layer, not only the last."),
+            click.option("--input-layer/--no-input-layer", default=_DC.input_layer, show_default=True, help="MSE of the state entering the cross layers against the teacher's after N layers."),
             click.option("--dev-limit", type=click.IntRange(1), default=_DC.dev_limit, show_default=True),
             click.option("--seed", type=int, default=_DC.seed, show_default=True),
             click.option("--bf16/--no-bf16", default=None, help="bf16 autocast (default: where the device computes bf16 natively)."),

@@ -16,6 +16,10 @@ DEFAULT_MAX_LEN = {"qa": 256, "pair": 128}
 # see this many other training paragraphs per question, drawn from BM25's top NEGATIVE_POOL.
 NEGATIVES_PER_QUESTION = 0.5
 NEGATIVE_POOL = 20
+# Weight of the attention-score MSE. Scores are logits (magnitude ~10), their squared differences far
+# larger than the hidden states': this weight keeps the term's share of the gradient beside the others'
+# (measured by scripts/loss_shares.py, docs/training.md).
+ATTENTION_WEIGHT = 0.05
 
 
 @dataclass
@@ -72,6 +76,17 @@ class DistillConfig:
     dev_limit: int | None = 1000
     dev_percent: int = 10
     labels_only: bool = False  # ablation: plain fine-tuning of the decoupled model (CE only, no teacher)
+    # QA: hard negatives per training question, as for the teacher; the student learns the teacher's
+    # (soft) start/end distributions on them, which is what it meets behind a retriever
+    negatives: float = NEGATIVES_PER_QUESTION
+    negative_pool: int = NEGATIVE_POOL
+    hidden_weight: float = 0.5  # weight of each hidden-state MSE term (last layer, and the layer-wise ones when on)
+    # the attention term compares the last layer's unnormalised scores QK^T/sqrt(d) ("scores", TinyBERT's
+    # target) or its softmax probabilities ("probs": dtx's first recipe, whose term measured ~0 and moved nothing)
+    attention_target: str = "scores"
+    attention_weight: float = ATTENTION_WEIGHT
+    cross_layers: bool = True  # MSE at every cross layer, not only the last (DeFormer's layer-wise supervision)
+    input_layer: bool = True  # MSE of the state entering the cross layers against the teacher's after N layers
     seed: int = 0
     bf16: bool | None = None  # bf16 autocast (None: where the device computes bf16 natively)
     save_every: float = 600.0  # seconds between mid-epoch checkpoints

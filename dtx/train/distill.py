@@ -56,7 +56,7 @@ from dtx.train.loop import (
     train_device,
 )
 from dtx.train.losses import MASKED, LossTerms, distillation_loss, masked_mse
-from dtx.data.splits import dev_subset, split_by_passage, train_subset
+from dtx.data.splits import dev_subset, train_subset, training_split
 
 __all__ = ["DistillConfig", "distill", "pca_init", "TeacherCache"]
 
@@ -311,7 +311,7 @@ def _setup(ckpt_dir: str | Path, data: str | Path, cfg: DistillConfig, device: s
     teacher, seg = ckpt.teacher(), ckpt.segmenter()
     pairs = read_pairs(data)
     qa, label2id = _task(ckpt, pairs, data)
-    train, dev = split_by_passage(pairs, cfg.dev_percent)
+    train, dev = training_split(pairs, cfg.dev_percent, data)
     train = train_subset(train, cfg.train_limit, cfg.seed)
     dev = dev_subset(dev, cfg.dev_limit, cfg.seed)
     examples, negatives = _examples(seg, train, qa, label2id, cfg, str(data))
