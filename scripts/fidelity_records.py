@@ -25,11 +25,28 @@ def data_name(path: str) -> str:
     return next((v for k, v in DATA_NAMES.items() if k in Path(path).name), Path(path).name)
 
 
+# What a report written before a setting existed ran with: the first recipe had no negatives, compared
+# attention probabilities at weight 0.5 and only the last hidden layer.
+FIRST_RECIPE = {"negatives": 0.0, "attention_target": "probs", "attention_weight": 0.5, "cross_layers": False, "input_layer": False}
+
+
+def recipe_tag(config: dict) -> str:
+    """The recipe a distillation config ran, for a record's variant: "" for the first recipe, else its new settings."""
+    if "attention_target" not in config:
+        return ""
+    parts = [f"negatives {config['negatives']:g}"] if config.get("negatives") else []
+    parts.append(f"attention {config['attention_target']} x{config['attention_weight']:g}")
+    layerwise = [name.replace("_", " ") for name in ("cross_layers", "input_layer") if config.get(name)]
+    if layerwise:
+        parts.append("layer-wise: " + " + ".join(layerwise))
+    return " [" + ", ".join(parts) + "]"
+
+
 def distill_flags(config: dict) -> str:
     """The options of a distillation config that differ from dtx's defaults, as CLI flags."""
     flags = []
     for key, default in asdict(DistillConfig()).items():
-        value = config.get(key, default)
+        value = config.get(key, FIRST_RECIPE.get(key, default))
         if value != default and key not in ("labels_only",):
             flags.append(f"--{key.replace('_', '-')} {value}" if not isinstance(value, bool) else f"--{'' if value else 'no-'}{key.replace('_', '-')}")
     return (" " + " ".join(flags)) if flags else ""
@@ -45,7 +62,7 @@ def sweep_records(path: Path) -> list[dict]:
             f"dtx sweep {report['teacher']} --data {report['data']} --splits {row['split']} -k {row['compress']} "
             f"--variants {row['variant']}{distill_flags({**cfg['distill'], **settings})}"
         )
-        variant = row["variant"] + "".join(f" {k}={v}" for k, v in settings.items())
+        variant = row["variant"] + recipe_tag({**cfg["distill"], **settings}) + "".join(f" {k}={v}" for k, v in settings.items())
         records.append({
             "data": data_name(report["data"]), "layers": row["layers"], "compress": row["compress"], "variant": variant,
             "metric": row["metric"], "student": row["student"], "teacher": row["teacher"], "command": command,
