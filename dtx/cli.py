@@ -20,6 +20,7 @@ try:  # a Ctrl-C while the imports load (seconds: torch) is one line and status 
     from dtx.engines.manifest import BACKENDS, DEVICES, PRECISIONS
     from dtx.errors import DtxError
     from dtx.store.quantize import DTYPES
+    from dtx.task import TASKS, Task
     from dtx.train.config import DistillConfig, FinetuneConfig
 except KeyboardInterrupt:
     sys.stderr.write(f"Error: {INTERRUPTED}\n")
@@ -114,7 +115,7 @@ def main() -> None:
 @click.argument("model_dir", type=click.Path(file_okay=False))
 @click.option("--split", "-n", type=click.IntRange(0), required=True, help="Layers in the input component (0..L).")
 @click.option("--compress", "-k", type=click.IntRange(1), default=1, show_default=True, help="Compression ratio k (hidden -> hidden/k); 1 = none.")
-@click.option("--task", type=click.Choice(["qa", "pair"]), help="Head to add to a bare encoder (read from the model otherwise).")
+@click.option("--task", type=click.Choice(TASKS), help="Head to add to a bare encoder (read from the model otherwise).")
 @click.option("--num-labels", type=click.IntRange(1), help="Classes of a fresh pair head.")
 @click.option("--max-question-len", type=click.IntRange(3), default=64, show_default=True, help="Question segment tokens, specials included.")
 @click.option("--max-passage-len", type=click.IntRange(3), help="Passage window tokens (default: the positions left after the question).")
@@ -285,7 +286,7 @@ _FT = FinetuneConfig()
 
 @main.command()
 @click.argument("model_dir", type=click.Path(file_okay=False))
-@click.option("--task", type=click.Choice(["qa", "pair"]), required=True, help="qa: extractive reader (SQuAD 2.0 style); pair: classifier.")
+@click.option("--task", type=click.Choice(TASKS), required=True, help="qa: extractive reader (SQuAD 2.0 style); pair: classifier.")
 @click.option("--data", required=True, type=click.Path(dir_okay=False), help="QA: SQuAD JSON, JSONL with answers, BIG-bench Disfl-QA; pair: labelled JSONL/TSV, VitaminC.")
 @click.option("--epochs", type=click.IntRange(1), default=_FT.epochs, show_default=True, help="At most this many; early stopping on the held-out passages keeps the best epoch.")
 @click.option("--patience", type=click.IntRange(1), default=_FT.patience, show_default=True, help="Stop after this many epochs without a better dev score.")
@@ -312,10 +313,10 @@ def finetune(model_dir, task, data, epochs, patience, min_epochs, batch_size, lr
         epochs=epochs, patience=patience, min_epochs=min_epochs, batch_size=batch_size, lr=lr, warmup=warmup, max_len=max_len,
         doc_stride=doc_stride, train_limit=train_limit, negatives=negatives, dev_limit=dev_limit, seed=seed, bf16=bf16,
     )  # fmt: skip
-    r = (finetune_qa if task == "qa" else finetune_pair)(model_dir, data, out_dir, cfg, overwrite=overwrite, device=device)
-    curve = ", ".join(f"{h['dev']['f1' if task == 'qa' else 'accuracy']:.4g}" for h in r["history"])
+    r = (finetune_qa if task == Task.QA else finetune_pair)(model_dir, data, out_dir, cfg, overwrite=overwrite, device=device)
+    curve = ", ".join(f"{h['dev']['f1' if task == Task.QA else 'accuracy']:.4g}" for h in r["history"])
     d = r["dev"]
-    if task == "qa":
+    if task == Task.QA:
         click.echo(
             f"wrote {out_dir}: {r['train_questions']} questions ({r['train_windows']} windows), {r['epochs_run']} epochs in {r['train_seconds']:.0f} s, "
             f"dev F1 per epoch {curve}; kept epoch {r['best_epoch']} ({r['dev_questions']} questions, held-out paragraphs): EM {d['exact']:.2f}, F1 {d['f1']:.2f} "
@@ -575,7 +576,7 @@ def rerank(store, query, engine_dir, k, ids, top, threads, json_path, label):
 
     _quiet_transformers()
     with QueryPipeline.open(store, engine_dir, threads, label) as pipe:
-        _print_result(pipe.rerank(query, k, ids), json_path, top, qa=pipe.task == "qa")
+        _print_result(pipe.rerank(query, k, ids), json_path, top, qa=pipe.task == Task.QA)
 
 
 def _id_list(ids: str | None) -> list[str] | None:
@@ -685,13 +686,13 @@ def eval_cmd(model, data, split, limit, batch_size, threads, json_path):
     _quiet_transformers()
     r = evaluate_model(model, data, split, limit, batch_size, threads)
     emit(f"{r['kind']} {model} on {r['examples']} {split} examples of {data}", ["metric", "teacher", "student", "student / teacher"], eval_rows(r))
-    click.echo(f"student and teacher predict the same {'answer' if r['task'] == 'qa' else 'label'} on {100 * r['agreement']:.1f}% of examples")
+    click.echo(f"student and teacher predict the same {'answer' if r['task'] == Task.QA else 'label'} on {100 * r['agreement']:.1f}% of examples")
     save_json(json_path, r)
 
 
 def eval_rows(r: dict) -> list[list]:
     """Metric rows (teacher, student, ratio) of an eval report."""
-    keys = ["exact", "f1", "HasAns_exact", "HasAns_f1", "NoAns_exact", "NoAns_f1"] if r["task"] == "qa" else ["accuracy", "macro_f1", "mrr@10"]
+    keys = ["exact", "f1", "HasAns_exact", "HasAns_f1", "NoAns_exact", "NoAns_f1"] if r["task"] == Task.QA else ["accuracy", "macro_f1", "mrr@10"]
     rows = []
     for k in keys:
         if k in r["teacher"]:

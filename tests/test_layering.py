@@ -13,8 +13,8 @@ from pathlib import Path
 
 import dtx
 
-ORDER = ["errors", "atomic", "cost", "report", "model", "data", "export", "engines", "artifacts", "eval", "train", "store", "query", "serve", "bench", "cli"]
-BASE = {"errors", "atomic", "cost", "report"}  # utilities any layer may use (and that use only each other)
+ORDER = ["errors", "atomic", "cost", "report", "task", "model", "data", "export", "engines", "artifacts", "eval", "train", "store", "query", "serve", "bench", "cli"]
+BASE = {"errors", "atomic", "cost", "report", "task"}  # utilities any layer may use (and that use only each other)
 
 
 def _imports(path: Path) -> list[tuple[str, int]]:

@@ -20,6 +20,7 @@ from dtx.bench.stats import Latency
 from dtx.errors import DtxError
 from dtx.model.samples import random_segments
 from dtx.store.passage_store import PassageStore, StoreInfo
+from dtx.task import Task
 
 RANDOM_EXPORT = "random-representations"  # marks a timing-only store: no model made its values
 
@@ -47,7 +48,7 @@ def random_store(cfg: GatherConfig, rep_dim: int, progress: bool = True) -> Pass
     """The timing store at `cfg.store` with at least `cfg.passages` rows (adds what is missing)."""
     import pyarrow as pa
 
-    info = StoreInfo(RANDOM_EXPORT, "", rep_dim, cfg.dtype, "qa", cfg.seq_p, 0)
+    info = StoreInfo(RANDOM_EXPORT, "", rep_dim, cfg.dtype, Task.QA, cfg.seq_p, 0)
     store = PassageStore.create_or_open(cfg.store, info)
     have = store.dataset.count_rows()
     rng = np.random.default_rng(cfg.seed + have)

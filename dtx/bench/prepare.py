@@ -15,6 +15,7 @@ from dtx.engines.build import BuildOptions, build_engine, validate
 from dtx.errors import ConfigError, DtxError
 from dtx.model.checkpoint import TEACHER_DIR
 from dtx.model.config import DEFAULT_QUESTION_LEN
+from dtx.task import Task
 
 BENCH_PARITY_SHAPES = [(2, 8, 16)]  # the bench's own exports check parity on one small shape
 
@@ -38,7 +39,7 @@ def source_model(target: str | None, arch: str | None, work: Path) -> Path:
     if target is None:
         if arch is None:
             raise DtxError("nothing to benchmark: pass ENGINE_DIR, EXPORT_DIR or CKPT_DIR, or --arch PRESET")
-        return build_preset(arch, work / "model", task="qa")
+        return build_preset(arch, work / "model", task=Task.QA)
     return Path(target) / TEACHER_DIR
 
 

@@ -18,6 +18,7 @@ from dtx.errors import DtxError
 from dtx.eval.metrics import positive_index
 from dtx.eval.predict import qa_side_by_side, run_pair
 from dtx.data.splits import SPLITS, dev_subset, split_by_passage
+from dtx.task import Task
 
 
 
@@ -38,7 +39,7 @@ def open_model(path: str | Path, threads: int | None = None):
         specs = graph_specs(cfg.task, cfg.rep_dim, cfg.num_labels)
         outputs = {g: [o.name for o in specs[g].outputs] for g in GRAPHS}
         config = ckpt.teacher().config
-        labels = [config.id2label[i] for i in sorted(config.id2label)] if cfg.task == "pair" else []
+        labels = [config.id2label[i] for i in sorted(config.id2label)] if cfg.task == Task.PAIR else []
         return TorchRunner(Path(path), outputs), ckpt.segmenter(), cfg.task, labels, kind
     if kind == "export":
         from dtx.engines.runner import OrtRunner
@@ -48,7 +49,7 @@ def open_model(path: str | Path, threads: int | None = None):
     else:
         runner = load_engine(path, threads=threads)
         manifest = runner.manifest.export
-    if manifest.task == "pair" and not manifest.labels:
+    if manifest.task == Task.PAIR and not manifest.labels:
         raise DtxError(f"{path} was exported before dtx recorded label names; re-run `dtx export` (and `dtx build-engine`)")
     return runner, manifest.segmenter(), manifest.task, manifest.labels, kind
 
@@ -70,7 +71,7 @@ def evaluate_model(path: str | Path, data: str | Path, split: str = "dev", limit
     pairs = select(read_pairs(data), split, limit)
     report = {"model": str(path), "kind": kind, "task": task, "data": str(data), "split": split, "examples": len(pairs)}
     with runner:
-        if task == "qa":
+        if task == Task.QA:
             report.update(_qa(runner, seg, pairs, data, batch_size, progress))
         else:
             report.update(_pair(runner, seg, pairs, labels, data, batch_size, progress))

@@ -14,6 +14,7 @@ from dtx.export.parity import ParityResult
 from dtx.export.spec import GraphSpec
 from dtx.model.checkpoint import Checkpoint
 from dtx.model.config import DecoupleConfig
+from dtx.task import Task
 
 MANIFEST_FILE = "manifest.json"
 TOKENIZER_DIR = "tokenizer"
@@ -61,7 +62,7 @@ def model_shape(ckpt: Checkpoint) -> dict:
         "intermediate_size": c.intermediate_size,
         "num_attention_heads": c.num_attention_heads,
         "max_position_embeddings": c.max_position_embeddings,
-        "labels": [c.id2label[i] for i in sorted(c.id2label)] if ckpt.config.task == "pair" else [],
+        "labels": [c.id2label[i] for i in sorted(c.id2label)] if ckpt.config.task == Task.PAIR else [],
     }
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dtx.task import Task
+
 INPUT, CROSS, COUPLED = "input", "cross", "coupled"
 GRAPHS = (INPUT, CROSS, COUPLED)
 FILES = {g: f"{g}.onnx" for g in GRAPHS}
@@ -42,7 +44,7 @@ def _ids(batch: str, seq: str) -> tuple[TensorSpec, ...]:
 
 
 def head_outputs(task: str, batch: str, seq: str, num_labels: int) -> tuple[TensorSpec, ...]:
-    if task == "qa":
+    if task == Task.QA:
         return (TensorSpec("start_logits", "float32", (batch, seq)), TensorSpec("end_logits", "float32", (batch, seq)))
     return (TensorSpec("logits", "float32", (batch, num_labels)),)
 

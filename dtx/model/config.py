@@ -9,8 +9,7 @@ from transformers import PretrainedConfig
 
 from dtx.errors import ConfigError
 from dtx.model.arch import arch_spec
-
-TASKS = ("qa", "pair")
+from dtx.task import TASKS, Task
 
 # Added to attention scores of padding slots. Large enough that exp() underflows to 0 next to
 # any real score, small enough to stay finite in float16 (max 65504) even after adding scores.
@@ -25,7 +24,7 @@ class DecoupleConfig:
     num_layers: int  # L of the source model
     hidden_size: int  # width of the encoder layers
     compress: int = 1  # k: the compressor maps hidden -> hidden / k; 1 = no compressor
-    task: str = "qa"  # "qa" (start/end logits, SQuAD 2.0 no-answer at token 0) or "pair" (labels)
+    task: str = Task.QA  # "qa" (start/end logits, SQuAD 2.0 no-answer at token 0) or "pair" (labels)
     num_labels: int = 2  # classes of the pair head (unused for qa)
     model_type: str = "bert"  # source architecture, a key of dtx.model.arch.ARCHITECTURES
     max_question_len: int = DEFAULT_QUESTION_LEN  # tokens of the question segment, specials included

@@ -12,6 +12,7 @@ from dtx.errors import ConfigError
 from dtx.model.checkpoint import CHECKPOINT, Checkpoint, load_checkpoint, save_checkpoint
 from dtx.model.segments import qa_window_lengths
 from dtx.model.surgery import build_decoupled, decouple_config_for, load_source, model_task
+from dtx.task import Task
 
 FINETUNE_REPORT = "dtx_finetune.json"  # written by `dtx finetune` beside the teacher: its windows and dev curve
 
@@ -69,7 +70,7 @@ def teacher_windows(model_dir: Path) -> dict | None:
         return None
     try:
         report = json.loads(path.read_text(encoding="utf-8-sig"))
-        if report.get("task") != "qa":
+        if report.get("task") != Task.QA:
             return None
         q, p = qa_window_lengths(int(report["config"]["max_len"]))
         return {"max_question_len": q, "max_passage_len": p, "doc_stride": int(report["config"]["doc_stride"])}

@@ -9,6 +9,7 @@ from torch import nn
 from dtx.cost import EncoderShape, QueryCost, query_cost
 from dtx.model.checkpoint import TEACHER_DIR, Checkpoint
 from dtx.model.surgery import read_source_config
+from dtx.task import Task
 
 
 def count(module: nn.Module | None) -> int:
@@ -32,7 +33,7 @@ def describe(ckpt: Checkpoint, seq_q: int = 32, seq_p: int = 150, candidates: in
     summary = {
         "path": str(ckpt.path),
         "architecture": f"{source.model_type} ({ckpt.meta.teacher_class})",
-        "task": c.task + (f" ({c.num_labels} labels)" if c.task == "pair" else ""),
+        "task": c.task + (f" ({c.num_labels} labels)" if c.task == Task.PAIR else ""),
         "layers (input / cross)": f"{c.split} / {c.cross_layers} of {c.num_layers}",
         "hidden / heads / ffn": f"{c.hidden_size} / {source.num_attention_heads} / {source.intermediate_size}",
         "compression": f"{c.compress}x ({c.hidden_size} -> {c.rep_dim})" if c.compress > 1 else "none",

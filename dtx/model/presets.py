@@ -13,6 +13,7 @@ import torch
 from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification, BertConfig, BertTokenizer, ElectraConfig
 
 from dtx.errors import ConfigError
+from dtx.task import Task
 
 BERT_VOCAB = 30522
 
@@ -33,7 +34,7 @@ def synthetic_tokenizer(vocab_size: int = BERT_VOCAB) -> BertTokenizer:
     return BertTokenizer(vocab={t: i for i, t in enumerate(vocab)})
 
 
-def build_preset(name: str, out_dir: str | Path, task: str = "qa", num_labels: int = 2, seed: int = 0) -> Path:
+def build_preset(name: str, out_dir: str | Path, task: str = Task.QA, num_labels: int = 2, seed: int = 0) -> Path:
     """Write a random-weight `...ForQuestionAnswering` / `...ForSequenceClassification` of preset `name`."""
     if name not in PRESETS:
         raise ConfigError(f"unknown --arch {name!r}; available are: {', '.join(PRESETS)}")
@@ -42,7 +43,7 @@ def build_preset(name: str, out_dir: str | Path, task: str = "qa", num_labels: i
     common = dict(vocab_size=BERT_VOCAB, max_position_embeddings=512, type_vocab_size=2, num_labels=num_labels)
     config = BertConfig(**common, **shape) if kind == "bert" else ElectraConfig(**common, **shape)
     torch.manual_seed(seed)
-    cls = AutoModelForQuestionAnswering if task == "qa" else AutoModelForSequenceClassification
+    cls = AutoModelForQuestionAnswering if task == Task.QA else AutoModelForSequenceClassification
     model = cls.from_config(config, attn_implementation="eager")
     out_dir = Path(out_dir)
     model.save_pretrained(out_dir)

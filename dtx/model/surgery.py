@@ -27,9 +27,10 @@ from dtx.errors import CheckpointError, ConfigError
 from dtx.model.arch import arch_spec
 from dtx.model.config import DecoupleConfig
 from dtx.model.decoupled import CoupledModel, CrossComponent, DecoupledModel, InputComponent, PairHead, QAHead
+from dtx.task import Task
 
-AUTO_CLASSES = {"qa": AutoModelForQuestionAnswering, "pair": AutoModelForSequenceClassification}
-HEAD_SUFFIX = {"qa": "ForQuestionAnswering", "pair": "ForSequenceClassification"}
+AUTO_CLASSES = {Task.QA: AutoModelForQuestionAnswering, Task.PAIR: AutoModelForSequenceClassification}
+HEAD_SUFFIX = {Task.QA: "ForQuestionAnswering", Task.PAIR: "ForSequenceClassification"}
 DEFAULT_DOC_STRIDE = 128  # tokens shared by consecutive passage windows, where the window is long enough
 
 
@@ -44,7 +45,7 @@ def task_of(config: PretrainedConfig) -> str | None:
 
 def model_task(model: PreTrainedModel) -> str:
     """The task of a loaded task model, from its head module."""
-    return "qa" if hasattr(model, "qa_outputs") else "pair"
+    return Task.QA if hasattr(model, "qa_outputs") else Task.PAIR
 
 
 def read_source_config(model_dir: str | Path) -> PretrainedConfig:
@@ -72,7 +73,7 @@ def load_source(model_dir: str | Path, task: str | None = None, num_labels: int 
     task = found or task
     if task is None:
         raise ConfigError(f"{model_dir} is a bare encoder with no task head; pass --task qa or --task pair to add a fresh head")
-    kwargs = {"num_labels": num_labels} if (num_labels and task == "pair" and not found) else {}
+    kwargs = {"num_labels": num_labels} if (num_labels and task == Task.PAIR and not found) else {}
     try:
         model = AUTO_CLASSES[task].from_pretrained(model_dir, attn_implementation="eager", **kwargs)
     except (OSError, ValueError, RuntimeError, SafetensorError) as e:  # truncated / corrupt weight files, a foreign format
@@ -108,7 +109,7 @@ def _cross_tables(embeddings: nn.Module, project: nn.Module) -> tuple[torch.Tens
 def _head(teacher: PreTrainedModel, task: str, clone) -> nn.Module:
     """The source model's task head (cloned with `clone`), as a module over the final hidden states."""
     spec = arch_spec(teacher.config)
-    if task == "qa":
+    if task == Task.QA:
         return QAHead(clone(teacher.qa_outputs))
     pooler = clone(getattr(teacher, spec.base_attr).pooler) if spec.pooled_classifier else None
     dropout = getattr(teacher.config, "classifier_dropout", None) or teacher.config.hidden_dropout_prob
@@ -157,7 +158,7 @@ def decouple_config_for(
     teacher_config: PretrainedConfig,
     split: int,
     compress: int = 1,
-    task: str = "qa",
+    task: str = Task.QA,
     max_question_len: int = 64,
     max_passage_len: int | None = None,
     doc_stride: int | None = None,

@@ -21,6 +21,7 @@ from dtx.errors import DtxError
 from dtx.eval.squad import squad_v2
 from dtx.store.corpus import content_id
 from dtx.data.splits import dev_subset, split_by_passage
+from dtx.task import Task
 
 
 def _answer(candidates) -> str:
@@ -48,7 +49,7 @@ def open_domain_eval(store: str | Path, data: str | Path, k: int = 20, limit: in
     times: dict[str, list[float]] = {"student": [], "teacher": []}
     gold_retrieved = nothing_retrieved = 0
     with QueryPipeline.open(store, engine_dir, threads) as pipe:
-        if pipe.task != "qa":
+        if pipe.task != Task.QA:
             raise DtxError(f"the model behind {store} is a pair classifier; open-domain QA needs a QA reader")
         for pair in tqdm(pairs, desc="retrieve + read", unit="question", disable=not progress):
             t = time.perf_counter()

@@ -24,6 +24,7 @@ from dtx.export.manifest import ExportManifest
 from dtx.model.decode import best_span
 from dtx.model.segments import Batch, Segment
 from dtx.store.passage_store import CachedWindows, PassageStore, StoreInfo
+from dtx.task import Task
 
 
 # Tokens (rows x padded width) per engine call on a CPU engine: a call's memory grows as rows x width^2
@@ -69,9 +70,9 @@ class QueryPipeline:
         self.segmenter = segmenter
         self.task = export.task
         self.labels = export.labels
-        if label is not None and self.task != "pair":
+        if label is not None and self.task != Task.PAIR:
             raise DtxError(f"--label {label!r} chooses a class of a pair classifier; the model here is a QA reader (it answers, it has no labels): drop --label")
-        self.positive = positive_index(self.labels, label) if self.task == "pair" else None
+        self.positive = positive_index(self.labels, label) if self.task == Task.PAIR else None
 
     @classmethod
     def open(cls, store_uri: str | Path | None, engine_dir: str | Path | None = None, threads: int | None = None, label: str | None = None) -> "QueryPipeline":
@@ -144,7 +145,7 @@ class QueryPipeline:
         return self.answer_many([query], k, [ids] if ids else None, on_the_fly)[0]
 
     def answer_many(self, queries: list[str], k: int = 20, ids: list[list[str]] | None = None, on_the_fly: bool = False) -> list[QueryResult]:
-        if self.task != "qa":
+        if self.task != Task.QA:
             raise DtxError(f"the model behind {self.store.uri} is a pair classifier, not a QA reader; use `dtx rerank`")
         return self.rerank_many(queries, k, ids, on_the_fly)
 
@@ -230,7 +231,7 @@ class QueryPipeline:
             part = self.runner.cross(*rows_q, reps[idx, :w], mask[idx, :w])
             for name, value in part.items():
                 if name not in out:
-                    tail = (value.shape[1] + width - w, *value.shape[2:]) if self.task == "qa" else value.shape[1:]
+                    tail = (value.shape[1] + width - w, *value.shape[2:]) if self.task == Task.QA else value.shape[1:]
                     out[name] = np.full((len(lengths), *tail), np.finfo(value.dtype).min, value.dtype)
                 out[name][idx, : value.shape[1]] = value
         return out
@@ -274,7 +275,7 @@ class QueryPipeline:
 
     def _row_candidate(self, out: dict[str, np.ndarray], row: int, first: int, cached: CachedWindows, pid: str, retrieval: float | None) -> Candidate:
         """One window's candidate; `first` is the output slot of the window's first token."""
-        if self.task == "pair":
+        if self.task == Task.PAIR:
             logits = out["logits"][row].astype(np.float64)
             logp = logits - np.log(np.exp(logits - logits.max()).sum()) - logits.max()
             label = self.labels[int(logits.argmax())] if self.labels else str(int(logits.argmax()))

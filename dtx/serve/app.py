@@ -43,6 +43,7 @@ from dtx.serve.batcher import Batcher, MicroBatcher
 from dtx.serve.limits import BodyLimit, Limits, TooLarge, window_tokens
 from dtx.serve.metrics import Metrics
 from dtx.store.passage_store import CachedWindows, MissingPassages, NothingToSearch, StoreError
+from dtx.task import Task
 
 PAGE = (resources.files("dtx.serve") / "page.html").read_text(encoding="utf-8")
 INLINE = "\x00inline:"  # internal id prefix of documents sent as text (no store id can start with NUL)
@@ -340,7 +341,7 @@ def create_app(pipe: QueryPipeline, make_batcher: Callable[[Service], Batcher], 
     @app.post("/v1/answer")
     async def answer(req: AnswerRequest, request: Request) -> dict:
         """QA: the best span of each passage (character offsets into it), best passage first."""
-        if pipe.task != "qa":
+        if pipe.task != Task.QA:
             raise DtxError("this model is a pair classifier, not a QA reader; use /v1/rerank")
         result, item = await run(request, req.question, req.documents, req.top_k)
         rows = []
