@@ -58,6 +58,12 @@ def test_a_body_past_the_limit_is_413_before_it_is_parsed(served, limits):
     assert get(url + "/health")[0] == 200
 
 
+def test_a_client_that_sends_a_whole_oversized_body_before_reading_gets_the_413(served, limits):
+    """8 MB written before the answer is read (what urllib does): the server drains it, so no broken pipe."""
+    status, body = post(served[0] + "/v1/rerank", json.dumps({"query": "river", "documents": ["river " * (4 * limits["max_body_bytes"] // 6)]}).encode())
+    assert status == 413 and "at most" in body["error"]
+
+
 @pytest.mark.parametrize(
     "make,needle",
     [

@@ -25,6 +25,11 @@ from dataclasses import asdict, dataclass
 from dtx.errors import DtxError
 from dtx.model.segments import PairSegmenter
 
+# A refused body is still read (and dropped) up to this many bytes before the 413 is sent: a client
+# that writes its whole body before reading, as most do, would otherwise meet a closed connection
+# (a broken pipe) instead of the answer. Past it the connection is closed after the 413.
+DRAIN_BYTES = 64 * 2**20
+
 # Characters per token the character budgets allow: a generous bound on ordinary text (English
 # averages 4-5 characters a token under WordPiece), so a text's first N tokens lie in its first
 # 16 x N characters unless its tokens are unusually long.
@@ -98,7 +103,8 @@ class BodyLimit:
     whether Content-Length says so or the bytes show it as they arrive (chunked, or a lying header).
 
     The body is read here, bounded, and replayed to the app; later `receive` calls go to the server's
-    own, so the app still hears the client disconnect.
+    own, so the app still hears the client disconnect. A refused body is drained (up to DRAIN_BYTES,
+    nothing kept) so that its client reads the 413.
     """
 
     def __init__(self, app, max_bytes: int) -> None:
@@ -109,7 +115,7 @@ class BodyLimit:
             return await self.app(scope, receive, send)
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            return await self._refuse(send, f"{int(declared):,} bytes")
+            return await self._refuse(receive, send, f"{int(declared):,} bytes")
         chunks, size, more = [], 0, True
         while more:
             message = await receive()
@@ -117,9 +123,9 @@ class BodyLimit:
                 return
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
-            if size > self.max_bytes:
-                return await self._refuse(send, f"over {self.max_bytes:,} bytes")
             more = message.get("more_body", False)
+            if size > self.max_bytes:
+                return await self._refuse(receive, send, f"over {self.max_bytes:,} bytes", drained=size if more else None)
         body, replayed = b"".join(chunks), False
 
         async def replay():
@@ -131,7 +137,13 @@ class BodyLimit:
 
         await self.app(scope, replay, send)
 
-    async def _refuse(self, send, size: str) -> None:
+    async def _refuse(self, receive, send, size: str, drained: int | None = 0) -> None:
+        """The 413, after reading the rest of the body (`drained`: bytes read so far; None: all of it)."""
+        while drained is not None and drained <= DRAIN_BYTES:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            drained = drained + len(message.get("body", b"")) if message.get("more_body", False) else None
         body = error_body(f"request body of {size}; at most {self.max_bytes:,} bytes: send fewer or shorter documents, or split the request")
         await send({"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), (b"connection", b"close")]})
         await send({"type": "http.response.body", "body": body})
