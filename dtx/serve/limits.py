@@ -94,10 +94,6 @@ def window_tokens(segmenter: PairSegmenter, texts: list[str]) -> int:
     return total
 
 
-def error_body(message: str) -> bytes:
-    return json.dumps({"error": message}).encode()
-
-
 class BodyLimit:
     """ASGI middleware: a request body past `max_bytes` is answered 413 before the app reads or parses it,
     whether Content-Length says so or the bytes show it as they arrive (chunked, or a lying header).
@@ -144,6 +140,6 @@ class BodyLimit:
             if message["type"] == "http.disconnect":
                 return
             drained = drained + len(message.get("body", b"")) if message.get("more_body", False) else None
-        body = error_body(f"request body of {size}; at most {self.max_bytes:,} bytes: send fewer or shorter documents, or split the request")
+        body = json.dumps({"error": f"request body of {size}; at most {self.max_bytes:,} bytes: send fewer or shorter documents, or split the request"}).encode()
         await send({"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), (b"connection", b"close")]})
         await send({"type": "http.response.body", "body": body})
