@@ -757,7 +757,7 @@ def serve(store, engine_dir, host, port, max_batch_pairs, max_wait_ms, threads, 
     pipe = QueryPipeline.open(store, engine_dir, threads=threads)
     if pipe.store is not None:
         pipe.store.probe()  # a missing data file or index: one line now, not a failure on every request
-    pairs, wait = default_batching(pipe.runner.manifest.device)
+    pairs, wait = default_batching(pipe.engine.device)
     max_batch_pairs, max_wait_ms = max_batch_pairs or pairs, wait if max_wait_ms is None else max_wait_ms
     where = f"Ray Serve ({replicas} replica{'s' * (replicas > 1)})" if ray_address else "uvicorn"
     click.echo(f"serving {store or 'inline documents'} ({pipe.task}) on http://{host}:{port} with {where}, cross calls of up to {max_batch_pairs} pairs waiting up to {max_wait_ms:g} ms (OpenAPI: /docs)")

@@ -177,8 +177,8 @@ def int8_drift(runner, export: Path, args) -> dict:
 
 
 def load_runner(export: Path, args):
-    """(runner, engine manifest summary) for this mode: every torch mode shares the one torch engine of its precision."""
-    from dtx.engines import load_engine
+    """(engine handle, engine manifest summary) for this mode: every torch mode shares the one torch engine of its precision."""
+    from dtx.engines import Engine, open_engine
     from dtx.engines.manifest import read_engine_manifest
     from dtx.engines.torch_backend import TorchRunner
 
@@ -186,11 +186,10 @@ def load_runner(export: Path, args):
     manifest = read_engine_manifest(engine)
     info = {"engine": engine.name, "verification": verification_summary(manifest.verification), "build_seconds": manifest.reports.get("build_seconds")}
     if args.mode in ("graphs", "aoti"):
-        return load_engine(engine), info
+        return open_engine(engine), info
     graphs = args.mode == "int8" and args.device == "cuda"  # int8 is timed with CUDA graphs, as fp16 is in step 1
     s = manifest.served
     runner = TorchRunner(manifest.checkpoint.path, dict(manifest.outputs), args.device, args.precision, cuda_graphs=graphs)
-    runner.manifest = manifest
     if args.mode == "int8":
         import torch
 
@@ -200,7 +199,7 @@ def load_runner(export: Path, args):
         info["verification"] = int8_drift(runner, export, args)
         if graphs:
             runner.warm_up(s.candidates, s.seq_q, s.seq_p)
-    return runner, info
+    return Engine(manifest, runner=runner), info
 
 
 def run_step(args) -> dict:

@@ -78,22 +78,24 @@ def random_store(cfg: GatherConfig, rep_dim: int, progress: bool = True) -> Pass
     return store
 
 
-def time_gather(cfg: GatherConfig, engine_dir: Path, threads: int | None = None, progress: bool = True) -> dict:
-    """Fetch and decoupled-query latencies over `cfg.runs` queries, interleaved."""
-    from dtx.engines import load_engine
-    from dtx.engines.manifest import read_engine_export
+def time_gather(cfg: GatherConfig, engine, threads: int | None = None, progress: bool = True) -> dict:
+    """Fetch and decoupled-query latencies over `cfg.runs` queries, interleaved (`engine`: an opened `Engine`, or its directory)."""
+    from dtx.engines import Engine, open_engine
 
     cfg.check()
-    export = read_engine_export(engine_dir)
+    if not isinstance(engine, Engine):
+        engine = open_engine(engine, threads=threads)
+    export = engine.export
     window = export.decoupling.max_passage_len
     if cfg.seq_p > window:
         raise DtxError(f"--seq-p {cfg.seq_p} is longer than the engine's passage window ({window} tokens); pass at most {window}")
     store = random_store(cfg, export.rep_dim, progress)
-    seg = export.segmenter()
+    seg = engine.segmenter
     n = store.dataset.count_rows()
     rng = np.random.default_rng(cfg.seed + 1)
     fetch, query = [], []
-    with load_engine(engine_dir, threads=threads) as runner:
+    with engine:
+        runner = engine.runner
         for i in tqdm(range(cfg.warmup + cfg.runs), desc="gather + query", unit="query", disable=not progress):
             ids = [f"r{j}" for j in rng.choice(n, cfg.candidates, replace=False)]
             t = time.perf_counter()
@@ -115,7 +117,7 @@ def time_gather(cfg: GatherConfig, engine_dir: Path, threads: int | None = None,
         "rep_dim": export.rep_dim,
         "seq_p": cfg.seq_p,
         "candidates": cfg.candidates,
-        "engine": str(engine_dir),
+        "engine": str(engine.path),
         "fetch": f.to_dict(),
         "decoupled_query": q.to_dict(),
         "fetch_over_query_p50": f.p50 / q.p50,

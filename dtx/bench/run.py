@@ -12,7 +12,7 @@ from dtx.bench.prepare import bench_question_window, bench_source, check_split, 
 from dtx.bench.stats import Latency, gflops_per_second, speedup
 from dtx.bench.workload import QueryWorkload, Shape
 from dtx.cost import EncoderShape, query_cost
-from dtx.engines import load_engine
+from dtx.engines import Engine, open_engine
 from dtx.engines.build import BuildOptions
 from dtx.errors import ConfigError
 from dtx.engines.manifest import EngineManifest
@@ -91,13 +91,13 @@ def run_bench(cfg: BenchConfig, progress: bool = True) -> dict:
             for split in splits:
                 ready = prepare(cfg.target, cfg.arch, split, cfg.compress, opts, cfg.seq_q, Path(tmp), progress, cfg.fp32_baseline)
                 report["source"] = ready.source
-                runner = load_engine(ready.engine_dir, threads=cfg.threads)  # once per split: loading hashes every file
-                baseline = load_engine(ready.baseline_dir, threads=cfg.threads) if ready.baseline_dir else None
+                engine = open_engine(ready.engine_dir, threads=cfg.threads)  # once per split: opening hashes every file
+                baseline = open_engine(ready.baseline_dir, threads=cfg.threads).runner if ready.baseline_dir else None
                 try:
                     for k in cfg.candidates:
-                        report["rows"].append(measure(cfg, runner, baseline, k, progress))
+                        report["rows"].append(measure(cfg, engine, baseline, k, progress))
                 finally:
-                    runner.close()
+                    engine.close()
                     if baseline is not None:
                         baseline.close()
         except KeyboardInterrupt:
@@ -105,10 +105,10 @@ def run_bench(cfg: BenchConfig, progress: bool = True) -> dict:
     return report
 
 
-def measure(cfg: BenchConfig, runner, baseline, k: int, progress: bool) -> dict:
-    """One (split, K) configuration: `baseline` is the fp32 engine when `runner` is not fp32."""
-    m = runner.manifest
-    work = QueryWorkload(runner, m.export.segmenter(), Shape(cfg.seq_q, cfg.seq_p, k), seed=cfg.seed)
+def measure(cfg: BenchConfig, engine: Engine, baseline, k: int, progress: bool) -> dict:
+    """One (split, K) configuration: `baseline` is the fp32 engine's runner when `engine` is not fp32."""
+    m = engine.manifest
+    work = QueryWorkload(engine.runner, engine.segmenter, Shape(cfg.seq_q, cfg.seq_p, k), seed=cfg.seed)
     index_seconds = work.index()
     dec, cpl, cpl32 = Latency([]), Latency([]), Latency([])
     row = {"split": m.decoupling.split, "candidates": k}

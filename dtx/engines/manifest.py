@@ -78,14 +78,6 @@ class EngineManifest:
     def graph_path(self, graph: str) -> Path:
         return self.path / self.graphs[graph]
 
-    @property
-    def input_identity(self) -> str:
-        """What makes this engine's input component what it is: its input graph's sha256, or the checkpoint's
-        weights for the torch backend (which runs the checkpoint); a store records it to refuse another engine."""
-        if self.backend == "torch":
-            return self.checkpoint.weights_sha256
-        return self.files.get(self.graphs["input"], "")
-
     @classmethod
     def from_dict(cls, path: Path, data: dict, export: ExportManifest) -> "EngineManifest":
         where = path / ENGINE_FILE

@@ -25,7 +25,7 @@ from dtx.task import Task
 def open_model(path: str | Path, threads: int | None = None):
     """(runner, segmenter, task, labels, kind) for a checkpoint, export or engine directory."""
     from dtx.artifacts import target_kind
-    from dtx.engines import load_engine
+    from dtx.engines import open_engine
     from dtx.export.manifest import read_manifest
     from dtx.export.spec import GRAPHS, graph_specs
 
@@ -47,8 +47,8 @@ def open_model(path: str | Path, threads: int | None = None):
         manifest = read_manifest(path)
         runner = OrtRunner({g: manifest.path / manifest.graphs[g].file for g in GRAPHS}, manifest.outputs, threads=threads)
     else:
-        runner = load_engine(path, threads=threads)
-        manifest = runner.manifest.export
+        engine = open_engine(path, threads=threads)
+        runner, manifest = engine.runner, engine.export
     if manifest.task == Task.PAIR and not manifest.labels:
         raise DtxError(f"{path} was exported before dtx recorded label names; re-run `dtx export` (and `dtx build-engine`)")
     return runner, manifest.segmenter(), manifest.task, manifest.labels, kind
@@ -66,10 +66,34 @@ def select(pairs: list[Pair], split: str, limit: int | None, seed: int = 0) -> l
     return chosen
 
 
-def evaluate_model(path: str | Path, data: str | Path, split: str = "dev", limit: int | None = 1000, batch_size: int = 32, threads: int | None = None, progress: bool = True) -> dict:
+class EvalReport(dict):
+    """`evaluate_model`'s report: a JSON-able dict (model, kind, task, teacher, student, agreement, ...) with its table."""
+
+    HEADERS = ("metric", "teacher", "student", "student / teacher")
+
+    def metrics(self) -> list[str]:
+        """The task's metrics, in the order the table lists them."""
+        return ["exact", "f1", "HasAns_exact", "HasAns_f1", "NoAns_exact", "NoAns_f1"] if self["task"] == Task.QA else ["accuracy", "macro_f1", "mrr@10"]
+
+    def rows(self) -> list[list]:
+        """(metric, teacher, student, student / teacher) for each metric the report holds."""
+        rows = []
+        for k in self.metrics():
+            if k in self["teacher"]:
+                t, s = self["teacher"][k], self["student"][k]
+                rows.append([k, round(t, 4), round(s, 4), f"{100 * s / t:.1f}%" if t else "-"])
+        return rows
+
+    @property
+    def prediction(self) -> str:
+        """What student and teacher agree on: an answer (QA) or a label (pair)."""
+        return "answer" if self["task"] == Task.QA else "label"
+
+
+def evaluate_model(path: str | Path, data: str | Path, split: str = "dev", limit: int | None = 1000, batch_size: int = 32, threads: int | None = None, progress: bool = True) -> EvalReport:
     runner, seg, task, labels, kind = open_model(path, threads)
     pairs = select(read_pairs(data), split, limit)
-    report = {"model": str(path), "kind": kind, "task": task, "data": str(data), "split": split, "examples": len(pairs)}
+    report = EvalReport(model=str(path), kind=kind, task=task, data=str(data), split=split, examples=len(pairs))
     with runner:
         if task == Task.QA:
             report.update(_qa(runner, seg, pairs, data, batch_size, progress))

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+from dtx.engines import Engine
 from dtx.errors import DtxError
 from dtx.eval.metrics import positive_index
-from dtx.export.manifest import ExportManifest
 from dtx.model.decode import best_span
 from dtx.model.segments import Batch, Segment
 from dtx.store.passage_store import CachedWindows, PassageStore, StoreInfo
@@ -60,23 +60,23 @@ class QueryPipeline:
     """A store plus the engine that reads it (checked to come from the same export); without a store,
     the engine alone scores passages given inline (`inline`, `score_many`)."""
 
-    def __init__(self, store: PassageStore | None, runner, segmenter, export: ExportManifest, label: str | None = None, length_buckets: int | None = None) -> None:
+    def __init__(self, store: PassageStore | None, engine: Engine, label: str | None = None, length_buckets: int | None = None) -> None:
         self.store = store
-        self.runner = runner
+        self.engine = engine
         # cross calls per scored set, by window length: 3 on a CPU engine (measured fastest of 1-3), 1
         # elsewhere (not measured: an accelerator's per-call cost and captured shapes may favour one call)
-        self.length_buckets = length_buckets or (3 if runner.manifest.device == "cpu" else 1)
-        self.call_tokens = CPU_CALL_TOKENS if runner.manifest.device == "cpu" else None
-        self.segmenter = segmenter
-        self.task = export.task
-        self.labels = export.labels
+        self.length_buckets = length_buckets or (3 if engine.device == "cpu" else 1)
+        self.call_tokens = CPU_CALL_TOKENS if engine.device == "cpu" else None
+        self.segmenter = engine.segmenter
+        self.task = engine.task
+        self.labels = engine.export.labels
         if label is not None and self.task != Task.PAIR:
             raise DtxError(f"--label {label!r} chooses a class of a pair classifier; the model here is a QA reader (it answers, it has no labels): drop --label")
         self.positive = positive_index(self.labels, label) if self.task == Task.PAIR else None
 
     @classmethod
     def open(cls, store_uri: str | Path | None, engine_dir: str | Path | None = None, threads: int | None = None, label: str | None = None) -> "QueryPipeline":
-        from dtx.engines import load_engine
+        from dtx.engines import open_engine
 
         if engine_dir is not None and not Path(engine_dir).is_dir():  # given, not found: say so (not "the store's engine is gone")
             what = "is not a directory" if Path(engine_dir).exists() else "does not exist"
@@ -87,17 +87,22 @@ class QueryPipeline:
             if store is None:
                 raise DtxError(f"engine {engine_dir} is not a directory; pass --engine ENGINE_DIR")
             raise DtxError(f"the engine that built {store_uri} ({engine_dir or 'unknown'}) is gone; pass --engine ENGINE_DIR built from the same export")
+        engine = open_engine(engine_dir, threads=threads)
         if store is not None:
-            store.require_model(StoreInfo.from_engine(engine_dir, store.info.dtype))
-        runner = load_engine(engine_dir, threads=threads)
+            store.require_model(StoreInfo.from_engine(engine, store.info.dtype))
         try:
-            return cls(store, runner, runner.manifest.export.segmenter(), runner.manifest.export, label)
+            engine.runner  # built now: a backend that cannot load fails here, not on the first query
+            return cls(store, engine, label)
         except BaseException:
-            runner.close()
+            engine.close()
             raise
 
+    @property
+    def runner(self):
+        return self.engine.runner
+
     def close(self) -> None:
-        self.runner.close()
+        self.engine.close()
 
     def __enter__(self) -> "QueryPipeline":
         return self

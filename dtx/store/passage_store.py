@@ -73,24 +73,23 @@ class StoreInfo:
     format_version: int = FORMAT_VERSION
 
     @classmethod
-    def from_engine(cls, engine_dir: str | Path, dtype: str) -> "StoreInfo":
-        from dtx.engines.manifest import read_engine_manifest
-
+    def from_engine(cls, engine, dtype: str) -> "StoreInfo":
+        """What a store indexed by `engine` (an opened `dtx.engines.Engine`) records about it."""
         if dtype not in quantize.DTYPES:
             raise StoreError(f"--dtype {dtype} is not one of {', '.join(quantize.DTYPES)}")
-        engine = read_engine_manifest(engine_dir)
-        d = engine.decoupling
+        m = engine.manifest
+        d = m.decoupling
         return cls(
-            export_id=engine.export_id,
-            input_sha256=engine.export_graphs_sha256["input"],
-            rep_dim=engine.export.rep_dim,
+            export_id=m.export_id,
+            input_sha256=m.export_graphs_sha256["input"],
+            rep_dim=m.export.rep_dim,
             dtype=dtype,
             task=d.task,
             max_passage_len=d.max_passage_len,
             doc_stride=d.doc_stride,
-            engine=str(Path(engine_dir).resolve()),
-            engine_backend=engine.backend,
-            engine_precision=engine.precision,
+            engine=str(Path(engine.path).resolve()),
+            engine_backend=m.backend,
+            engine_precision=m.precision,
             engine_input_sha256=engine.input_identity,
         )
 

@@ -15,24 +15,22 @@ from pathlib import Path
 import numpy as np
 
 from dtx.errors import DtxError
-from dtx.model.segments import PairSegmenter, Segment
+from dtx.model.segments import Segment
 from dtx.store.passage_store import PassageStore
+from dtx.store.windows import Window, commit, encode_windows, split_windows
 
 
 class _EncodeActor:
     """One per Ray worker: loads the engine once and encodes batches of token-id rows."""
 
     def __init__(self, engine_dir: str, threads: int | None) -> None:
-        from dtx.engines import load_engine
+        from dtx.engines import open_engine
 
-        self.runner = load_engine(engine_dir, threads=threads)
-        self.segmenter = self.runner.manifest.export.segmenter()
+        self.engine = open_engine(engine_dir, threads=threads)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from dtx.store.indexer import encode_windows, Window
-
         windows = [Window(None, 0, Segment(list(ids), list(types), [])) for ids, types in zip(batch["input_ids"], batch["token_type_ids"])]
-        reps = encode_windows(self.runner, self.segmenter, windows)
+        reps = encode_windows(self.engine.runner, self.engine.segmenter, windows)
         return {"row": batch["row"], "rep": np.array([r.astype(np.float32).tobytes() for r in reps], dtype=object)}
 
 
@@ -52,25 +50,21 @@ def connect_ray(address: str | None):
     return ray
 
 
-def index_with_ray(todo, engine_dir: str | Path, store: PassageStore, segmenter: PairSegmenter, batch: int, chunk: int, address: str | None, threads: int | None, bar) -> int:
-    """Encode `todo` passages on Ray, commit them to `store`; returns the number of windows."""
-    from dtx.engines.manifest import read_engine_manifest
-    from dtx.store.indexer import commit, split_windows
-
+def index_with_ray(todo, engine, store: PassageStore, batch: int, chunk: int, address: str | None, threads: int | None, bar) -> int:
+    """Encode `todo` passages on Ray with `engine` (an opened `Engine`: each actor opens its directory), commit them to `store`; returns the number of windows."""
     ray = connect_ray(address)
-    windows = sorted(split_windows(todo, segmenter), key=lambda w: len(w.segment))
+    windows = sorted(split_windows(todo, engine.segmenter), key=lambda w: len(w.segment))
     if not windows:
         return 0
-    engine = read_engine_manifest(engine_dir)
     gpus = int(ray.cluster_resources().get("GPU", 0))
-    on_gpu = gpus > 0 and (engine.backend == "trt" or engine.device == "cuda")
+    on_gpu = gpus > 0 and engine.on_gpu
     cpus = int(ray.cluster_resources().get("CPU", 1))
     actors = gpus if on_gpu else max(1, cpus // (threads or 1))
     rows = [{"row": i, "input_ids": w.segment.input_ids, "token_type_ids": w.segment.token_type_ids} for i, w in enumerate(windows)]
     ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows) // batch, 4 * actors)))
     encoded = ds.map_batches(
         _EncodeActor,
-        fn_constructor_kwargs={"engine_dir": str(Path(engine_dir).resolve()), "threads": threads or 1},
+        fn_constructor_kwargs={"engine_dir": str(Path(engine.path).resolve()), "threads": threads or 1},
         batch_size=batch,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=actors),
@@ -90,13 +84,13 @@ def index_with_ray(todo, engine_dir: str | Path, store: PassageStore, segmenter:
             if remaining[w.passage.id] == 0:
                 ready.append(w.passage.id)
         if len(ready) >= chunk:
-            _commit_ready(store, windows, reps, set(ready), commit, bar)
+            _commit_ready(store, windows, reps, set(ready), bar)
             ready = []
-    _commit_ready(store, windows, reps, set(ready), commit, bar)
+    _commit_ready(store, windows, reps, set(ready), bar)
     return len(windows)
 
 
-def _commit_ready(store, windows, reps, ready: set[str], commit, bar) -> None:
+def _commit_ready(store, windows, reps, ready: set[str], bar) -> None:
     if not ready:
         return
     rows = sorted((i for i in reps if windows[i].passage.id in ready), key=lambda i: (windows[i].passage.id, windows[i].index))

@@ -26,6 +26,7 @@ from dtx.cost import EncoderShape, cache_bytes, query_cost
 from dtx.report import save_figure
 from dtx.errors import ConfigError
 from dtx.model.checkpoint import META_FILE, read_meta
+from dtx.task import Task
 from dtx.train.config import DistillConfig
 from dtx.train.distill import distill
 from dtx.train.loop import device_name, train_device
@@ -59,7 +60,7 @@ def _variant(cfg: DistillConfig, name: str) -> DistillConfig:
 
 def headline(task: str) -> str:
     """The metric a row is judged by: F1 for QA, accuracy for pair tasks."""
-    return "f1" if task == "qa" else "accuracy"
+    return "f1" if task == Task.QA else "accuracy"
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,48 @@
+"""Backends and tasks are chosen by objects, not by spelling their names.
+
+A backend is one object in dtx/engines/backends.py (check, compile, load, describe), a task is the
+`Task` enum in dtx/task.py; anywhere else, comparing a string against "ort" or "qa" is a new place a
+new backend or task would have to be taught - the grep below refuses it.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import dtx
+
+NAMES = r"(?:qa|pair|ort|trt|torch|aoti)"
+COMPARISON = re.compile(
+    rf"""(?:==|!=)\s*["']{NAMES}["']"""  # x == "ort"
+    rf"""|["']{NAMES}["']\s*(?:==|!=)"""  # "ort" == x
+    rf"""|\bin\s*[(\[{{]\s*(?:["']\w+["']\s*,\s*)*["']{NAMES}["']"""  # x in ("torch", "aoti")
+)
+OWNERS = {"task.py", "engines/backends.py"}  # the enum and the registry: where the names are parsed
+# Files another change was editing when the registry landed: each is a one-token change to Task or to the
+# registry (tracked in issue 23); delete an entry once its file is converted.
+PENDING = {"engines/build.py", "train/config.py", "train/distill.py"}
+
+
+def _comparisons(root: Path) -> list[str]:
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root).as_posix()
+        if rel in OWNERS or rel in PENDING:
+            continue
+        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if COMPARISON.search(line.split("#", 1)[0]):
+                found.append(f"dtx/{rel}:{i}: {line.strip()[:120]}")
+    return found
+
+
+def test_no_string_comparison_of_a_backend_or_task_name():
+    found = _comparisons(Path(dtx.__file__).parent)
+    assert not found, "compare Task members or ask the backend registry instead:\n" + "\n".join(found)
+
+
+def test_the_grep_sees_each_form(tmp_path):
+    bad = ['if b == "ort":', "if 'qa' != task:", 'x = b in ("torch", "aoti")', 'ok = k in ["trt"]', 'y = t == "pair" and z']
+    good = ['if task == Task.QA:', 'name = "ort"', 'logging.getLogger("torch")', 'if b in BACKENDS:', '# if b == "ort" in a comment']
+    (tmp_path / "m.py").write_text("\n".join(bad + good) + "\n")
+    assert len(_comparisons(tmp_path)) == len(bad)
