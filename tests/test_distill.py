@@ -67,3 +67,39 @@ def test_labels_only_ablation_and_label_check(pair_setup, tmp_path):
     bad.write_text(json.dumps({"question": "a", "passage": "b c", "label": "Maybe"}))
     with pytest.raises(DtxError, match="does not know"):
         distill(ckpt_dir, bad, DistillConfig(), tmp_path / "x", progress=False)
+
+
+def test_qat_phase_trains_for_int8_and_build_engine_honours_it(pair_setup, tmp_path, monkeypatch):
+    """--qat-epochs: a last phase runs the KD loss with the engine's INT8 MatMuls swapped in, is scored as the engine
+    would run it, records its scheme in the checkpoint, the export carries it, and build-engine --int8 builds it."""
+    from dtx.engines.build import BuildOptions, prepare
+    from dtx.export.exporter import export_checkpoint
+    from dtx.model.checkpoint import read_meta
+
+    ckpt_dir, data = pair_setup
+    swapped = []
+    real = distill_mod.fake_quantized
+
+    def spy(model, scheme):
+        swapped.append(scheme.name)
+        return real(model, scheme)
+
+    monkeypatch.setattr(distill_mod, "fake_quantized", spy)
+    cfg = DistillConfig(epochs=1, phase1_epochs=0, qat_epochs=1, qat_scheme="per-tensor-uint8", batch_size=16, dev_limit=8)
+    before = load_checkpoint(ckpt_dir).model.state_dict()
+    r = distill(ckpt_dir, data, cfg, tmp_path / "qat", progress=False)
+    assert swapped == ["per-tensor-uint8"]
+    qat = [h for h in r["history"] if h["phase"] == "qat"]
+    assert len(qat) == 1 and qat[0]["loss"]["kl"] > 0 and "dev" in qat[0]
+    assert r["qat"]["scheme"]["name"] == "per-tensor-uint8" and r["qat"]["before"]["student"] and r["qat"]["after"] == qat[0]["dev"]
+    meta = read_meta(tmp_path / "qat")
+    assert meta.int8_training == {"scheme": r["qat"]["scheme"], "epochs": 1, "lr": cfg.qat_lr}
+    after = load_checkpoint(tmp_path / "qat").model.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+
+    export_checkpoint(tmp_path / "qat", tmp_path / "onnx", progress=False)
+    plan = prepare(tmp_path / "onnx", tmp_path / "int8", BuildOptions(precision="int8"))  # what build_engine builds from
+    assert plan.scheme.name == "per-tensor-uint8" and plan.scheme_from == "checkpoint" and plan.opts.int8_keep_float == 0
+    assert plan.export.checkpoint.int8_training == meta.int8_training
+    override = prepare(tmp_path / "onnx", tmp_path / "int8", BuildOptions(precision="int8", int8_scheme="per-channel-uint8"))
+    assert override.scheme.name == "per-channel-uint8" and override.scheme_from == "--int8-scheme"

@@ -22,10 +22,12 @@ def nvidia_driver() -> str | None:
 
 
 def machine_info(device: str = "cpu") -> dict:
-    """Platform, CPU, torch; on CUDA also the card's name, compute capability, memory, driver and CUDA runtime."""
+    """Platform, CPU (model and integer ISA), torch; on CUDA also the card's name, compute capability, memory, driver and CUDA runtime."""
     import torch
 
-    info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "torch": torch.__version__}
+    from dtx.engines.cpu import cpu_info
+
+    info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(), "cpu": cpu_info(), "cpus": os.cpu_count(), "torch": torch.__version__}
     if device == "cuda":
         if not torch.cuda.is_available():
             return info | {"gpu": None}

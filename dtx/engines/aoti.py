@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dtx.engines.cpu import vector_isa
 from dtx.engines.manifest import EngineError
 from dtx.engines.runner import Runner
 from dtx.export.spec import COUPLED, CROSS, INPUT
@@ -30,24 +31,12 @@ PRECISIONS = ("fp32", "fp16")
 FLOAT_INPUTS = ("q_hidden", "p_hidden")  # cast to the package's dtype on the way in
 
 
-def _cpu_isa() -> str:
-    """The widest x86 vector ISA this CPU has (what Inductor's generated C++ is vectorised for)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split("flags", 1)[1].split("\n", 1)[0].split()
-    except (OSError, IndexError):
-        return "unknown"
-    for isa in ("avx512f", "avx2", "sse4_2"):
-        if isa in flags:
-            return isa
-    return "baseline"
-
-
 def device_signature(device: str) -> dict:
     """What a package compiled here runs on: a package is refused on a machine whose signature differs."""
     if device == "cuda":
         major, minor = torch.cuda.get_device_capability()
         return {"device": "cuda", "gpu": torch.cuda.get_device_name(), "compute_capability": f"{major}.{minor}", "torch": torch.__version__}
-    return {"device": "cpu", "machine": platform.machine(), "isa": _cpu_isa(), "torch": torch.__version__}
+    return {"device": "cpu", "machine": platform.machine(), "isa": vector_isa(), "torch": torch.__version__}
 
 
 def check_signature(recorded: dict, engine_dir: Path) -> None:

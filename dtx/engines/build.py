@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from dtx.atomic import atomic_dir, check_output, sha256_file, write_json
 from dtx.engines.calibration import graph_feeds, load_batches
+from dtx.engines.cpu import cpu_info
 from dtx.engines.drift import measure_drift
 from dtx.engines.manifest import ENGINE, ENGINE_FILE, EXPORT_COPY, FORMAT_VERSION, KIND, EngineError, EngineManifest, read_engine_manifest
 from dtx.engines.runner import OrtRunner
@@ -28,6 +29,7 @@ from dtx.export.manifest import MANIFEST_FILE, TOKENIZER_DIR, ExportManifest, pr
 from dtx.export.parity import FP32_TOLERANCE, compare
 from dtx.export.spec import GRAPHS, graph_specs
 from dtx.model.config import DecoupleConfig
+from dtx.model.int8 import DEFAULT_SCHEME, Int8Scheme
 from dtx.model.samples import random_pairs
 
 
@@ -40,6 +42,7 @@ class BuildOptions:
     calib: str | None = None  # pairs file for INT8 calibration and drift (JSONL / TSV / BIG-bench)
     calib_pairs: int = 256  # pairs used to calibrate
     int8_keep_float: int = 0  # dynamic INT8: also keep this many of each graph's most sensitive MatMuls in float32
+    int8_scheme: str | None = None  # dynamic INT8 scheme (dtx.model.int8); None: the one the checkpoint was trained for, else the default
     drift_pairs: int = 500  # real pairs on which drift is measured
     threads: int | None = None  # ORT intra-op threads recorded for runners (None = ORT default)
     device: str = "cpu"  # cpu | cuda
@@ -79,11 +82,15 @@ def validate(opts: BuildOptions) -> BuildOptions:
         raise EngineError("TensorRT runs INT8 only from a Q/DQ graph; drop --int8-mode or use --int8-mode qdq")
     if opts.backend in ("torch", "aoti") and opts.precision == "int8":
         raise EngineError(f"the {opts.backend} backend has no int8 path; use --backend ort --int8")
+    if opts.int8_scheme is not None:
+        if opts.precision != "int8" or mode != "dynamic":
+            raise EngineError("--int8-scheme chooses how dynamic INT8 quantizes; pass it with --int8 (dynamic mode) only")
+        Int8Scheme.parse(opts.int8_scheme)
     opts.int8_mode = mode if opts.precision == "int8" else None
     return opts
 
 
-def _prepare_graph(src: Path, dst: Path, opts: BuildOptions, feeds: list[dict] | None) -> tuple[dict[str, int], list[str]]:
+def _prepare_graph(src: Path, dst: Path, opts: BuildOptions, feeds: list[dict] | None, scheme: Int8Scheme | None) -> tuple[dict[str, int], list[str]]:
     """Write the ONNX this backend/precision runs; returns its fused/quantized op counts and the MatMuls INT8 left in float."""
     kept: list[str] = []
     if opts.precision == "fp32" and opts.backend == "ort":
@@ -97,9 +104,9 @@ def _prepare_graph(src: Path, dst: Path, opts: BuildOptions, feeds: list[dict] |
         fuse_for_ort(src, fused)
         worst: list[str] = []
         if opts.int8_keep_float:
-            cost = matmul_sensitivity(fused, (feeds or [])[:16], dst.parent)
+            cost = matmul_sensitivity(fused, (feeds or [])[:16], dst.parent, scheme)
             worst = sorted(cost, key=cost.get, reverse=True)[: opts.int8_keep_float]
-        kept = quantize_dynamic_int8(fused, dst, worst)
+        kept = quantize_dynamic_int8(fused, dst, worst, scheme)
         fused.unlink()
     else:
         kept = quantize_qdq_int8(src, dst, feeds or [])
@@ -116,6 +123,8 @@ class BuildPlan:
     segmenter: object
     reference: OrtRunner  # the export's own fp32 graphs: what every engine is verified against
     calib_feeds: dict | None  # per-graph feeds for Q/DQ calibration or --int8-keep-float
+    scheme: Int8Scheme | None  # dynamic INT8 only: how its MatMuls are quantized
+    scheme_from: str | None  # why that scheme: "--int8-scheme", "checkpoint" (trained for it) or "default"
 
 
 @dataclass
@@ -178,7 +187,21 @@ def prepare(export_dir: str | Path, out_dir: str | Path, opts: BuildOptions) -> 
     calib_feeds = None
     if opts.precision == "int8" and (opts.int8_mode == "qdq" or opts.int8_keep_float):
         calib_feeds = graph_feeds(load_batches(opts.calib, seg, opts.calib_pairs, seed=1), reference.encode)
-    return BuildPlan(export, out_dir, opts, seg, reference, calib_feeds)
+    scheme, scheme_from = int8_scheme(opts, export)
+    return BuildPlan(export, out_dir, opts, seg, reference, calib_feeds, scheme, scheme_from)
+
+
+def int8_scheme(opts: BuildOptions, export: ExportManifest) -> tuple[Int8Scheme | None, str | None]:
+    """The dynamic INT8 scheme and why: --int8-scheme, else the scheme a QAT checkpoint was trained for (what its
+    weights were optimised under, so nothing needs keeping in float), else the default."""
+    if opts.precision != "int8" or opts.int8_mode != "dynamic":
+        return None, None
+    if opts.int8_scheme is not None:
+        return Int8Scheme.parse(opts.int8_scheme), "--int8-scheme"
+    trained = export.checkpoint.int8_training
+    if trained:
+        return Int8Scheme.parse(trained["scheme"]["name"]), "checkpoint"
+    return DEFAULT_SCHEME, "default"
 
 
 def compile_engine(plan: BuildPlan, tmp: Path, progress: bool) -> Compiled:
@@ -196,7 +219,7 @@ def compile_engine(plan: BuildPlan, tmp: Path, progress: bool) -> Compiled:
     specs = graph_specs(export.task, export.rep_dim, export.decoupling.num_labels)
     for graph in tqdm(GRAPHS, desc=f"build {opts.backend} {opts.precision}", unit="graph", disable=not progress):
         dst = tmp / f"{graph}.onnx"
-        out.fused_ops[graph], out.kept_float[graph] = _prepare_graph(export.path / export.graphs[graph].file, dst, opts, plan.calib_feeds[graph] if plan.calib_feeds else None)
+        out.fused_ops[graph], out.kept_float[graph] = _prepare_graph(export.path / export.graphs[graph].file, dst, opts, plan.calib_feeds[graph] if plan.calib_feeds else None, plan.scheme)
         out.graphs[graph] = dst.name
         if opts.backend == "trt":
             from dtx.engines.tensorrt import TIMING_CACHE, ServeShape, build_plan, device_signature
@@ -236,10 +259,12 @@ def _engine_json(plan: BuildPlan, compiled: Compiled, tmp: Path) -> dict:
         "export": {"path": str(export.path.resolve()), "export_id": export.export_id, "graphs_sha256": {g: export.graph_sha256(g) for g in GRAPHS}},
         "fused_ops": compiled.fused_ops,
         "int8_float_matmuls": compiled.kept_float if opts.precision == "int8" else None,
+        "int8_scheme": {**plan.scheme.to_dict(), "from": plan.scheme_from} if plan.scheme else None,
+        "trained_for_int8": export.checkpoint.int8_training,
         "tensorrt": compiled.backend_info if opts.backend == "trt" else None,
         "aoti": compiled.backend_info if opts.backend == "aoti" else None,
         "producers": producers(),
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine()},
+        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(), "cpu": cpu_info()},
         "files": {p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()},
     }
     if opts.precision == "int8" and opts.int8_mode == "qdq":

@@ -85,7 +85,7 @@ def build_manifest(
         "rep_dim": cfg.rep_dim,
         "model": model_shape(ckpt),
         "opset": opset,
-        "checkpoint": {"path": str(ckpt.path.resolve()), "weights_sha256": ckpt.meta.weights_sha256},
+        "checkpoint": {"path": str(ckpt.path.resolve()), "weights_sha256": ckpt.meta.weights_sha256, "int8_training": ckpt.meta.int8_training},
         "graphs": {g: {"file": s.file, **s.to_dict()} for g, s in specs.items()},
         "files": files,
         "parity": {
@@ -104,10 +104,12 @@ class ExportManifestError(DtxError):
 
 @dataclass(frozen=True)
 class CheckpointRef:
-    """The checkpoint an export was made from: where it was, and the sha256 of its weights."""
+    """The checkpoint an export was made from: where it was, the sha256 of its weights, and the INT8 scheme
+    it was trained for (QAT), which `dtx build-engine --int8` then builds."""
 
     path: Path
     weights_sha256: str
+    int8_training: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -214,7 +216,7 @@ class ExportManifest:
                 labels=tuple(model.get("labels") or ()),
             ),
             opset=need(data, "opset", int),
-            checkpoint=CheckpointRef(Path(need(ckpt, "path", str, "checkpoint.")), need(ckpt, "weights_sha256", str, "checkpoint.")),
+            checkpoint=CheckpointRef(Path(need(ckpt, "path", str, "checkpoint.")), need(ckpt, "weights_sha256", str, "checkpoint."), ckpt.get("int8_training")),
             graphs={g: GraphEntry(need(e, "file", str, f"graphs.{g}."), tuple(need(e, "inputs", list, f"graphs.{g}.")), tuple(need(e, "outputs", list, f"graphs.{g}."))) for g, e in graphs.items()},
             files={rel: FileEntry(need(e, "sha256", str, f"files.{rel}."), need(e, "bytes", int, f"files.{rel}.")) for rel, e in files.items()},
             parity=data.get("parity") or {},

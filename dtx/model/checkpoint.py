@@ -32,6 +32,7 @@ FORMAT_VERSION = 1
 META_FILE = "decoupled.json"
 WEIGHTS_FILE = "model.safetensors"
 TEACHER_DIR = "teacher"
+INT8_TRAINING = "int8_training"  # decoupled.json key `dtx distill --qat-epochs` writes: the INT8 scheme the weights were trained for
 # what `--overwrite` (and distill, writing over its input) may replace: the training state is distill's
 CHECKPOINT = ArtifactKind("checkpoint", META_FILE, (WEIGHTS_FILE, f"{TEACHER_DIR}/*", "train_state.pt"))
 
@@ -83,6 +84,7 @@ class CheckpointMeta:
     teacher_class: str
     dtx_version: str
     source: str | None  # the model it was decoupled from
+    int8_training: Mapping[str, Any] | None  # {"scheme": Int8Scheme.to_dict(), "epochs", "lr"} after QAT, else None
     reports: Mapping[str, Any]  # what made it: the finetune / distill reports, kept as written
 
     @classmethod
@@ -92,7 +94,7 @@ class CheckpointMeta:
             raise CheckpointError(f"{where} has format {data.get('format_version')!r}, this dtx reads {FORMAT_VERSION}; re-create it")
         if not isinstance(data.get("weights_sha256"), str):
             raise CheckpointError(f"{where} records no weights_sha256; re-create the checkpoint")
-        known = {"format_version", "dtx_version", "decoupling", "teacher_class", "weights_sha256", "teacher_sha256", "source"}
+        known = {"format_version", "dtx_version", "decoupling", "teacher_class", "weights_sha256", "teacher_sha256", "source", INT8_TRAINING}
         return cls(
             decoupling=DecoupleConfig.from_dict(data["decoupling"]),
             weights_sha256=data["weights_sha256"],
@@ -100,6 +102,7 @@ class CheckpointMeta:
             teacher_class=str(data.get("teacher_class", "?")),
             dtx_version=str(data.get("dtx_version", "?")),
             source=data.get("source"),
+            int8_training=data.get(INT8_TRAINING),
             reports={k: v for k, v in data.items() if k not in known},
         )
 

@@ -90,9 +90,19 @@ class DistillConfig:
     seed: int = 0
     bf16: bool | None = None  # bf16 autocast (None: where the device computes bf16 natively)
     save_every: float = 600.0  # seconds between mid-epoch checkpoints
+    # Quantization-aware phase after phase 2 (docs/training.md, "INT8"): the KD loss with the MatMuls the INT8
+    # engine quantizes computed as it computes them (dtx.train.fake_quant). Off by default only because no F1
+    # has been measured with it yet; the default is to be chosen by that measurement.
+    qat_epochs: int = 0
+    qat_lr: float = 1e-5  # peak rate of the QAT phase: a tenth of phase 2's, a fine-tuning of a trained student
+    qat_scheme: str = "per-channel-uint8"  # the INT8 scheme trained for (dtx.model.int8.SCHEMES), then built by `dtx build-engine --int8`
 
     def check(self) -> None:
         check_schedule(self.epochs, self.warmup, self.min_epochs)
+        if self.qat_epochs:
+            from dtx.model.int8 import Int8Scheme
+
+            Int8Scheme.parse(self.qat_scheme)
 
 
 def check_schedule(epochs: int, warmup: float, min_epochs: int) -> None:

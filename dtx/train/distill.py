@@ -18,10 +18,16 @@ phase 2 is scored on the held-out passages after every epoch, stops when the sco
 improving and publishes its best epoch. The training state (weights, optimizer, schedule, where
 in the epoch) is written atomically with the checkpoint every epoch and every `save_every`
 seconds; the same command resumes a killed run where it stopped.
+
+With `qat_epochs`, a last phase trains for the INT8 engine: the same loss, with every MatMul the
+engine quantizes computed as ONNX Runtime's dynamic INT8 computes it (dtx.train.fake_quant), at a
+small rate; it is scored under INT8 too (before it starts: what plain INT8 would give), and the
+checkpoint records the scheme, which `dtx build-engine --int8` then builds.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,11 +40,13 @@ from tqdm import tqdm
 from dtx.data.pairs import Pair, read_pairs
 from dtx.data.qa import qa_features
 from dtx.errors import DtxError
-from dtx.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from dtx.model.checkpoint import INT8_TRAINING, Checkpoint, load_checkpoint, save_checkpoint
 from dtx.model.decoupled import additive_mask, layer_states
+from dtx.model.int8 import Int8Scheme
 from dtx.model.segments import PairSegmenter, Segment
 from dtx.model.surgery import build_coupled
 from dtx.train.config import DistillConfig
+from dtx.train.fake_quant import fake_quantized
 from dtx.eval.metrics import pair_metrics
 from dtx.train.loop import (
     EarlyStopping,
@@ -335,12 +343,12 @@ def distill(ckpt_dir: str | Path, data: str | Path, cfg: DistillConfig, out_dir:
     report = state.get("report") or {"config": asdict(cfg), "data": str(data), "history": [], "bf16": s.bf16}
     report["train_pairs"], report["train_examples"], report["dev_pairs"] = len(s.train), len(examples), len(s.dev)
     report["negative_windows"] = s.negatives
-    if s.ckpt.config.compress > 1 and cfg.pca_init and not state:
+    if s.ckpt.config.compress > 1 and cfg.pca_init and not state and (cfg.epochs > 0 or cfg.phase1_epochs > 0):  # never over a student that is not trained here
         sample = examples[: max(cfg.batch_size, 2048)]
         batches = [make_batch(s.seg, sample[i : i + cfg.batch_size], s.qa) for i in range(0, len(sample), cfg.batch_size)]
         report["pca_variance_kept"] = pca_init(model, batches)
     cache = None
-    if not cfg.labels_only and cfg.epochs > 0:
+    if not cfg.labels_only and (cfg.epochs > 0 or cfg.qat_epochs > 0):
         start = time.perf_counter()
         cache = TeacherCache(s.teacher_c, s.seg, examples, s.qa, cfg.batch_size, s.device, s.bf16, progress, _cache_start(s.ckpt, cfg))
         report["teacher_cache"] = {"seconds": round(time.perf_counter() - start, 1), "bytes": cache.nbytes}
@@ -411,6 +419,8 @@ class _Run:
         self.cfg, self.out_dir, self.report, self.device, self.bf16, self.progress = cfg, out_dir, report, device, bf16, progress
         compressing = ckpt.config.compress > 1
         self.phases = ([("phase1", cfg.phase1_epochs)] if compressing and not cfg.labels_only and cfg.phase1_epochs > 0 else []) + [("phase2", cfg.epochs)]
+        self.phases += [("qat", cfg.qat_epochs)] if cfg.qat_epochs > 0 else []
+        self.scheme = Int8Scheme.parse(cfg.qat_scheme) if cfg.qat_epochs > 0 else None
         self.lengths = [len(e) for e in examples]
         self.steps_per_epoch = -(-len(examples) // cfg.batch_size)
 
@@ -420,72 +430,86 @@ class _Run:
         return list(self.model.parameters())
 
     def train(self, state: dict, scorer: DevScorer) -> None:
-        cfg, history = self.cfg, self.report["history"]
         for index, (phase, epochs) in enumerate(self.phases):
             if state and index < state["phase"]:
                 continue
-            params = self._params(phase)
-            lr, decay = (cfg.phase1_lr, 0.0) if phase == "phase1" else (cfg.lr, 0.01)
-            optim, sched = optimizer_and_schedule(params, lr, decay, max(1, epochs * self.steps_per_epoch), cfg.warmup)
-            stopper = EarlyStopping(cfg.patience, cfg.min_epochs)
-            epoch, position, seconds, rows, best = 0, 0, 0.0, [], None
-            if state and index == state["phase"]:
-                self.model.load_state_dict(state["model"])
-                optim.load_state_dict(state["optimizer"])
-                sched.load_state_dict(state["scheduler"])
-                stopper.load_state_dict(state["stopper"])
-                set_rng_state(state["rng"])
-                epoch, position, seconds, rows, best = state["epoch"], state["position"], state["seconds"], state["rows"], state["best"]
+            resume = state if state and index == state["phase"] else {}
+            with fake_quantized(self.model, self.scheme) if phase == "qat" else contextlib.nullcontext():
+                self._phase(index, phase, epochs, resume, scorer)
             state = {}
-
-            def save() -> None:
-                self._save({
-                    "phase": index, "model": cpu_state(self.model), "optimizer": optim.state_dict(), "scheduler": sched.state_dict(),
-                    "stopper": stopper.state_dict(), "rng": rng_state(), "epoch": epoch, "position": position, "seconds": seconds,
-                    "rows": rows, "best": best,
-                }, best)  # fmt: skip
-
-            while epoch < epochs and not (phase == "phase2" and stopper.stop):
-                batches = epoch_batches(self.lengths, cfg.batch_size, cfg.seed, phase, epoch)
-                self.model.train()
-                attn = self._hooks(phase)
-                started = last_save = time.perf_counter()
-                bar = tqdm(enumerate(batches[position:], start=position), total=len(batches), initial=position, desc=f"{phase} epoch {epoch + 1}/{epochs}", unit="batch", disable=not self.progress)
-                try:
-                    for i, indices in bar:
-                        items = self._step(phase, indices, params, optim, sched, attn)
-                        rows.append(items)
-                        position = i + 1
-                        bar.set_postfix({k: f"{v:.3f}" for k, v in items.items() if k != "attention" or v})
-                        if time.perf_counter() - last_save > cfg.save_every and position < len(batches):
-                            seconds += time.perf_counter() - started
-                            save()
-                            started = last_save = time.perf_counter()
-                finally:
-                    for hook in attn:
-                        hook.remove()
-                seconds += time.perf_counter() - started
-                self.model.eval()
-                entry = {"phase": phase, "epoch": epoch + 1, "seconds": round(seconds, 1), "loss": mean_terms(rows), "loss_curve": loss_curve(rows, next(iter(rows[0]))), "lr_end": sched.get_last_lr()[0]}
-                if phase == "phase2":
-                    entry["dev"] = scorer()
-                    if stopper.update(entry["dev"]["student"][scorer.metric]):
-                        best = cpu_state(self.model)
-                history.append(entry)
-                epoch, position, seconds, rows = epoch + 1, 0, 0.0, []
-                save()
-            if phase == "phase2":
-                if best is not None:
-                    self.model.load_state_dict(best)
-                    self.report["best_epoch"] = stopper.best_epoch
-                    self.report["final"] = next(h for h in history if h["phase"] == "phase2" and h["epoch"] == stopper.best_epoch)["dev"]
-                else:
-                    self.report["final"] = scorer()
+        if self.scheme is not None:
+            self.report["final"] = scorer()  # the published (QAT) weights in float; report["qat"] has them as the INT8 engine runs them
         self._save(None, None)
 
+    def _phase(self, index: int, phase: str, epochs: int, state: dict, scorer: DevScorer) -> None:
+        """One phase from its start or from `state`. Phase 2 and QAT are scored after every epoch and publish their best;
+        QAT (run with the engine's INT8 arithmetic swapped in) is scored as the INT8 engine would run it."""
+        cfg, history = self.cfg, self.report["history"]
+        params = self._params(phase)
+        lr, decay = {"phase1": (cfg.phase1_lr, 0.0), "phase2": (cfg.lr, 0.01), "qat": (cfg.qat_lr, 0.01)}[phase]
+        optim, sched = optimizer_and_schedule(params, lr, decay, max(1, epochs * self.steps_per_epoch), cfg.warmup)
+        stopper = EarlyStopping(cfg.patience, cfg.min_epochs)
+        epoch, position, seconds, rows, best = 0, 0, 0.0, [], None
+        if state:
+            self.model.load_state_dict(state["model"])
+            optim.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            stopper.load_state_dict(state["stopper"])
+            set_rng_state(state["rng"])
+            epoch, position, seconds, rows, best = state["epoch"], state["position"], state["seconds"], state["rows"], state["best"]
+        elif phase == "qat":  # the phase-2 student under INT8, before any QAT: what plain dynamic INT8 would score
+            self.report["qat"] = {"scheme": self.scheme.to_dict(), "epochs": epochs, "lr": cfg.qat_lr, "before": scorer()}
+        scored = phase in ("phase2", "qat")
+
+        def save() -> None:
+            self._save({
+                "phase": index, "model": cpu_state(self.model), "optimizer": optim.state_dict(), "scheduler": sched.state_dict(),
+                "stopper": stopper.state_dict(), "rng": rng_state(), "epoch": epoch, "position": position, "seconds": seconds,
+                "rows": rows, "best": best,
+            }, best)  # fmt: skip
+
+        while epoch < epochs and not (scored and stopper.stop):
+            batches = epoch_batches(self.lengths, cfg.batch_size, cfg.seed, phase, epoch)
+            self.model.train()
+            attn = self._hooks(phase)
+            started = last_save = time.perf_counter()
+            bar = tqdm(enumerate(batches[position:], start=position), total=len(batches), initial=position, desc=f"{phase} epoch {epoch + 1}/{epochs}", unit="batch", disable=not self.progress)
+            try:
+                for i, indices in bar:
+                    items = self._step(phase, indices, params, optim, sched, attn)
+                    rows.append(items)
+                    position = i + 1
+                    bar.set_postfix({k: f"{v:.3f}" for k, v in items.items() if k != "attention" or v})
+                    if time.perf_counter() - last_save > cfg.save_every and position < len(batches):
+                        seconds += time.perf_counter() - started
+                        save()
+                        started = last_save = time.perf_counter()
+            finally:
+                for hook in attn:
+                    hook.remove()
+            seconds += time.perf_counter() - started
+            self.model.eval()
+            entry = {"phase": phase, "epoch": epoch + 1, "seconds": round(seconds, 1), "loss": mean_terms(rows), "loss_curve": loss_curve(rows, next(iter(rows[0]))), "lr_end": sched.get_last_lr()[0]}
+            if scored:
+                entry["dev"] = scorer()
+                if stopper.update(entry["dev"]["student"][scorer.metric]):
+                    best = cpu_state(self.model)
+            history.append(entry)
+            epoch, position, seconds, rows = epoch + 1, 0, 0.0, []
+            save()
+        best_dev = next((h["dev"] for h in history if h["phase"] == phase and h["epoch"] == stopper.best_epoch), None)
+        if best is not None:
+            self.model.load_state_dict(best)
+        if phase == "phase2" and best is not None:
+            self.report["best_epoch"], self.report["final"] = stopper.best_epoch, best_dev
+        elif phase == "phase2":
+            self.report["final"] = scorer()
+        if phase == "qat":
+            self.report["qat"] |= {"best_epoch": stopper.best_epoch, "after": best_dev}
+
     def _hooks(self, phase: str) -> list[AttentionScores]:
-        """(student, teacher) last-layer attention captures for phase 2 with a teacher; none otherwise."""
-        if phase != "phase2" or self.cache is None or not len(self.model.cross.layers):
+        """(student, teacher) last-layer attention captures for phase 2 and QAT with a teacher; none otherwise."""
+        if phase == "phase1" or self.cache is None or not len(self.model.cross.layers):
             return []
         return [AttentionScores(self.model.cross.layers[-1]), AttentionScores(self.cache.teacher_c.encoder.layers[-1])]
 
@@ -535,6 +559,7 @@ class _Run:
         """Publish the checkpoint (the best phase-2 weights so far, else the current ones) with the training state; `None` = finished."""
         cfg = asdict(self.cfg)
         payload = {"config": cfg, "finished": True, "report": self.report} if state is None else {**state, "config": cfg, "report": self.report}
+        trained = {INT8_TRAINING: {"scheme": self.scheme.to_dict(), "epochs": self.cfg.qat_epochs, "lr": self.cfg.qat_lr}} if state is None and self.scheme else {}
         current = cpu_state(self.model) if best is not None else None
         if best is not None:
             self.model.load_state_dict(best)
@@ -545,7 +570,7 @@ class _Run:
                 self.ckpt.tokenizer(),
                 self.out_dir,
                 overwrite=True,
-                extra={"source": self.ckpt.meta.source, "distill": self.report},
+                extra={"source": self.ckpt.meta.source, "distill": self.report, **trained},
                 extra_files={STATE_FILE: lambda path: torch.save(payload, path)},
             )
         finally:
@@ -558,6 +583,6 @@ def _load_state(out_dir: Path, cfg: DistillConfig) -> dict:
     if not path.is_file():
         return {}
     state = read_state(path, "pass another -o to start again")
-    if state.get("config") != asdict(cfg):
+    if {**asdict(DistillConfig()), **state.get("config", {})} != asdict(cfg):  # a setting newer than the run has its default there
         raise DtxError(f"{out_dir} holds a run with other settings; pass another -o or the same settings to resume")
     return state
