@@ -18,6 +18,7 @@ try:  # a Ctrl-C while the imports load (seconds: torch) is one line and status 
     from dtx.cost import BYTES_PER_VALUE
     from dtx.data.splits import SPLITS
     from dtx.engines.manifest import BACKENDS, DEVICES, PRECISIONS
+    from dtx.model.int8 import SCHEMES
     from dtx.errors import DtxError
     from dtx.store.quantize import DTYPES
     from dtx.task import TASKS, Task
@@ -238,6 +239,7 @@ def export_cmd(path, out_dir, opset, check, ckpt_dir, overwrite):
 @click.option("--int8-mode", type=click.Choice(["dynamic", "qdq"]), help="INT8 flavour (default: dynamic for ort, qdq for trt).")
 @click.option("--calib", type=click.Path(dir_okay=False), help="Real pairs for Q/DQ calibration and for drift (JSONL, TSV or BIG-bench task); without it drift runs on random-token pairs.")
 @click.option("--int8-keep-float", type=click.IntRange(0), default=0, show_default=True, help="Dynamic INT8: keep this many of each graph's most error-prone MatMuls (measured on --calib pairs) in float32.")
+@click.option("--int8-scheme", type=click.Choice(list(SCHEMES)), help="Dynamic INT8: how weights and activations are quantized [default: the scheme the checkpoint was trained for (distill --qat-epochs), else per-channel-uint8].")
 @click.option("--drift-pairs", type=click.IntRange(1), default=500, show_default=True, help="Real pairs on which fp16/int8 drift is measured.")
 @click.option("--threads", type=click.IntRange(1), help="ONNX Runtime intra-op threads (default: ORT's choice).")
 @click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True)
@@ -246,7 +248,7 @@ def export_cmd(path, out_dir, opset, check, ckpt_dir, overwrite):
 @click.option("--seq-p", type=click.IntRange(3), help="Passage tokens served [default: 150, at most the checkpoint's window].")
 @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), help="Engine directory (default: EXPORT_DIR-BACKEND-PRECISION).")
 @click.option("--verbose", "-v", is_flag=True, help="Print fused and quantized op counts per graph.")
-def build_engine_cmd(export_dir, backend, fp16, int8, int8_mode, calib, int8_keep_float, drift_pairs, threads, device, batch, seq_q, seq_p, out_dir, verbose):
+def build_engine_cmd(export_dir, backend, fp16, int8, int8_mode, calib, int8_keep_float, int8_scheme, drift_pairs, threads, device, batch, seq_q, seq_p, out_dir, verbose):
     """Build an engine directory (all three graphs, same treatment) from an export.
 
     EXPORT_DIR defaults to the one export in the working directory (what `dtx export CKPT_DIR` wrote there).
@@ -259,7 +261,7 @@ def build_engine_cmd(export_dir, backend, fp16, int8, int8_mode, calib, int8_kee
     if fp16 and int8:
         raise click.UsageError("--fp16 and --int8 are two precisions: pass one of them (or neither, for fp32)")
     precision = "fp16" if fp16 else "int8" if int8 else "fp32"
-    opts = BuildOptions(backend=backend, precision=precision, int8_mode=int8_mode, calib=calib, int8_keep_float=int8_keep_float, drift_pairs=drift_pairs, threads=threads, device=device, batch=batch, seq_q=seq_q, seq_p=seq_p)
+    opts = BuildOptions(backend=backend, precision=precision, int8_mode=int8_mode, calib=calib, int8_keep_float=int8_keep_float, int8_scheme=int8_scheme, drift_pairs=drift_pairs, threads=threads, device=device, batch=batch, seq_q=seq_q, seq_p=seq_p)
     if export_dir is None:
         export_dir = str(find_artifact("export"))
         click.echo(f"export: {export_dir} (the one in this directory)")
@@ -355,6 +357,9 @@ def _distill_options(f):
             click.option("--attention-weight", type=click.FloatRange(0), default=_DC.attention_weight, show_default=True, help="Weight of the attention MSE term."),
             click.option("--cross-layers/--no-cross-layers", default=_DC.cross_layers, show_default=True, help="Hidden-state MSE at every cross layer, not only the last."),
             click.option("--input-layer/--no-input-layer", default=_DC.input_layer, show_default=True, help="MSE of the state entering the cross layers against the teacher's after N layers."),
+            click.option("--qat-epochs", type=click.IntRange(0), default=_DC.qat_epochs, show_default=True, help="Last, quantization-aware epochs: the loss through the INT8 engine's arithmetic (docs/training.md, INT8)."),
+            click.option("--qat-lr", type=click.FloatRange(0, min_open=True), default=_DC.qat_lr, show_default=True, help="Peak learning rate of the QAT epochs."),
+            click.option("--qat-scheme", type=click.Choice(list(SCHEMES)), default=_DC.qat_scheme, show_default=True, help="The INT8 scheme QAT trains for (and build-engine --int8 then builds)."),
             click.option("--dev-limit", type=click.IntRange(1), default=_DC.dev_limit, show_default=True),
             click.option("--seed", type=int, default=_DC.seed, show_default=True),
             click.option("--bf16/--no-bf16", default=None, help="bf16 autocast (default: where the device computes bf16 natively)."),
@@ -393,6 +398,9 @@ def distill(ckpt_dir, data, labels_only, out_dir, **options):
         f"wrote {out_dir or ckpt_dir}: dev ({r['dev_pairs']} held-out examples) student {metric} {f['student'][metric]:.4f}, "
         f"teacher {f['teacher'][metric]:.4f}, agreement {f['agreement']:.4f}"
     )
+    if "qat" in r:
+        q = r["qat"]
+        click.echo(f"as the INT8 engine computes it ({q['scheme']['name']}): student {metric} {q['before']['student'][metric]:.4f} before QAT, {q['after']['student'][metric]:.4f} after")
 
 
 @main.command()
