@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from dtx.errors import ConfigError
+
 BYTES_PER_VALUE = {"fp32": 4, "fp16": 2, "int8": 1}
 SCALE_BYTES = 4  # one float32 scale per token vector in an int8 store
 
@@ -55,6 +57,18 @@ class QueryCost:
     def to_dict(self) -> dict:
         return {**asdict(self), "token_layer_ratio": self.token_layer_ratio, "flop_ratio": self.flop_ratio}
 
+    HEADERS = ("measure", "coupled", "decoupled", "ratio")
+
+    def rows(self, dtype: str | None = None) -> list[list]:
+        """The cost table (`dtx info`, `dtx plan`): per-query compute; with `dtype`, also the offline cost per passage."""
+        rows = [
+            ["token-layers", self.coupled_token_layers, self.decoupled_token_layers, f"{self.token_layer_ratio:.2f}x"],
+            ["GFLOP", self.coupled_flops / 1e9, self.decoupled_flops / 1e9, f"{self.flop_ratio:.2f}x"],
+        ]
+        if dtype is not None:
+            rows += [["index GFLOP / passage", "-", self.passage_index_flops / 1e9, "offline"], [f"cache bytes / passage ({dtype})", "-", self.cache_bytes_per_passage, "offline"]]
+        return rows
+
 
 @dataclass(frozen=True)
 class StoragePlan:
@@ -99,3 +113,15 @@ def query_cost(shape: EncoderShape, split: int, seq_q: int, seq_p: int, candidat
         passage_index_flops=layer_flops(seq_p, seq_p, d, f) * N + codec(seq_p),
         cache_bytes_per_passage=cache_bytes(seq_p, shape.rep, dtype),
     )
+
+
+def check_split(split: int, layers: int, option: str = "--split") -> None:
+    """The split rule, said once: N input-component layers of the model's L, 0 <= N <= L."""
+    if not 0 <= split <= layers:
+        raise ConfigError(f"split {split} is outside 0..{layers} for this {layers}-layer model; choose {option} between 0 and {layers}")
+
+
+def check_compress(compress: int, hidden: int) -> None:
+    """The compression rule, said once: the ratio k divides the hidden size (rep_dim = hidden / k)."""
+    if compress < 1 or hidden % compress:
+        raise ConfigError(f"compression ratio {compress} does not divide the hidden size {hidden}; choose one of {[k for k in range(1, hidden + 1) if hidden % k == 0][:12]}...")

@@ -45,3 +45,17 @@ def save_figure(fig, path: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def read_index_rate(path: str) -> float:
+    """Passages/s of indexing from a `dtx index --json` or `dtx bench --json` report (what `dtx plan --bench-json` reads)."""
+    import json
+    from pathlib import Path
+
+    from dtx.errors import ConfigError
+
+    try:
+        report = json.loads(Path(path).read_text(encoding="utf-8-sig"))
+        return report["passages_per_s"] if "passages_per_s" in report else 1e3 / report["rows"][0]["index_ms_per_passage"]
+    except (ValueError, KeyError, IndexError, TypeError, UnicodeDecodeError):
+        raise ConfigError(f"--bench-json {path} is not a `dtx index --json` or `dtx bench --json` report; pass one of those, or --index-rate") from None

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from dtx.artifacts import target_kind
 from dtx.engines.build import BuildOptions, build_engine, validate
-from dtx.errors import ConfigError, DtxError
+from dtx.errors import DtxError
 from dtx.model.checkpoint import TEACHER_DIR
 from dtx.model.config import DEFAULT_QUESTION_LEN
 from dtx.task import Task
@@ -41,11 +41,6 @@ def source_model(target: str | None, arch: str | None, work: Path) -> Path:
             raise DtxError("nothing to benchmark: pass ENGINE_DIR, EXPORT_DIR or CKPT_DIR, or --arch PRESET")
         return build_preset(arch, work / "model", task=Task.QA)
     return Path(target) / TEACHER_DIR
-
-
-def check_split(split: int, layers: int) -> None:
-    if not 0 <= split <= layers:
-        raise ConfigError(f"split {split} is outside 0..{layers} for this {layers}-layer model; choose --split between 0 and {layers}")
 
 
 def prepare(

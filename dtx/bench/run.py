@@ -8,10 +8,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from dtx.bench.prepare import bench_question_window, bench_source, check_split, prepare
+from dtx.bench.prepare import bench_question_window, bench_source, prepare
 from dtx.bench.stats import Latency, gflops_per_second, speedup
 from dtx.bench.workload import QueryWorkload, Shape
-from dtx.cost import EncoderShape, query_cost
+from dtx.cost import EncoderShape, check_split, query_cost
 from dtx.engines import Engine, open_engine
 from dtx.engines.build import BuildOptions
 from dtx.errors import ConfigError

@@ -32,6 +32,21 @@ class ServeLoadConfig:
     threads: int | None = None  # ORT threads of the in-process run: give it what the server has
 
 
+def load_questions(path: str, split: str, limit: int) -> tuple[str, ...]:
+    """The first `limit` distinct non-empty questions of a pairs file's `split` (dev: the held-out passages', what a dev store holds)."""
+    from dtx.data.pairs import read_pairs
+    from dtx.data.splits import split_by_passage
+    from dtx.errors import DtxError
+
+    pairs = read_pairs(path)
+    if split != "all":
+        pairs = dict(zip(("train", "dev"), split_by_passage(pairs)))[split]
+    questions = tuple(q for q in dict.fromkeys(p.question for p in pairs) if q.strip())[:limit]
+    if not questions:
+        raise DtxError(f"{path} holds no {split} questions; pick another --split")
+    return questions
+
+
 def post(url: str, body: dict, timeout: float = 300) -> tuple[int, float]:
     """(HTTP status, seconds); status 0 when no response came (refused, reset, timed out)."""
     req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})

@@ -7,6 +7,7 @@ from typing import Any
 
 from transformers import PretrainedConfig
 
+from dtx.cost import check_compress, check_split
 from dtx.errors import ConfigError
 from dtx.model.arch import arch_spec
 from dtx.task import TASKS, Task
@@ -62,16 +63,8 @@ class DecoupleConfig:
                 f"decoupling was made for {self.num_layers} layers x {self.hidden_size} hidden, "
                 f"but the model has {source.num_hidden_layers} x {source.hidden_size}"
             )
-        if not 0 <= self.split <= self.num_layers:
-            raise ConfigError(
-                f"split {self.split} is outside 0..{self.num_layers} for this {self.num_layers}-layer model; "
-                f"choose --split between 0 and {self.num_layers}"
-            )
-        if self.compress < 1 or self.hidden_size % self.compress:
-            raise ConfigError(
-                f"compression ratio {self.compress} does not divide the hidden size {self.hidden_size}; "
-                f"choose one of {[k for k in range(1, self.hidden_size + 1) if self.hidden_size % k == 0][:12]}..."
-            )
+        check_split(self.split, self.num_layers)
+        check_compress(self.compress, self.hidden_size)
         if self.task not in TASKS:
             raise ConfigError(f"task '{self.task}' is not one of {', '.join(TASKS)}")
         limit = source.max_position_embeddings - spec.position_offset(source)
