@@ -7,7 +7,7 @@ and `dtx --help` stays instant; docs/training.md records the sweeps that chose e
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 
 from dtx.errors import ConfigError
 
@@ -44,6 +44,8 @@ class FinetuneConfig:
     seed: int = 0
     bf16: bool | None = None  # bf16 autocast (None: where the device computes bf16 natively)
     save_every: float = 600.0  # seconds between mid-epoch checkpoints (a killed run loses at most this)
+    weight_decay: float = 0.01  # AdamW's decoupled weight decay
+    clip_norm: float = 1.0  # gradients are clipped to this global L2 norm before every step
 
     def check(self) -> None:
         check_schedule(self.epochs, self.warmup, self.min_epochs)
@@ -90,6 +92,9 @@ class DistillConfig:
     seed: int = 0
     bf16: bool | None = None  # bf16 autocast (None: where the device computes bf16 natively)
     save_every: float = 600.0  # seconds between mid-epoch checkpoints
+    weight_decay: float = 0.01  # AdamW's weight decay in phase 2 and QAT
+    phase1_weight_decay: float = 0.0  # and in phase 1 (the compressor/decompressor autoencoder)
+    clip_norm: float = 1.0  # gradients are clipped to this global L2 norm before every step, in every phase
     # Quantization-aware phase after phase 2 (docs/training.md, "INT8"): the KD loss with the MatMuls the INT8
     # engine quantizes computed as it computes them (dtx.train.fake_quant). Off by default only because no F1
     # has been measured with it yet; the default is to be chosen by that measurement.
@@ -121,3 +126,9 @@ def check_schedule(epochs: int, warmup: float, min_epochs: int) -> None:
         f"a model after --min-epochs {min_epochs}, before the learning rate reached --lr: pass --epochs at most "
         f"{math.floor(min_epochs / warmup + 1e-9)}, a smaller --warmup, or --min-epochs {math.ceil(warmup * epochs - 1e-9)}"
     )
+
+
+def same_settings(saved: dict | None, cfg) -> bool:
+    """Whether a run saved with the settings `saved` (a dict of a config dataclass) was run with `cfg`'s: the one rule
+    for resuming a run or reusing its result. A setting newer than the saved run counts as its default there."""
+    return {**asdict(type(cfg)()), **(saved or {})} == asdict(cfg)

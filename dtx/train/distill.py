@@ -45,24 +45,11 @@ from dtx.model.decoupled import additive_mask, layer_states
 from dtx.model.int8 import Int8Scheme
 from dtx.model.segments import PairSegmenter, Segment
 from dtx.model.surgery import build_coupled
+from dtx.task import Task
 from dtx.train.config import DistillConfig
 from dtx.train.fake_quant import fake_quantized
 from dtx.eval.metrics import pair_metrics
-from dtx.train.loop import (
-    EarlyStopping,
-    autocast,
-    cpu_state,
-    epoch_batches,
-    loss_curve,
-    mean_terms,
-    optimizer_and_schedule,
-    padded_length,
-    read_state,
-    resolve_bf16,
-    rng_state,
-    set_rng_state,
-    train_device,
-)
+from dtx.train.loop import Hooks, Phase, autocast, cpu_state, epoch_batches, padded_length, resolve_bf16, resume_state, train_device, train_phase
 from dtx.train.losses import MASKED, LossTerms, distillation_loss, masked_mse
 from dtx.data.splits import dev_subset, train_subset, training_split
 
@@ -268,7 +255,7 @@ class DevScorer:
 def _task(ckpt: Checkpoint, pairs: list[Pair], data: str | Path) -> tuple[bool, dict[str, int]]:
     """(is QA, label ids of a pair task), with one-line errors for data of another task."""
     teacher = ckpt.teacher()
-    if ckpt.config.task == "qa":
+    if ckpt.config.task == Task.QA:
         if all(not p.answers for p in pairs):
             raise DtxError(f"{data} has no answers; a QA student is distilled on questions with answer spans (SQuAD 2.0 style)")
         return True, {}
@@ -422,7 +409,7 @@ class _Run:
         self.phases += [("qat", cfg.qat_epochs)] if cfg.qat_epochs > 0 else []
         self.scheme = Int8Scheme.parse(cfg.qat_scheme) if cfg.qat_epochs > 0 else None
         self.lengths = [len(e) for e in examples]
-        self.steps_per_epoch = -(-len(examples) // cfg.batch_size)
+        self._attn: list[AttentionScores] = []  # the attention captures of the epoch being trained
 
     def _params(self, phase: str) -> list[nn.Parameter]:
         if phase == "phase1":
@@ -442,70 +429,46 @@ class _Run:
         self._save(None, None)
 
     def _phase(self, index: int, phase: str, epochs: int, state: dict, scorer: DevScorer) -> None:
-        """One phase from its start or from `state`. Phase 2 and QAT are scored after every epoch and publish their best;
-        QAT (run with the engine's INT8 arithmetic swapped in) is scored as the INT8 engine would run it."""
-        cfg, history = self.cfg, self.report["history"]
-        params = self._params(phase)
-        lr, decay = {"phase1": (cfg.phase1_lr, 0.0), "phase2": (cfg.lr, 0.01), "qat": (cfg.qat_lr, 0.01)}[phase]
-        optim, sched = optimizer_and_schedule(params, lr, decay, max(1, epochs * self.steps_per_epoch), cfg.warmup)
-        stopper = EarlyStopping(cfg.patience, cfg.min_epochs)
-        epoch, position, seconds, rows, best = 0, 0, 0.0, [], None
-        if state:
-            self.model.load_state_dict(state["model"])
-            optim.load_state_dict(state["optimizer"])
-            sched.load_state_dict(state["scheduler"])
-            stopper.load_state_dict(state["stopper"])
-            set_rng_state(state["rng"])
-            epoch, position, seconds, rows, best = state["epoch"], state["position"], state["seconds"], state["rows"], state["best"]
-        elif phase == "qat":  # the phase-2 student under INT8, before any QAT: what plain dynamic INT8 would score
+        """One phase from its start or from `state`, by dtx.train.loop's `train_phase`. Phase 2 and QAT are scored after
+        every epoch and publish their best; QAT (run with the engine's INT8 arithmetic swapped in) is scored as the INT8
+        engine would run it."""
+        cfg = self.cfg
+        if not state and phase == "qat":  # the phase-2 student under INT8, before any QAT: what plain dynamic INT8 would score
             self.report["qat"] = {"scheme": self.scheme.to_dict(), "epochs": epochs, "lr": cfg.qat_lr, "before": scorer()}
-        scored = phase in ("phase2", "qat")
+        lr, decay = {"phase1": (cfg.phase1_lr, cfg.phase1_weight_decay), "phase2": (cfg.lr, cfg.weight_decay), "qat": (cfg.qat_lr, cfg.weight_decay)}[phase]
+        spec = Phase(phase, epochs, self._params(phase), lr, decay, scored=phase in ("phase2", "qat"))
 
-        def save() -> None:
-            self._save({
-                "phase": index, "model": cpu_state(self.model), "optimizer": optim.state_dict(), "scheduler": sched.state_dict(),
-                "stopper": stopper.state_dict(), "rng": rng_state(), "epoch": epoch, "position": position, "seconds": seconds,
-                "rows": rows, "best": best,
-            }, best)  # fmt: skip
+        def score() -> tuple[float, dict]:
+            dev = scorer()
+            return dev["student"][scorer.metric], dev
 
-        while epoch < epochs and not (scored and stopper.stop):
-            batches = epoch_batches(self.lengths, cfg.batch_size, cfg.seed, phase, epoch)
-            self.model.train()
-            attn = self._hooks(phase)
-            started = last_save = time.perf_counter()
-            bar = tqdm(enumerate(batches[position:], start=position), total=len(batches), initial=position, desc=f"{phase} epoch {epoch + 1}/{epochs}", unit="batch", disable=not self.progress)
-            try:
-                for i, indices in bar:
-                    items = self._step(phase, indices, params, optim, sched, attn)
-                    rows.append(items)
-                    position = i + 1
-                    bar.set_postfix({k: f"{v:.3f}" for k, v in items.items() if k != "attention" or v})
-                    if time.perf_counter() - last_save > cfg.save_every and position < len(batches):
-                        seconds += time.perf_counter() - started
-                        save()
-                        started = last_save = time.perf_counter()
-            finally:
-                for hook in attn:
-                    hook.remove()
-            seconds += time.perf_counter() - started
-            self.model.eval()
-            entry = {"phase": phase, "epoch": epoch + 1, "seconds": round(seconds, 1), "loss": mean_terms(rows), "loss_curve": loss_curve(rows, next(iter(rows[0]))), "lr_end": sched.get_last_lr()[0]}
-            if scored:
-                entry["dev"] = scorer()
-                if stopper.update(entry["dev"]["student"][scorer.metric]):
-                    best = cpu_state(self.model)
-            history.append(entry)
-            epoch, position, seconds, rows = epoch + 1, 0, 0.0, []
-            save()
-        best_dev = next((h["dev"] for h in history if h["phase"] == phase and h["epoch"] == stopper.best_epoch), None)
-        if best is not None:
-            self.model.load_state_dict(best)
-        if phase == "phase2" and best is not None:
-            self.report["best_epoch"], self.report["final"] = stopper.best_epoch, best_dev
+        hooks = Hooks(
+            step=lambda indices: self._step(phase, indices, self._attn),
+            score=score,
+            save=lambda run: self._save({"phase": index, **run.snapshot(self.model)}, run.best),
+            epoch=lambda: self._attention(phase),
+        )
+        run = train_phase(self.model, spec, cfg, self.lengths, hooks, state, self.report["history"], self.progress)
+        best_dev = next((h["dev"] for h in self.report["history"] if h["phase"] == phase and h["epoch"] == run.stopper.best_epoch), None)
+        if run.best is not None:
+            self.model.load_state_dict(run.best)
+        if phase == "phase2" and run.best is not None:
+            self.report["best_epoch"], self.report["final"] = run.stopper.best_epoch, best_dev
         elif phase == "phase2":
             self.report["final"] = scorer()
         if phase == "qat":
-            self.report["qat"] |= {"best_epoch": stopper.best_epoch, "after": best_dev}
+            self.report["qat"] |= {"best_epoch": run.stopper.best_epoch, "after": best_dev}
+
+    @contextlib.contextmanager
+    def _attention(self, phase: str):
+        """The attention captures of `phase` (`_hooks`) in place for one epoch's steps, removed after it."""
+        self._attn = self._hooks(phase)
+        try:
+            yield
+        finally:
+            for hook in self._attn:
+                hook.remove()
+            self._attn = []
 
     def _hooks(self, phase: str) -> list[AttentionScores]:
         """(student, teacher) last-layer attention captures for phase 2 and QAT with a teacher; none otherwise."""
@@ -513,7 +476,8 @@ class _Run:
             return []
         return [AttentionScores(self.model.cross.layers[-1]), AttentionScores(self.cache.teacher_c.encoder.layers[-1])]
 
-    def _step(self, phase: str, indices: list[int], params, optim, sched, attn: list[AttentionScores]) -> dict[str, float]:
+    def _step(self, phase: str, indices: list[int], attn: list[AttentionScores]) -> tuple[torch.Tensor, dict[str, float]]:
+        """A batch's loss in `phase` and its terms (floats, for the record); the loop takes the step."""
         b = _on(make_batch(self.seg, [self.examples[i] for i in indices], self.qa), self.device)
         if phase == "phase1":
             with torch.no_grad(), autocast(self.device, self.bf16):
@@ -524,12 +488,7 @@ class _Run:
         else:
             terms = self._phase2_terms(b, indices, attn)
             loss, items = terms.total, terms.items()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optim.step()
-        sched.step()
-        optim.zero_grad(set_to_none=True)
-        return items
+        return loss, items
 
     def _phase2_terms(self, b: dict, indices: list[int], attn: list[AttentionScores]) -> LossTerms:
         model, cfg = self.model, self.cfg
@@ -579,10 +538,5 @@ class _Run:
 
 
 def _load_state(out_dir: Path, cfg: DistillConfig) -> dict:
-    path = out_dir / STATE_FILE
-    if not path.is_file():
-        return {}
-    state = read_state(path, "pass another -o to start again")
-    if {**asdict(DistillConfig()), **state.get("config", {})} != asdict(cfg):  # a setting newer than the run has its default there
-        raise DtxError(f"{out_dir} holds a run with other settings; pass another -o or the same settings to resume")
-    return state
+    """The run in OUT to resume or return (`resume_state`, the one rule; a distillation never starts over a run with other settings)."""
+    return resume_state(out_dir / STATE_FILE, cfg, False, "pass another -o to start again")

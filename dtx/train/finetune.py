@@ -11,14 +11,12 @@ state (written every epoch and every `save_every` seconds): the same command res
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification, AutoTokenizer
 
 from dtx.atomic import ArtifactKind, atomic_dir, check_output, write_json
@@ -29,21 +27,7 @@ from dtx.eval.metrics import pair_metrics
 from dtx.model.decouple import FINETUNE_REPORT
 from dtx.model.segments import PairSegmenter, Segment, qa_window_lengths
 from dtx.train.config import DEFAULT_MAX_LEN, FinetuneConfig
-from dtx.train.loop import (
-    EarlyStopping,
-    autocast,
-    cpu_state,
-    epoch_batches,
-    loss_curve,
-    mean_terms,
-    optimizer_and_schedule,
-    padded_length,
-    read_state,
-    resolve_bf16,
-    rng_state,
-    set_rng_state,
-    train_device,
-)
+from dtx.train.loop import Hooks, Phase, PhaseState, autocast, cpu_state, padded_length, resolve_bf16, resume_state, train_device, train_phase
 from dtx.data.splits import dev_subset, train_subset, training_split
 
 STATE_FILE = "train_state.pt"  # present only while a run is unfinished
@@ -100,23 +84,6 @@ def _write(model, tokenizer, out_dir: Path, report: dict, weights: dict | None, 
             torch.save(state, tmp / STATE_FILE)
 
 
-def _resume_state(out_dir: Path, cfg: FinetuneConfig, overwrite: bool) -> dict:
-    """The unfinished run in OUT with these settings ({} for a fresh start); one-line errors otherwise."""
-    if not out_dir.exists():
-        return {}
-    path = out_dir / STATE_FILE
-    if path.is_file():
-        state = read_state(path, "pass --overwrite to start again")
-        if state.get("config") == asdict(cfg):
-            return state
-        if not overwrite:
-            raise DtxError(f"{out_dir} holds an unfinished run with other settings; pass the same settings to resume it, or --overwrite to start again")
-        return {}
-    if not overwrite:
-        raise DtxError(f"{out_dir} already exists; choose another output directory or pass --overwrite")
-    return {}
-
-
 def fit(
     model,
     tokenizer,
@@ -134,74 +101,38 @@ def fit(
 
     `lengths` are the examples' token counts (for length-bucketed batches), `make_batch(indices)`
     gives the model's keyword arguments, `score()` the dev headline (higher is better) and details.
+    The loop is dtx.train.loop's `train_phase`, as for every dtx run.
     """
     out_dir = Path(out_dir)
-    state = _resume_state(out_dir, cfg, overwrite)
+    if out_dir.exists() and not (out_dir / STATE_FILE).is_file() and not overwrite:
+        raise DtxError(f"{out_dir} already exists; choose another output directory or pass --overwrite")
+    state = resume_state(out_dir / STATE_FILE, cfg, overwrite, "pass --overwrite to start again")
     device = train_device(device)
     model.to(device)
     bf16 = resolve_bf16(device, cfg.bf16)
-    steps_per_epoch = math.ceil(len(lengths) / cfg.batch_size)
-    params = list(model.parameters())
-    optim, sched = optimizer_and_schedule(params, cfg.lr, 0.01, cfg.epochs * steps_per_epoch, cfg.warmup)
-    stopper = EarlyStopping(cfg.patience, cfg.min_epochs)
-    epoch, position, seconds, rows, best = 0, 0, 0.0, [], None
-    history: list[dict] = []
-    if state:
-        model.load_state_dict(state["model"])
-        optim.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        stopper.load_state_dict(state["stopper"])
-        set_rng_state(state["rng"])
-        epoch, position, seconds, rows, best, history = state["epoch"], state["position"], state["seconds"], state["rows"], state["best"], state["history"]
-    report = {**report, "bf16": bf16, "steps_per_epoch": steps_per_epoch, "config": asdict(cfg)}
+    history: list[dict] = state.get("history", [])
+    report = {**report, "bf16": bf16, "steps_per_epoch": math.ceil(len(lengths) / cfg.batch_size), "config": asdict(cfg)}
 
-    def save(done: bool) -> None:
-        report.update(history=history, best_epoch=stopper.best_epoch, finished=done)
+    def step(indices: list[int]) -> tuple[torch.Tensor, dict[str, float]]:
+        batch = {k: v.to(device) for k, v in make_batch(indices).items()}
+        with autocast(device, bf16):
+            loss = model(**batch).loss
+        return loss, {"loss": float(loss.detach())}
+
+    def save(run: PhaseState, done: bool = False) -> None:
+        report.update(history=history, best_epoch=run.stopper.best_epoch, finished=done)
         if history:
-            report["dev"] = history[stopper.best_epoch - 1]["dev"]
-        snapshot = None
-        if not done:
-            snapshot = {
-                "config": asdict(cfg), "model": cpu_state(model), "optimizer": optim.state_dict(), "scheduler": sched.state_dict(),
-                "stopper": stopper.state_dict(), "rng": rng_state(), "epoch": epoch, "position": position, "seconds": seconds,
-                "rows": rows, "best": best, "history": history,
-            }  # fmt: skip
-        _write(model, tokenizer, out_dir, report, best if best is not None else cpu_state(model), snapshot)
+            report["dev"] = history[run.stopper.best_epoch - 1]["dev"]
+        snapshot = None if done else {**run.snapshot(model), "config": asdict(cfg), "history": history}
+        _write(model, tokenizer, out_dir, report, run.best if run.best is not None else cpu_state(model), snapshot)
 
-    while epoch < cfg.epochs and not stopper.stop:
-        batches = epoch_batches(lengths, cfg.batch_size, cfg.seed, "finetune", epoch)
-        model.train()
-        started = last_save = time.perf_counter()
-        bar = tqdm(enumerate(batches[position:], start=position), total=len(batches), initial=position, desc=f"finetune epoch {epoch + 1}/{cfg.epochs}", unit="step", disable=not progress)
-        for i, indices in bar:
-            batch = {k: v.to(device) for k, v in make_batch(indices).items()}
-            with autocast(device, bf16):
-                loss = model(**batch).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optim.step()
-            sched.step()
-            optim.zero_grad(set_to_none=True)
-            rows.append({"loss": float(loss.detach())})
-            position = i + 1  # batches of this epoch done
-            bar.set_postfix(loss=f"{rows[-1]['loss']:.3f}", lr=f"{sched.get_last_lr()[0]:.2e}")
-            if time.perf_counter() - last_save > cfg.save_every and position < len(batches):
-                seconds += time.perf_counter() - started
-                save(False)
-                started = last_save = time.perf_counter()
-        seconds += time.perf_counter() - started
-        model.eval()
-        headline, dev = score()
-        if stopper.update(headline):
-            best = cpu_state(model)
-        history.append({"epoch": epoch + 1, "seconds": round(seconds, 1), "loss": mean_terms(rows), "loss_curve": loss_curve(rows), "lr_end": sched.get_last_lr()[0], "dev": dev})
-        epoch, position, seconds, rows = epoch + 1, 0, 0.0, []
-        save(False)
+    phase = Phase("finetune", cfg.epochs, list(model.parameters()), cfg.lr, cfg.weight_decay, named=False)
+    run = train_phase(model, phase, cfg, lengths, Hooks(step, score, save), state, history, progress)
     report["epochs_run"] = len(history)
     report["train_seconds"] = round(sum(h["seconds"] for h in history), 1)
-    save(True)
-    if best is not None:
-        model.load_state_dict(best)
+    save(run, done=True)
+    if run.best is not None:
+        model.load_state_dict(run.best)
     return report
 
 

@@ -6,19 +6,27 @@ similar length together so padding is small), optimise with one AdamW and one wa
 decay schedule that spans all epochs of a phase (whose state goes into the resume checkpoint, so a
 killed run continues exactly), run under bf16 autocast where the processor computes bf16 natively,
 and keep the epoch whose held-out score was best.
+
+`train_phase` is that loop, written once: a run gives it a `Phase` (what to train, how fast, for how
+many epochs) and `Hooks` (a batch's loss, the held-out score, how to save), and `resume_state` is
+the one rule for picking up a killed run.
 """
 
 from __future__ import annotations
 
 import contextlib
+import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from dtx.errors import DtxError
+from dtx.train.config import same_settings
 
 BUCKET_BATCHES = 50  # batches per length bucket: enough to sort, few enough that order stays random
 PAD_MULTIPLE = 8  # batches are padded to a multiple of this: few distinct shapes, so kernel caches stay small
@@ -167,7 +175,6 @@ def mean_terms(rows: list[dict[str, float]]) -> dict[str, float]:
     return {**{k: sum(r[k] for r in rows) / len(rows) for k in keys}, **{f"{k}_last": sum(r[k] for r in last) / len(last) for k in keys}}
 
 
-
 def loss_curve(rows: list[dict[str, float]], key: str = "loss", points: int = 10) -> list[float]:
     """`key` averaged over `points` equal stretches of an epoch: the curve that compares two runs (bf16 vs fp32)."""
     values = [r[key] for r in rows]
@@ -180,3 +187,125 @@ def read_state(path, fix: str) -> dict:
         return torch.load(path, weights_only=False, map_location="cpu")
     except Exception as e:  # a truncated or foreign file: say so, never a traceback
         raise DtxError(f"{path} is not a readable training state ({type(e).__name__}); {fix}") from None
+
+
+def resume_state(path: Path, cfg, overwrite: bool, fix: str) -> dict:
+    """The training state of the run saved at `path` when it was run with `cfg`'s settings ({} for a fresh start).
+
+    The one rule of every dtx run (`same_settings`: a setting newer than the run counts as its default); a run
+    with other settings is refused in one line ending in `fix`, or, with `overwrite`, started again.
+    """
+    if not path.is_file():
+        return {}
+    state = read_state(path, fix)
+    if same_settings(state.get("config"), cfg):
+        return state
+    if overwrite:
+        return {}
+    raise DtxError(f"{path.parent} holds a run with other settings; pass the same settings to resume it, or {fix}")
+
+
+@dataclass
+class Phase:
+    """One phase of a run: its name (which picks its batch orders and labels its progress), epochs, parameters and rates."""
+
+    name: str
+    epochs: int
+    params: list[torch.nn.Parameter]
+    lr: float  # peak of the phase's warm-up + linear decay
+    weight_decay: float
+    scored: bool = True  # scored after every epoch: stops early and keeps its best epoch
+    named: bool = True  # each history entry says which phase it belongs to (a run of several phases)
+
+
+@dataclass
+class Hooks:
+    """What a run plugs into `train_phase`."""
+
+    step: Callable[[list[int]], tuple[torch.Tensor, dict[str, float]]]  # a batch's loss, and its terms as floats for the record
+    score: Callable[[], tuple[float, dict]]  # after an epoch, in eval mode: the headline (higher is better) and the details kept
+    save: Callable[["PhaseState"], None]  # persist the run: the training state (`PhaseState.snapshot`) and the best weights so far
+    epoch: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext  # held around each epoch's steps
+
+
+@dataclass
+class PhaseState:
+    """Where a phase stands: its optimizer, schedule and early stopping, and how far into which epoch (what a resume restores)."""
+
+    optim: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LambdaLR
+    stopper: EarlyStopping
+    epoch: int = 0
+    position: int = 0  # batches of this epoch done
+    seconds: float = 0.0  # training time of this epoch so far
+    rows: list[dict[str, float]] = field(default_factory=list)  # this epoch's loss terms, one row a step
+    best: dict[str, torch.Tensor] | None = None  # the best epoch's weights (CPU)
+
+    def snapshot(self, model: torch.nn.Module) -> dict:
+        """The training state to save: with it, a killed run continues exactly (weights, optimizer, schedule, random draws)."""
+        return {
+            "model": cpu_state(model), "optimizer": self.optim.state_dict(), "scheduler": self.sched.state_dict(),
+            "stopper": self.stopper.state_dict(), "rng": rng_state(), "epoch": self.epoch, "position": self.position,
+            "seconds": self.seconds, "rows": self.rows, "best": self.best,
+        }  # fmt: skip
+
+    def restore(self, model: torch.nn.Module, state: dict) -> None:
+        model.load_state_dict(state["model"])
+        self.optim.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+        self.stopper.load_state_dict(state["stopper"])
+        set_rng_state(state["rng"])
+        self.epoch, self.position, self.seconds, self.rows, self.best = state["epoch"], state["position"], state["seconds"], state["rows"], state["best"]
+
+
+def train_phase(model: torch.nn.Module, phase: Phase, cfg, lengths: Sequence[int], hooks: Hooks, state: dict, history: list[dict], progress: bool = True) -> PhaseState:
+    """Train one phase from its start or from `state` (a `PhaseState.snapshot`): every epoch in its own batch order, one
+    schedule over all of them; a scored phase is scored after each epoch, keeps its best weights and stops early.
+
+    `cfg` is the run's config (batch_size, seed, warmup, patience, min_epochs, save_every, clip_norm). Each epoch
+    appends its record to `history`; the run is saved after every epoch and every `save_every` seconds.
+    """
+    steps = phase.epochs * -(-len(lengths) // cfg.batch_size)
+    optim, sched = optimizer_and_schedule(phase.params, phase.lr, phase.weight_decay, max(1, steps), cfg.warmup)
+    run = PhaseState(optim, sched, EarlyStopping(cfg.patience, cfg.min_epochs))
+    if state:
+        run.restore(model, state)
+    while run.epoch < phase.epochs and not (phase.scored and run.stopper.stop):
+        _train_epoch(model, phase, cfg, lengths, hooks, run, progress)
+        model.eval()
+        entry = {"phase": phase.name} if phase.named else {}
+        entry |= {"epoch": run.epoch + 1, "seconds": round(run.seconds, 1), "loss": mean_terms(run.rows),
+                  "loss_curve": loss_curve(run.rows, next(iter(run.rows[0]))), "lr_end": sched.get_last_lr()[0]}  # fmt: skip
+        if phase.scored:
+            headline, entry["dev"] = hooks.score()
+            if run.stopper.update(headline):
+                run.best = cpu_state(model)
+        history.append(entry)
+        run.epoch, run.position, run.seconds, run.rows = run.epoch + 1, 0, 0.0, []
+        hooks.save(run)
+    return run
+
+
+def _train_epoch(model: torch.nn.Module, phase: Phase, cfg, lengths: Sequence[int], hooks: Hooks, run: PhaseState, progress: bool) -> None:
+    """The rest of `run`'s epoch from `run.position`: loss, backward, clipped step, saving every `save_every` seconds."""
+    batches = epoch_batches(lengths, cfg.batch_size, cfg.seed, phase.name, run.epoch)
+    model.train()
+    desc = f"{phase.name} epoch {run.epoch + 1}/{phase.epochs}"
+    bar = tqdm(enumerate(batches[run.position :], start=run.position), total=len(batches), initial=run.position, desc=desc, unit="step", disable=not progress)
+    with hooks.epoch():
+        started = last_save = time.perf_counter()
+        for i, indices in bar:
+            loss, items = hooks.step(indices)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(phase.params, cfg.clip_norm)
+            run.optim.step()
+            run.sched.step()
+            run.optim.zero_grad(set_to_none=True)
+            run.rows.append(items)
+            run.position = i + 1
+            bar.set_postfix({**{k: f"{v:.3f}" for k, v in items.items() if v}, "lr": f"{run.sched.get_last_lr()[0]:.2e}"})
+            if time.perf_counter() - last_save > cfg.save_every and run.position < len(batches):
+                run.seconds += time.perf_counter() - started
+                hooks.save(run)
+                started = last_save = time.perf_counter()
+    run.seconds += time.perf_counter() - started

@@ -27,7 +27,7 @@ from dtx.report import save_figure
 from dtx.errors import ConfigError
 from dtx.model.checkpoint import META_FILE, read_meta
 from dtx.task import Task
-from dtx.train.config import DistillConfig
+from dtx.train.config import DistillConfig, same_settings
 from dtx.train.distill import distill
 from dtx.train.loop import device_name, train_device
 
@@ -178,7 +178,7 @@ def _cached(student: Path, settings: DistillConfig) -> dict | None:
     if not (student / META_FILE).is_file():
         return None
     report = read_meta(student).reports.get("distill")
-    if report and report.get("config") != asdict(settings):
+    if report and not same_settings(report.get("config"), settings):  # the one rule: a setting newer than the cell counts as its default
         raise ConfigError(f"{student} was trained with other settings; use another -o for this sweep")
     return report if report and "final" in report else None
 
