@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from dtx.cli import main
 from dtx.data.splits import is_dev
 
-X = "/nonexistent/dtx-hostile"
+X = f"/nonexistent-{os.getpid()}/dtx-hostile"  # a path no run has made: each run names its own
 
 
 def one_line(args: list[str], status: int = 1) -> str:
