@@ -62,8 +62,9 @@ class Backend:
         """A backend that runs the checkpoint: (graph -> file it wrote into `out_dir`, what it records about the machine)."""
         return {}, {}
 
-    def compile_graph(self, onnx_path: Path, out_dir: Path, spec, shape, precision: str) -> tuple[str, dict] | None:
-        """A backend that compiles the prepared ONNX further (TensorRT plans): (file written, build record); None: the ONNX is what runs."""
+    def compile_graph(self, onnx_path: Path, out_dir: Path, spec, shape: tuple, precision: str) -> tuple[str, dict] | None:
+        """A backend that compiles the prepared ONNX further (TensorRT plans) for `shape` (candidates, seq_q, seq_p and
+        the two windows): (file written, build record); None: the ONNX is what runs."""
         return None
 
     def load(self, manifest: EngineManifest, threads: int | None) -> Runner:
@@ -95,10 +96,10 @@ class TrtBackend(Backend):
         import_tensorrt()
 
     def compile_graph(self, onnx_path: Path, out_dir: Path, spec, shape, precision: str) -> tuple[str, dict]:
-        from dtx.engines.tensorrt import TIMING_CACHE, build_plan, device_signature
+        from dtx.engines.tensorrt import TIMING_CACHE, ServeShape, build_plan, device_signature
 
         plan = out_dir / f"{onnx_path.stem}.plan"
-        return plan.name, {**build_plan(onnx_path, plan, spec, shape, out_dir / TIMING_CACHE, precision), **device_signature()}
+        return plan.name, {**build_plan(onnx_path, plan, spec, ServeShape(*shape), out_dir / TIMING_CACHE, precision), **device_signature()}
 
     def load(self, manifest: EngineManifest, threads: int | None) -> Runner:
         from dtx.engines.tensorrt import TrtRunner

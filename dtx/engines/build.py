@@ -18,6 +18,7 @@ import onnx
 from tqdm import tqdm
 
 from dtx.atomic import atomic_dir, check_output, sha256_file, write_json
+from dtx.engines.backends import get_backend, recorded_info
 from dtx.engines.calibration import graph_feeds, load_batches
 from dtx.engines.cpu import cpu_info
 from dtx.engines.drift import measure_drift
@@ -72,16 +73,14 @@ def validate(opts: BuildOptions) -> BuildOptions:
     dynamic INT8 computes its ranges at run time, and fp16/int8 drift falls back to random-token pairs."""
     if opts.calib and not Path(opts.calib).is_file():
         raise EngineError(f"calibration file {opts.calib} does not exist")
-    mode = opts.int8_mode or ("qdq" if opts.backend == "trt" else "dynamic")
+    backend = get_backend(opts.backend)
+    mode = backend.int8_mode(opts.int8_mode)
     real_pairs = "(JSONL/TSV of question/passage pairs, or a BIG-bench task file such as data/disfl_qa.task.json.gz from scripts/get_data.sh)"
     if opts.precision == "int8" and mode == "qdq" and not opts.calib:
         raise EngineError(f"static Q/DQ INT8 calibrates activation ranges on real texts: pass --calib FILE {real_pairs}")
     if opts.precision == "int8" and opts.int8_keep_float and not opts.calib:
         raise EngineError(f"--int8-keep-float measures each MatMul's error on real texts: pass --calib FILE {real_pairs}")
-    if opts.precision == "int8" and opts.backend == "trt" and mode != "qdq":
-        raise EngineError("TensorRT runs INT8 only from a Q/DQ graph; drop --int8-mode or use --int8-mode qdq")
-    if opts.backend in ("torch", "aoti") and opts.precision == "int8":
-        raise EngineError(f"the {opts.backend} backend has no int8 path; use --backend ort --int8")
+    backend.check_options(opts.precision, mode)  # TensorRT: Q/DQ INT8 only; torch, aoti: no INT8 path
     if opts.int8_scheme is not None:
         if opts.precision != "int8" or mode != "dynamic":
             raise EngineError("--int8-scheme chooses how dynamic INT8 quantizes; pass it with --int8 (dynamic mode) only")
@@ -93,7 +92,7 @@ def validate(opts: BuildOptions) -> BuildOptions:
 def _prepare_graph(src: Path, dst: Path, opts: BuildOptions, feeds: list[dict] | None, scheme: Int8Scheme | None) -> tuple[dict[str, int], list[str]]:
     """Write the ONNX this backend/precision runs; returns its fused/quantized op counts and the MatMuls INT8 left in float."""
     kept: list[str] = []
-    if opts.precision == "fp32" and opts.backend == "ort":
+    if opts.precision == "fp32" and get_backend(opts.backend).fuses_fp32():
         return fuse_for_ort(src, dst), kept
     if opts.precision == "fp32":  # TensorRT takes the export graph as it is (ORT contrib ops would not parse)
         shutil.copy(src, dst)
@@ -168,19 +167,9 @@ def prepare(export_dir: str | Path, out_dir: str | Path, opts: BuildOptions) -> 
     check_output(out_dir, ENGINE, overwrite=True)  # a rebuild replaces dtx's own engine, never anything else
     export = check_export(export_dir)
     opts = fit_serve_shape(opts, export.decoupling)
-    if opts.backend == "trt":
-        from dtx.engines.tensorrt import import_tensorrt
-
-        import_tensorrt()
-    if opts.backend == "torch":
-        from dtx.engines.torch_backend import check_device
-
-        check_device(opts.device, opts.precision)
-    if opts.backend == "aoti":
-        from dtx.engines.aoti import check_options
-
-        check_options(opts.device, opts.precision)
-    if opts.backend in ("torch", "aoti"):
+    backend = get_backend(opts.backend)
+    backend.check_available(opts.device, opts.precision)
+    if backend.runs_checkpoint:
         _check_checkpoint(export)
     seg = export.segmenter()
     reference = OrtRunner({g: export_dir / export.graphs[g].file for g in GRAPHS}, export.outputs, threads=opts.threads)
@@ -208,26 +197,19 @@ def compile_engine(plan: BuildPlan, tmp: Path, progress: bool) -> Compiled:
     """The backend's own step: ONNX transforms (ORT), plans (TensorRT), packages (AOTInductor); the torch
     backend runs the checkpoint and compiles nothing here."""
     opts, export, out = plan.opts, plan.export, Compiled()
-    if opts.backend == "torch":
-        return out
-    if opts.backend == "aoti":
-        from dtx.engines.aoti import compile_packages, device_signature
-
-        out.graphs = compile_packages(export.checkpoint.path, tmp, opts.device, opts.precision)
-        out.backend_info = device_signature(opts.device)
+    backend = get_backend(opts.backend)
+    if not backend.runs_onnx:  # torch runs the checkpoint as it is; aoti compiles it into packages
+        out.graphs, out.backend_info = backend.compile_checkpoint(export.checkpoint.path, tmp, opts.device, opts.precision)
         return out
     specs = graph_specs(export.task, export.rep_dim, export.decoupling.num_labels)
     for graph in tqdm(GRAPHS, desc=f"build {opts.backend} {opts.precision}", unit="graph", disable=not progress):
         dst = tmp / f"{graph}.onnx"
         out.fused_ops[graph], out.kept_float[graph] = _prepare_graph(export.path / export.graphs[graph].file, dst, opts, plan.calib_feeds[graph] if plan.calib_feeds else None, plan.scheme)
         out.graphs[graph] = dst.name
-        if opts.backend == "trt":
-            from dtx.engines.tensorrt import TIMING_CACHE, ServeShape, build_plan, device_signature
-
-            d = export.decoupling
-            shape = ServeShape(opts.batch, opts.seq_q, opts.seq_p, d.max_question_len, d.max_passage_len)
-            out.backend_info = {**build_plan(dst, tmp / f"{graph}.plan", specs[graph], shape, tmp / TIMING_CACHE, opts.precision), **device_signature()}
-            out.graphs[graph] = f"{graph}.plan"
+        d = export.decoupling
+        further = backend.compile_graph(dst, tmp, specs[graph], (opts.batch, opts.seq_q, opts.seq_p, d.max_question_len, d.max_passage_len), opts.precision)
+        if further is not None:  # TensorRT: a plan per graph, built for the served shape
+            out.graphs[graph], out.backend_info = further
     return out
 
 
@@ -244,6 +226,7 @@ def verify(plan: BuildPlan, built, progress: bool = True) -> dict:
 def _engine_json(plan: BuildPlan, compiled: Compiled, tmp: Path) -> dict:
     """engine.json as written (EngineManifest is how it is read back)."""
     opts, export = plan.opts, plan.export
+    backend = get_backend(opts.backend)
     manifest = {
         "kind": KIND,
         "format_version": FORMAT_VERSION,
@@ -253,7 +236,7 @@ def _engine_json(plan: BuildPlan, compiled: Compiled, tmp: Path) -> dict:
         "device": opts.device,
         "threads": opts.threads,
         "serve_shape": {"candidates": opts.batch, "seq_q": opts.seq_q, "seq_p": opts.seq_p},
-        "cuda_graphs": opts.cuda_graphs if opts.backend == "torch" and opts.device == "cuda" else None,
+        "cuda_graphs": opts.cuda_graphs if backend.records_cuda_graphs(opts.device) else None,
         "graphs": compiled.graphs,
         "outputs": export.outputs,
         "export": {"path": str(export.path.resolve()), "export_id": export.export_id, "graphs_sha256": {g: export.graph_sha256(g) for g in GRAPHS}},
@@ -261,8 +244,7 @@ def _engine_json(plan: BuildPlan, compiled: Compiled, tmp: Path) -> dict:
         "int8_float_matmuls": compiled.kept_float if opts.precision == "int8" else None,
         "int8_scheme": {**plan.scheme.to_dict(), "from": plan.scheme_from} if plan.scheme else None,
         "trained_for_int8": export.checkpoint.int8_training,
-        "tensorrt": compiled.backend_info if opts.backend == "trt" else None,
-        "aoti": compiled.backend_info if opts.backend == "aoti" else None,
+        **recorded_info(backend, compiled.backend_info),  # "tensorrt", "aoti": the machine the build is for
         "producers": producers(),
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(), "cpu": cpu_info()},
         "files": {p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()},
