@@ -21,6 +21,7 @@ from dtx.model.checkpoint import load_checkpoint
 from dtx.model.decouple import decouple
 from dtx.train.distill import DistillConfig, distill
 from dtx.train.finetune import FinetuneConfig, finetune_qa
+from dtx.train.losses import masked_mse
 from tiny_models import WORDS
 
 
@@ -187,6 +188,28 @@ def test_training_as_deployed_adds_hard_negatives_to_teacher_and_student(model_d
     assert loss["attention"] > 0 and loss["input_layer"] > 0 and loss["cross_layers"] > 0  # 1/3 of 4 layers: two intermediate cross layers
     off = distill(ckpt.path, qa_data, DistillConfig(epochs=1, phase1_epochs=0, batch_size=16, dev_limit=8, cross_layers=False, input_layer=False, negatives=0.0), tmp_path / "s0", progress=False)
     assert off["negative_windows"] == 0 and off["history"][-1]["loss"]["cross_layers"] == 0 == off["history"][-1]["loss"]["input_layer"]
+
+
+def test_last_layer_term_is_the_same_whether_the_layer_wise_terms_are_on(model_dir, qa_data, tmp_path):
+    """The student's last state is compared with the teacher's last, whichever layer the teacher cache starts from."""
+    from dtx.train import distill as distill_mod
+
+    ckpt = decouple(model_dir("bert", "qa"), tmp_path / "ckpt", split=1, compress=2, max_question_len=16, max_passage_len=32)
+    hidden = {}
+    for layerwise in (True, False):
+        cfg = DistillConfig(batch_size=8, cross_layers=layerwise, input_layer=layerwise, bf16=False)
+        s = distill_mod._setup(ckpt.path, qa_data, cfg, "cpu")
+        examples = s.examples[:8]
+        cache = distill_mod.TeacherCache(s.teacher_c, s.seg, examples, True, 8, s.device, False, False, distill_mod._cache_start(s.ckpt, cfg))
+        run = distill_mod._Run(s.ckpt, s.ckpt.model.eval(), s.teacher, s.seg, examples, True, cache, cfg, tmp_path, {}, s.device, False, False)
+        b = distill_mod.make_batch(s.seg, examples, True)
+        with torch.no_grad():
+            terms = run._phase2_terms(b, list(range(8)), [])
+            states, mask = s.ckpt.model.cross.states(s.ckpt.model.input(*b["q"]), b["q"][1], s.ckpt.model.input(*b["p"]), b["p"][1])
+            full = s.teacher_c.encoder.encode(*distill_mod._joined(b))
+        hidden[layerwise] = terms.hidden.item()
+        assert abs(terms.hidden.item() - masked_mse(states[-1], full, mask).item()) < 1e-5
+    assert abs(hidden[True] - hidden[False]) < 1e-5
 
 
 def test_gradient_shares_show_the_probability_target_moves_little(model_dir, qa_data, tmp_path):

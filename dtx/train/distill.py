@@ -504,14 +504,16 @@ class _Run:
             return LossTerms(ce, ce, zero, zero, zero, zero, zero)
         with torch.no_grad():
             teacher, tlogits = self.cache.outputs(indices, mask)
-        teacher = teacher[-len(states) :]  # the teacher's after N, ..., L layers, beside the student's states
         attention = None
         if attn:
             attention = (attn[0].scores(), attn[1].scores()) if cfg.attention_target == "scores" else (attn[0].probs(mask), attn[1].probs(mask))
-        pairs = list(zip(states, teacher))
+        # Aligned from the top: the student's state after N + j layers against the teacher's. The cache gives
+        # the teacher's states from layer N (layer-wise terms on: every state pairs up) or from L - 1 (the last only).
+        n = min(len(states), len(teacher))
+        pairs, whole = list(zip(states[-n:], teacher[-n:])), n == len(states) > 1
         return distillation_loss(
             logits, tlogits, b["labels"], b["slots"], pairs[-1] if len(states) > 1 else None, attention, mask, cfg.temperature, cfg.alpha,
-            cfg.hidden_weight, cfg.attention_weight, pairs[1:-1] if cfg.cross_layers else [], pairs[0] if cfg.input_layer and len(states) > 1 else None,
+            cfg.hidden_weight, cfg.attention_weight, pairs[1:-1] if cfg.cross_layers and whole else [], pairs[0] if cfg.input_layer and whole else None,
         )  # fmt: skip
 
     def _save(self, state: dict | None, best: dict | None) -> None:
