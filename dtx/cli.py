@@ -16,7 +16,7 @@ try:  # a Ctrl-C while the imports load (seconds: torch) is one line and status 
     import click
 
     from dtx.commands.common import OUTPUT_FILE, int_list, quiet_transformers
-    from dtx.engines.manifest import BACKENDS, DEVICES
+    from dtx.engines.manifest import DEVICES
     from dtx.model.int8 import SCHEMES
     from dtx.errors import DtxError
     from dtx.task import TASKS, Task
@@ -57,58 +57,6 @@ class DtxGroup(click.Group):
 @click.version_option(package_name="dtx")
 def main() -> None:
     """dtx: decouple a cross-encoder, export it, build engines, cache passages, benchmark."""
-
-
-@main.command("build-engine")
-@click.argument("export_dir", required=False, type=click.Path(file_okay=False))
-@click.option("--backend", type=click.Choice(BACKENDS), default="ort", show_default=True, help="Engine backend (aoti: torch.export + AOTInductor, compiled for this machine's CPU or GPU).")
-@click.option("--fp16", is_flag=True, help="Float16 graphs (LayerNorm, softmax, mask kept in fp32).")
-@click.option("--int8", is_flag=True, help="INT8: dynamic on ORT CPU (no calibration needed), Q/DQ for TensorRT (needs --calib).")
-@click.option("--int8-mode", type=click.Choice(["dynamic", "qdq"]), help="INT8 flavour (default: dynamic for ort, qdq for trt).")
-@click.option("--calib", type=click.Path(dir_okay=False), help="Real pairs for Q/DQ calibration and for drift (JSONL, TSV or BIG-bench task); without it drift runs on random-token pairs.")
-@click.option("--int8-keep-float", type=click.IntRange(0), default=0, show_default=True, help="Dynamic INT8: keep this many of each graph's most error-prone MatMuls (measured on --calib pairs) in float32.")
-@click.option("--int8-scheme", type=click.Choice(list(SCHEMES)), help="Dynamic INT8: how weights and activations are quantized [default: the scheme the checkpoint was trained for (distill --qat-epochs), else per-channel-uint8].")
-@click.option("--drift-pairs", type=click.IntRange(1), default=500, show_default=True, help="Real pairs on which fp16/int8 drift is measured.")
-@click.option("--threads", type=click.IntRange(1), help="ONNX Runtime intra-op threads (default: ORT's choice).")
-@click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True)
-@click.option("--batch", type=click.IntRange(1), default=20, show_default=True, help="TensorRT profile: passages per query.")
-@click.option("--seq-q", type=click.IntRange(3), help="Question tokens served (TensorRT profile, CUDA graph captured at load) [default: 32, at most the checkpoint's window].")
-@click.option("--seq-p", type=click.IntRange(3), help="Passage tokens served [default: 150, at most the checkpoint's window].")
-@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), help="Engine directory (default: EXPORT_DIR-BACKEND-PRECISION).")
-@click.option("--verbose", "-v", is_flag=True, help="Print fused and quantized op counts per graph.")
-def build_engine_cmd(export_dir, backend, fp16, int8, int8_mode, calib, int8_keep_float, int8_scheme, drift_pairs, threads, device, batch, seq_q, seq_p, out_dir, verbose):
-    """Build an engine directory (all three graphs, same treatment) from an export.
-
-    EXPORT_DIR defaults to the one export in the working directory (what `dtx export CKPT_DIR` wrote there).
-    """
-    quiet_transformers()
-    from dtx.artifacts import find_artifact
-    from dtx.engines.build import BuildOptions, build_engine
-    from dtx.report import emit
-
-    if fp16 and int8:
-        raise click.UsageError("--fp16 and --int8 are two precisions: pass one of them (or neither, for fp32)")
-    precision = "fp16" if fp16 else "int8" if int8 else "fp32"
-    opts = BuildOptions(backend=backend, precision=precision, int8_mode=int8_mode, calib=calib, int8_keep_float=int8_keep_float, int8_scheme=int8_scheme, drift_pairs=drift_pairs, threads=threads, device=device, batch=batch, seq_q=seq_q, seq_p=seq_p)
-    if export_dir is None:
-        export_dir = str(find_artifact("export"))
-        click.echo(f"export: {export_dir} (the one in this directory)")
-    out_dir = out_dir or f"{str(export_dir).rstrip('/')}-{backend}-{precision}"
-    m = build_engine(export_dir, out_dir, opts)
-    if verbose:
-        fused = m.reports.get("fused_ops") or {}
-        ops = sorted({op for counts in fused.values() for op in counts})
-        emit("op counts per graph", ["graph", *ops], [[g, *(c.get(op, 0) for op in ops)] for g, c in fused.items()])
-    v = m.verification
-    if v["kind"] == "parity":
-        click.echo(f"{backend} fp32 engine vs export: worst max-abs {v['worst_max_abs']:.2e} (tolerance {v['tolerance_max_abs']:g})")
-    else:
-        emit(
-            f"{precision} drift vs fp32 export on {v['source']}",
-            ["path", "max-abs", "same prediction"],
-            [[k, v[k]["max_abs"], f"{100 * v[k]['agreement']:.1f}%"] for k in ("decoupled", "coupled")],
-        )
-    click.echo(f"wrote {out_dir} ({backend} {precision}{' ' + m.int8_mode if m.int8_mode else ''}) in {m.reports['build_seconds']:.1f} s")
 
 
 _FT = FinetuneConfig()
@@ -282,10 +230,10 @@ def _grid(ctx: click.Context, specs: tuple[str, ...]) -> dict[str, list]:
 
 
 def _register() -> None:
-    """The command groups, a module each (dtx/commands/): model, store, bench, serve, evaluate."""
+    """The command groups, a module each (dtx/commands/): model, store, bench, serve, evaluate (training's are above)."""
     from dtx.commands import bench, evaluate, model, serve, store
 
-    for module, names in ((model, ("decouple", "info", "export_cmd", "plan")), (store, ("index", "answer", "rerank", "check_store")),
+    for module, names in ((model, ("decouple", "info", "export_cmd", "build_engine_cmd", "plan")), (store, ("index", "answer", "rerank", "check_store")),
                           (bench, ("bench", "bench_serve", "bench_store")), (serve, ("serve",)), (evaluate, ("eval_cmd", "eval_store"))):  # fmt: skip
         for name in names:
             main.add_command(getattr(module, name))

@@ -19,16 +19,13 @@ COMPARISON = re.compile(
     rf"""|\bin\s*[(\[{{]\s*(?:["']\w+["']\s*,\s*)*["']{NAMES}["']"""  # x in ("torch", "aoti")
 )
 OWNERS = {"task.py", "engines/backends.py"}  # the enum and the registry: where the names are parsed
-# Files another change was editing when the enum landed: a one-token change to Task each (tracked in issue 23);
-# delete an entry once its file is converted.
-PENDING = {"train/config.py"}
 
 
 def _comparisons(root: Path) -> list[str]:
     found = []
     for path in sorted(root.rglob("*.py")):
         rel = path.relative_to(root).as_posix()
-        if rel in OWNERS or rel in PENDING:
+        if rel in OWNERS:
             continue
         for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
             if COMPARISON.search(line.split("#", 1)[0]):

@@ -63,6 +63,16 @@ def model_limits(cfg: BenchConfig) -> dict:
     return {"num_layers": d.num_layers, "max_question_len": d.max_question_len, "max_passage_len": d.max_passage_len, "fixed_split": fixed}
 
 
+def default_splits(target: str | None, splits: list[int] | None) -> list[int | None]:
+    """The splits asked for, else the target's own (None) when there is a target, else 5 for an --arch preset."""
+    return splits or ([None] if target is not None else [5])
+
+
+def splits_to_run(cfg: BenchConfig) -> list[int | None]:
+    """An engine or export has one split (None: its own); a checkpoint or preset runs those configured."""
+    return [None] if bench_source(cfg.target) in ("engine", "export") else cfg.splits
+
+
 def validate(cfg: BenchConfig) -> None:
     lim = model_limits(cfg)
     for split in cfg.splits:
@@ -85,7 +95,7 @@ def run_bench(cfg: BenchConfig, progress: bool = True) -> dict:
     # drift of the bench's own int8/fp16 builds is checked on 64 pairs (dtx build-engine does 500)
     opts = BuildOptions(cfg.backend, cfg.precision, calib=cfg.calib, drift_pairs=64, threads=cfg.threads, device=cfg.device, batch=max(cfg.candidates), seq_q=cfg.seq_q, seq_p=cfg.seq_p, cuda_graphs=cfg.cuda_graphs)
     report = {"config": asdict(cfg), "rows": [], "interrupted": False, "machine": machine(cfg), "producers": producers()}
-    splits = cfg.splits if bench_source(cfg.target) not in ("engine", "export") else [None]
+    splits = splits_to_run(cfg)
     with tempfile.TemporaryDirectory(prefix="dtx-bench-") as tmp:
         try:
             for split in splits:

@@ -38,7 +38,7 @@ def bench(target, arch, splits, compress, candidates, seq_q, seq_p, backend, pre
     """
     quiet_transformers()
     from dtx.artifacts import find_artifact
-    from dtx.bench.run import BenchConfig, plot, run_bench, summary_rows
+    from dtx.bench.run import BenchConfig, default_splits, plot, run_bench, summary_rows
     from dtx.report import emit, save_json
 
     if target is not None and arch is not None:
@@ -47,11 +47,9 @@ def bench(target, arch, splits, compress, candidates, seq_q, seq_p, backend, pre
         target = str(find_artifact("engine"))
         click.echo(f"engine: {target} (the one in this directory)")
     cfg = BenchConfig(
-        target=target, arch=arch, splits=splits or [5], compress=compress, candidates=candidates, seq_q=seq_q, seq_p=seq_p, backend=backend, precision=precision,
+        target=target, arch=arch, splits=default_splits(target, splits), compress=compress, candidates=candidates, seq_q=seq_q, seq_p=seq_p, backend=backend, precision=precision,
         calib=calib, runs=runs, warmup=warmup, threads=threads, device=device, cuda_graphs=cuda_graphs, fp32_baseline=fp32_baseline,
     )  # fmt: skip
-    if target is not None and splits is None:
-        cfg.splits = [None]
     report = run_bench(cfg)
     if not report["rows"]:
         click.echo("interrupted before any configuration finished")

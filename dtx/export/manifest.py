@@ -173,6 +173,14 @@ class ExportManifest:
         """graph -> output names, what every runner needs."""
         return {g: list(e.output_names) for g, e in self.graphs.items()}
 
+    def parity_rows(self) -> list[list]:
+        """(check, worst max-abs, worst max-rel, comparisons) per parity check, as `dtx export` tabulates them."""
+        rows: dict[str, list] = {}
+        for r in self.parity["results"]:
+            row = rows.setdefault(r["check"], [r["check"], 0.0, 0.0, 0])
+            row[1], row[2], row[3] = max(row[1], r["max_abs"]), max(row[2], r["max_rel"]), row[3] + 1
+        return list(rows.values())
+
     def graph_sha256(self, graph: str) -> str:
         return self.files[self.graphs[graph].file].sha256
 

@@ -10,6 +10,7 @@ import math
 from dataclasses import asdict, dataclass, replace
 
 from dtx.errors import ConfigError
+from dtx.task import Task
 
 DEFAULT_MAX_LEN = {"qa": 256, "pair": 128}
 # Hard negatives for QA (docs/training.md, "Training as deployed"): the teacher and the student both
@@ -52,7 +53,7 @@ class FinetuneConfig:
 
     def for_task(self, task: str) -> "FinetuneConfig":
         """The config with task-dependent defaults filled in (what the report records)."""
-        return replace(self, max_len=self.max_len or DEFAULT_MAX_LEN[task], negatives=self.negatives if task == "qa" else 0.0)
+        return replace(self, max_len=self.max_len or DEFAULT_MAX_LEN[task], negatives=self.negatives if task == Task.QA else 0.0)
 
 
 
