@@ -229,12 +229,18 @@ def test_a_finetune_report_beside_the_teacher_that_is_corrupt_is_one_line(model_
     assert "dtx_finetune.json is not a readable `dtx finetune` report" in one_line(["decouple", str(src), "--split", "2", "-o", str(tmp_path / "o")])
 
 
-def test_ctrl_c_is_one_line_and_status_130_while_importing_and_while_working(monkeypatch):
-    """Ctrl-C during the imports (seconds: torch loads) printed a 63-line KeyboardInterrupt."""
+def test_ctrl_c_is_one_line_and_status_130_while_importing_and_while_working(model_dir, tmp_path, monkeypatch):
+    """Ctrl-C during the imports (seconds: torch loads) printed a 63-line KeyboardInterrupt.
+
+    The export is of a real checkpoint, so the command gets past its argument checks to the imports
+    of the export path (torch, onnx: seconds) before the signal lands."""
+    from dtx.model.decouple import decouple
+
+    ckpt = decouple(model_dir("bert", "qa"), tmp_path / "ckpt", split=2, max_question_len=16, max_passage_len=32)
     code = (
         "import os, signal, sys, threading\n"
         "threading.Timer(0.2, lambda: os.kill(os.getpid(), signal.SIGINT)).start()\n"
-        "sys.argv = ['dtx', 'export', '/nonexistent']\n"
+        f"sys.argv = ['dtx', 'export', {str(ckpt.path)!r}, '-o', {str(tmp_path / 'out')!r}]\n"
         "from dtx.cli import main\n"
         "main()\n"
     )

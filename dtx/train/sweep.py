@@ -22,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from dtx.atomic import write_json
-from dtx.cost import EncoderShape, cache_bytes, query_cost
+from dtx.cost import EncoderShape, cache_bytes, check_compress, check_split, query_cost
 from dtx.report import save_figure
 from dtx.errors import ConfigError
 from dtx.model.checkpoint import META_FILE, read_meta
@@ -108,11 +108,9 @@ def run_sweep(
     source = read_source_config(Path(teacher_dir))
     layers = source.num_hidden_layers
     for n in cfg.splits:
-        if not 0 <= n <= layers:
-            raise ConfigError(f"split {n} is outside 0..{layers}; choose --splits between 0 and {layers}")
+        check_split(n, layers, "--splits")
     for k in cfg.compress:
-        if k < 1 or source.hidden_size % k:
-            raise ConfigError(f"compression {k} does not divide the hidden size {source.hidden_size}")
+        check_compress(k, source.hidden_size)
     cells = []
     for n in cfg.splits:
         for k in cfg.compress:
