@@ -154,7 +154,7 @@ def check_writable(path: str | os.PathLike, option: str = "-o") -> None:
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     if not probe.is_dir():
-        raise DtxError(f"cannot write {path}: {probe} is an existing file, not a directory; choose another {option}")
+        raise DtxError(f"cannot write {path}: {probe} is a file, not a directory (an existing file is never replaced); choose another {option}")
     try:
         os.rmdir(tempfile.mkdtemp(prefix=".dtx-write-probe.", dir=probe))
     except OSError as e:
@@ -170,7 +170,7 @@ def check_output(target: str | os.PathLike, kind: ArtifactKind, overwrite: bool 
     target = Path(target)
     if target.exists() or target.is_symlink():
         if not target.is_dir():
-            raise DtxError(f"{target} is an existing file, not a directory; choose another {option}")
+            raise DtxError(f"{target} is a file, not a directory (an existing file is never replaced); choose another {option}")
         if any(target.iterdir()):
             if not kind.holds_one(target):
                 raise DtxError(f"{target} exists and is not a dtx {kind.name} (dtx replaces only its own); choose another {option}")
