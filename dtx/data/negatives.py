@@ -20,6 +20,7 @@ from collections import Counter
 import numpy as np
 
 from dtx.data.pairs import Pair
+from dtx.data.qa import locate_answer
 
 _WORD = re.compile(r"\w+")
 K1, B = 1.2, 0.75
@@ -68,11 +69,6 @@ class BM25:
         return hits[np.argsort(-s[hits], kind="stable")][:k].tolist()
 
 
-def _holds_answer(passage: str, answers: list[str]) -> bool:
-    flat = "".join(passage.lower().split())
-    return any("".join(a.lower().split()) in flat for a in answers if a.strip())
-
-
 def hard_negatives(train: list[Pair], per_question: float, pool: int, seed: int = 0) -> list[Pair]:
     """Negative pairs for `train`'s questions: on average `per_question` each, drawn from BM25's top `pool`.
 
@@ -92,7 +88,7 @@ def hard_negatives(train: list[Pair], per_question: float, pool: int, seed: int 
         if not want:
             continue
         ranked = [passages[i] for i in index.top(pair.question, pool + 1)]
-        candidates = [p for p in ranked if p != pair.passage and not _holds_answer(p, pair.answers)][:pool]
+        candidates = [p for p in ranked if p != pair.passage and not any(locate_answer(a, p) for a in pair.answers)][:pool]
         for j in rng.permutation(len(candidates))[:want]:
             out.append(Pair(pair.question, candidates[j], None, [], f"{pair.id or n}-neg{len(out)}"))
     return out

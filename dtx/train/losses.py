@@ -16,6 +16,7 @@ elementwise comparison restricted to real slots by a mask.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -74,7 +75,7 @@ def attention_mse(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tens
     return ((student - teacher) ** 2 * pair).sum() / pair.sum().clamp(min=1)
 
 
-Pair = tuple[torch.Tensor, torch.Tensor]  # (student, teacher) states or maps of one layer
+StatePair = tuple[torch.Tensor, torch.Tensor]  # (student, teacher) states or maps of one layer
 
 
 def distillation_loss(
@@ -82,15 +83,15 @@ def distillation_loss(
     teacher_out: tuple[torch.Tensor, ...],
     labels: tuple[torch.Tensor, ...],
     slots: torch.Tensor | None,
-    hidden: Pair | None,
-    attention: Pair | None,
+    hidden: StatePair | None,
+    attention: StatePair | None,
     mask: torch.Tensor,
     temperature: float,
     alpha: float,
     hidden_weight: float = 0.5,
     attention_weight: float = 0.5,
-    cross_layers: list[Pair] = (),
-    input_layer: Pair | None = None,
+    cross_layers: Sequence[StatePair] = (),
+    input_layer: StatePair | None = None,
 ) -> LossTerms:
     """The whole loss. QA: outputs are (start, end) over slots, `slots` (B, S) marks real slots and
     both distributions are averaged; pair tasks: one (B, C) output and `slots` None.
@@ -113,5 +114,6 @@ def distillation_loss(
     a = attention_mse(*attention, mask) if attention is not None else zero
     mid = torch.stack([masked_mse(s, t, mask) for s, t in cross_layers]).mean() if cross_layers else zero
     inp = masked_mse(*input_layer, mask) if input_layer is not None else zero
-    total = alpha * ce + (1 - alpha) * kl + hidden_weight * (h + mid + inp) + attention_weight * a
-    return LossTerms(total, ce, kl, h, a, mid, inp)
+    terms = LossTerms(zero, ce, kl, h, a, mid, inp)
+    terms.total = sum(terms.weighted(alpha, hidden_weight, attention_weight).values())
+    return terms
