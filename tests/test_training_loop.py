@@ -150,15 +150,19 @@ def pair_ckpt(model_dir, tmp_path):
     return ckpt.path, data
 
 
-def test_teacher_cache_equals_the_full_teacher(pair_ckpt):
-    """fp32 cache: the last layer recomputed from cached states equals the teacher run end to end."""
-    ckpt = load_checkpoint(pair_ckpt[0])
+def _teacher_and_examples(pair_ckpt, n: int):
+    """The checkpoint, its segmenter, its frozen coupled teacher and the first `n` labelled pairs as examples."""
     from dtx.data.pairs import read_pairs
 
+    ckpt = load_checkpoint(pair_ckpt[0])
     seg = ckpt.segmenter()
-    teacher_c = build_coupled(ckpt.teacher()).eval()
     label2id = {v: k for k, v in ckpt.teacher().config.id2label.items()}
-    examples = pair_examples(seg, read_pairs(pair_ckpt[1])[:40], label2id)
+    return ckpt, seg, build_coupled(ckpt.teacher()).eval(), pair_examples(seg, read_pairs(pair_ckpt[1])[:n], label2id)
+
+
+def test_teacher_cache_equals_the_full_teacher(pair_ckpt):
+    """fp32 cache: the last layer recomputed from cached states equals the teacher run end to end."""
+    _, seg, teacher_c, examples = _teacher_and_examples(pair_ckpt, 40)
     cache = TeacherCache(teacher_c, seg, examples, False, 8, torch.device("cpu"), bf16=False, progress=False)
     indices = [3, 17, 0, 25, 39, 8]  # another batching than the cache's (sorted by length)
     b = make_batch(seg, [examples[i] for i in indices], qa=False)
@@ -174,14 +178,9 @@ def test_teacher_cache_equals_the_full_teacher(pair_ckpt):
 
 def test_teacher_cache_from_the_split_gives_every_layer(pair_ckpt):
     """Layer-wise supervision: a cache started at layer N recomputes the teacher's states after N, ..., L layers exactly."""
-    from dtx.data.pairs import read_pairs
     from dtx.model.decoupled import layer_states
 
-    ckpt = load_checkpoint(pair_ckpt[0])
-    seg = ckpt.segmenter()
-    teacher_c = build_coupled(ckpt.teacher()).eval()
-    label2id = {v: k for k, v in ckpt.teacher().config.id2label.items()}
-    examples = pair_examples(seg, read_pairs(pair_ckpt[1])[:24], label2id)
+    ckpt, seg, teacher_c, examples = _teacher_and_examples(pair_ckpt, 24)
     split = ckpt.config.split
     cache = TeacherCache(teacher_c, seg, examples, False, 8, torch.device("cpu"), bf16=False, progress=False, start=split)
     indices = [5, 0, 19, 11]
