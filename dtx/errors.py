@@ -16,3 +16,10 @@ class CheckpointError(DtxError):
 
 class ConfigError(DtxError):
     """A requested split, compression, task or length that the model cannot take."""
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first non-empty line of `exc`'s message, cut to `limit` characters (its type's name when it says
+    nothing): how a library's multi-line error (ONNX Runtime, Lance, Ray) enters a one-line dtx message."""
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    return lines[0].strip()[:limit] if lines else type(exc).__name__

@@ -21,7 +21,9 @@ BENCH_PARITY_SHAPES = [(2, 8, 16)]  # the bench's own exports check parity on on
 
 
 @dataclass
-class Prepared:
+class BenchTarget:
+    """The engine a bench runs and the FP32 engine its headline is measured against."""
+
     engine_dir: Path
     baseline_dir: Path | None  # fp32 engine for the headline when precision is not fp32
     source: str  # what was benchmarked, in words
@@ -53,7 +55,7 @@ def prepare(
     work: Path,
     progress: bool,
     fp32_baseline: bool = True,
-) -> Prepared:
+) -> BenchTarget:
     """Engine directories for one configuration (building into `work` as needed; the fp32 baseline only with `fp32_baseline`)."""
     from dtx.export.exporter import export_checkpoint
     from dtx.model.decouple import decouple
@@ -61,7 +63,7 @@ def prepare(
     kind = bench_source(target)
     validate(opts)
     if kind == "engine":
-        return Prepared(Path(target), None, f"engine {target}")
+        return BenchTarget(Path(target), None, f"engine {target}")
     if kind == "export":
         export_dir = Path(target)
     else:
@@ -83,7 +85,7 @@ def prepare(
         fp32 = BuildOptions(opts.backend, "fp32", threads=opts.threads, device=opts.device, batch=opts.batch, seq_q=opts.seq_q, seq_p=opts.seq_p, cuda_graphs=opts.cuda_graphs)
         build_engine(export_dir, baseline, fp32, progress=progress)
     what = {"arch": f"random-weight {arch}", "checkpoint": f"checkpoint {target}", "export": f"export {target}"}[kind]
-    return Prepared(engine_dir, baseline, what)
+    return BenchTarget(engine_dir, baseline, what)
 
 
 def bench_question_window(seq_q: int) -> int:

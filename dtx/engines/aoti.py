@@ -22,6 +22,7 @@ import torch
 from dtx.engines.cpu import vector_isa
 from dtx.engines.manifest import EngineError
 from dtx.engines.runner import Runner
+from dtx.errors import first_line
 from dtx.export.spec import COUPLED, CROSS, INPUT
 from dtx.model.checkpoint import load_checkpoint
 from dtx.model.samples import random_pairs
@@ -124,7 +125,7 @@ class AotiRunner(Runner):
             try:
                 self.packages[graph] = torch._inductor.aoti_load_package(str(path))
             except Exception as e:  # a truncated or foreign package: one line, not a C++ traceback
-                raise EngineError(f"cannot load {path} ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); rebuild the engine") from None
+                raise EngineError(f"cannot load {path} ({type(e).__name__}: {first_line(e) if str(e).strip() else ''}); rebuild the engine") from None
 
     def _run(self, graph: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         tensors = []

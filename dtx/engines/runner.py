@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from dtx.engines.manifest import EngineError
+from dtx.errors import first_line
 from dtx.model.segments import Batch
 
 
@@ -74,7 +75,7 @@ class OrtRunner(Runner):
             try:
                 self.sessions[graph] = ort.InferenceSession(str(path), opts, providers=providers)
             except Exception as e:
-                raise EngineError(f"ONNX Runtime cannot load {path}: {str(e).splitlines()[0][:300]}") from None
+                raise EngineError(f"ONNX Runtime cannot load {path}: {first_line(e, 300)}") from None
 
     @staticmethod
     def providers(device: str) -> list[str]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import onnx
 
 from dtx.atomic import sha256_file
-from dtx.errors import DtxError
+from dtx.errors import DtxError, first_line
 from dtx.export.manifest import ExportManifest, GraphEntry, read_manifest
 from dtx.export.spec import CROSS, GRAPHS, INPUT
 
@@ -82,7 +82,7 @@ def check_export(export_dir: str | Path, ckpt_dir: str | Path | None = None) -> 
         try:
             onnx.checker.check_model(str(export_dir / manifest.graphs[g].file))
         except onnx.checker.ValidationError as e:
-            raise ExportCheckError(f"{manifest.graphs[g].file} fails onnx.checker: {str(e).splitlines()[0]}") from None
+            raise ExportCheckError(f"{manifest.graphs[g].file} fails onnx.checker: {first_line(e, 300)}") from None
     for rel, entry in manifest.files.items():
         if sha256_file(export_dir / rel) != entry.sha256:
             raise ExportCheckError(f"{export_dir / rel} does not match the manifest's sha256; re-run `dtx export`")

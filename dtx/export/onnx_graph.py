@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.export import Dim
 
-from dtx.errors import DtxError
+from dtx.errors import DtxError, first_line
 from dtx.export.spec import GraphSpec
 
 EXTERNAL_DATA_BYTES = 1_800_000_000  # protobuf's 2 GB limit, with room for the graph itself
@@ -69,7 +69,7 @@ def export_graph(
                 verbose=False,
             )
         except Exception as e:  # the exporter's errors are long; keep the first line for the user
-            raise DtxError(f"exporting {spec.file} failed: {str(e).splitlines()[0]}") from e
+            raise DtxError(f"exporting {spec.file} failed: {first_line(e, 300)}") from e
     proto = program.model_proto
     for key, value in metadata.items():
         proto.metadata_props.add(key=key, value=value)

@@ -8,7 +8,7 @@ import torch
 from transformers import AutoTokenizer
 
 from dtx.atomic import check_output
-from dtx.errors import ConfigError
+from dtx.errors import ConfigError, first_line
 from dtx.model.checkpoint import CHECKPOINT, Checkpoint, load_checkpoint, save_checkpoint
 from dtx.model.segments import qa_window_lengths
 from dtx.model.surgery import build_decoupled, decouple_config_for, load_source, model_task
@@ -84,7 +84,7 @@ def source_tokenizer(model_dir: str | Path, vocab_size: int):
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
     except (OSError, ValueError, TypeError) as e:
-        raise ConfigError(f"{model_dir} has no usable tokenizer ({str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__}); copy the model's tokenizer files (tokenizer.json, vocab) into it") from None
+        raise ConfigError(f"{model_dir} has no usable tokenizer ({first_line(e, 160)}); copy the model's tokenizer files (tokenizer.json, vocab) into it") from None
     if len(tokenizer) < vocab_size // 2:
         raise ConfigError(f"the tokenizer in {model_dir} has {len(tokenizer)} tokens but the model's vocabulary has {vocab_size}; copy the model's own tokenizer files (tokenizer.json, vocab) into it")
     return tokenizer

@@ -23,7 +23,7 @@ from transformers import (
     PreTrainedModel,
 )
 
-from dtx.errors import CheckpointError, ConfigError
+from dtx.errors import CheckpointError, ConfigError, first_line
 from dtx.model.arch import arch_spec
 from dtx.model.config import DecoupleConfig
 from dtx.model.decoupled import CoupledModel, CrossComponent, DecoupledModel, InputComponent, PairHead, QAHead
@@ -55,7 +55,7 @@ def read_source_config(model_dir: str | Path) -> PretrainedConfig:
     try:
         config = AutoConfig.from_pretrained(model_dir)
     except Exception as e:  # not JSON, no or unknown model_type, a field of the wrong type (each library version raises its own)
-        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise CheckpointError(f"{model_dir / 'config.json'} is not a usable Hugging Face config ({first}); restore it from the model's source") from None
     arch_spec(config)
     return config
@@ -77,7 +77,7 @@ def load_source(model_dir: str | Path, task: str | None = None, num_labels: int 
     try:
         model = AUTO_CLASSES[task].from_pretrained(model_dir, attn_implementation="eager", **kwargs)
     except (OSError, ValueError, RuntimeError, SafetensorError) as e:  # truncated / corrupt weight files, a foreign format
-        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise ConfigError(f"cannot load the weights in {model_dir} ({first}); restore the model files or point at an intact model directory") from None
     return model.eval()
 

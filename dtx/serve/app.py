@@ -37,8 +37,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from dtx.errors import DtxError
-from dtx.query.pipeline import QueryPipeline, QueryResult
+from dtx.errors import DtxError, first_line
+from dtx.query.pipeline import Candidate, QueryPipeline, QueryResult
 from dtx.serve.batcher import Batcher, MicroBatcher
 from dtx.serve.limits import BodyLimit, Limits, TooLarge, window_tokens
 from dtx.serve.metrics import Metrics
@@ -263,19 +263,56 @@ def create_app(pipe: QueryPipeline, make_batcher: Callable[[Service], Batcher], 
     metrics = Metrics()
     limits = limits or Limits.for_model(pipe.segmenter)
     service = Service(pipe, metrics, limits)
-    batcher = make_batcher(service)
-    state = {"ready": False}
+    gate = Gate(service, make_batcher(service))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        batcher.start()
-        state["ready"] = True
+        gate.batcher.start()
+        gate.ready = True
         yield
-        state["ready"] = False
-        await batcher.stop()
+        gate.ready = False
+        await gate.batcher.stop()
 
     app = FastAPI(title="dtx", summary="Re-rank and answer over cached passage representations (decoupled transformer).", lifespan=lifespan)
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
+    _answer_errors(app, metrics)
+    _query_routes(app, gate)
+    _status_routes(app, gate)
+    return app
+
+
+class Gate:
+    """Where a request enters the batched work: admitted first, then run through the batcher, and dropped
+    at the next stage once its client has gone."""
+
+    def __init__(self, service: Service, batcher: Batcher) -> None:
+        self.service, self.batcher, self.ready = service, batcher, False
+
+    async def run(self, request: Request, query: str, documents: list[Document] | None, top_k: int) -> tuple[QueryResult, Prepared]:
+        self.service.admit(documents, top_k)
+        gone, holder = threading.Event(), {}
+
+        def alive() -> None:
+            if gone.is_set():
+                raise ClientGone("the client disconnected; its work was dropped")
+
+        def prepare() -> Prepared:
+            holder["item"] = self.service.prepare(query, documents, top_k, alive)
+            return holder["item"]
+
+        work = asyncio.ensure_future(self.batcher.submit(prepare, len(documents) if documents else top_k))
+        watch = asyncio.ensure_future(_disconnected(request))
+        await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
+        watch.cancel()
+        if not work.done():
+            gone.set()
+            work.cancel()
+            alive()
+        return work.result(), holder["item"]
+
+
+def _answer_errors(app: FastAPI, metrics: Metrics) -> None:
+    """Every answer counted in `metrics`; every failure one line of JSON with the status of whose fault it is."""
 
     @app.middleware("http")
     async def count(request: Request, call_next):
@@ -301,41 +338,30 @@ def create_app(pipe: QueryPipeline, make_batcher: Callable[[Service], Batcher], 
             log.error("%s %s: %s", request.method, request.url.path, exc)
         return JSONResponse({"error": str(exc)}, status_code=status)
 
-    async def run(request: Request, query: str, documents: list[Document] | None, top_k: int) -> tuple[QueryResult, Prepared]:
-        """Admit the request, then its work through the batcher, dropped if the client goes before it is done."""
-        service.admit(documents, top_k)
-        gone, holder = threading.Event(), {}
 
-        def alive() -> None:
-            if gone.is_set():
-                raise ClientGone("the client disconnected; its work was dropped")
+def _rows(candidates: list[Candidate], item: Prepared, return_documents: bool, fields: Callable[[Candidate], dict]) -> list[dict]:
+    """One result row per candidate: `fields(candidate)`, then its index in the request, its store id (not for
+    documents sent as text) and, when asked, its text."""
+    rows = []
+    for c in candidates:
+        row = {"index": item.index[c.id], **fields(c)}
+        if not c.id.startswith(INLINE):
+            row["id"] = c.id
+        if return_documents:
+            row["document"] = {"text": item.texts.get(c.id, "")}
+        rows.append(row)
+    return rows
 
-        def prepare() -> Prepared:
-            holder["item"] = service.prepare(query, documents, top_k, alive)
-            return holder["item"]
 
-        work = asyncio.ensure_future(batcher.submit(prepare, len(documents) if documents else top_k))
-        watch = asyncio.ensure_future(_disconnected(request))
-        await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
-        watch.cancel()
-        if not work.done():
-            gone.set()
-            work.cancel()
-            alive()
-        return work.result(), holder["item"]
+def _query_routes(app: FastAPI, gate: Gate) -> None:
+    """The three query routes: Cohere-shaped re-rank, QA answers, and text-embeddings-inference's re-rank."""
+    pipe = gate.service.pipe
 
     @app.post("/v1/rerank")
     async def rerank(req: RerankRequest, request: Request) -> dict:
         """Documents (or the store's BM25 candidates) ordered by the cross-encoder's score, best first."""
-        result, item = await run(request, req.query, req.documents, req.top_k)
-        rows = []
-        for c in result.candidates[: req.top_n]:
-            row = {"index": item.index[c.id], "relevance_score": c.score}
-            if not c.id.startswith(INLINE):
-                row["id"] = c.id
-            if req.return_documents:
-                row["document"] = {"text": item.texts.get(c.id, "")}
-            rows.append(row)
+        result, item = await gate.run(request, req.query, req.documents, req.top_k)
+        rows = _rows(result.candidates[: req.top_n], item, req.return_documents, lambda c: {"relevance_score": c.score})
         return {"results": rows, "usage": item.usage, "timings_ms": result.timings_ms}
 
     @app.post("/v1/answer")
@@ -343,22 +369,20 @@ def create_app(pipe: QueryPipeline, make_batcher: Callable[[Service], Batcher], 
         """QA: the best span of each passage (character offsets into it), best passage first."""
         if pipe.task != Task.QA:
             raise DtxError("this model is a pair classifier, not a QA reader; use /v1/rerank")
-        result, item = await run(request, req.question, req.documents, req.top_k)
-        rows = []
-        for c in result.candidates:
-            row = {"index": item.index[c.id], "answer": c.answer, "score": c.score, "start": c.start, "end": c.end}
-            if not c.id.startswith(INLINE):
-                row["id"] = c.id
-            if req.return_documents:
-                row["document"] = {"text": item.texts.get(c.id, "")}
-            rows.append(row)
+        result, item = await gate.run(request, req.question, req.documents, req.top_k)
+        rows = _rows(result.candidates, item, req.return_documents, lambda c: {"answer": c.answer, "score": c.score, "start": c.start, "end": c.end})
         return {"results": rows, "usage": item.usage, "timings_ms": result.timings_ms}
 
     @app.post("/rerank")
     async def tei_rerank(req: TEIRerankRequest, request: Request) -> list[dict]:
         """The text-embeddings-inference route: `[{index, score}]`, best first."""
-        result, item = await run(request, req.query, list(req.texts), len(req.texts))
+        result, item = await gate.run(request, req.query, list(req.texts), len(req.texts))
         return [{"index": item.index[c.id], "score": c.score} for c in result.candidates]
+
+
+def _status_routes(app: FastAPI, gate: Gate) -> None:
+    """The page, liveness, readiness (with the limits and batching a client plans by) and Prometheus metrics."""
+    pipe, service = gate.service.pipe, gate.service
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page() -> str:
@@ -371,14 +395,13 @@ def create_app(pipe: QueryPipeline, make_batcher: Callable[[Service], Batcher], 
 
     @app.get("/ready")
     async def ready():
-        body = {"ready": state["ready"], "task": pipe.task, "store": pipe.store.uri if pipe.store is not None else None, "batching": batcher.limits, "limits": limits.as_dict()}
-        return JSONResponse(body, status_code=200 if state["ready"] else 503)
+        store = pipe.store.uri if pipe.store is not None else None
+        body = {"ready": gate.ready, "task": pipe.task, "store": store, "batching": gate.batcher.limits, "limits": service.limits.as_dict()}
+        return JSONResponse(body, status_code=200 if gate.ready else 503)
 
     @app.get("/metrics", response_class=PlainTextResponse)
     async def prometheus() -> str:
-        return metrics.text()
-
-    return app
+        return service.metrics.text()
 
 
 async def _disconnected(request: Request) -> None:
@@ -389,7 +412,7 @@ async def _disconnected(request: Request) -> None:
 
 def _fault(exc: Exception) -> JSONResponse:
     """An exception nothing mapped (an engine failure, a bug): a one-line 500 and one log line, no traceback."""
-    first = (str(exc).strip().splitlines() or [""])[0][:300]
+    first = first_line(exc, 300) if str(exc).strip() else ""
     log.error("internal error: %s: %s", type(exc).__name__, first)
     return JSONResponse({"error": f"internal error ({type(exc).__name__}: {first}); the server's log has the same line"}, status_code=500)
 

@@ -33,7 +33,7 @@ from typing import Iterator
 
 import numpy as np
 
-from dtx.errors import DtxError
+from dtx.errors import DtxError, first_line
 from dtx.store import quantize
 
 os.environ.setdefault("LANCE_LOG", "error")  # Lance's Rust log would print a WARN for every new dataset
@@ -204,7 +204,7 @@ def _remote_exists(uri: str, storage_options: dict | None) -> bool:
         text = str(e).lower()
         if "not found" in text or "does not exist" in text or "no such" in text:
             return False
-        raise StoreError(f"cannot reach store {uri} ({str(e).splitlines()[0][:200]}); check the URI and its credentials") from None
+        raise StoreError(f"cannot reach store {uri} ({first_line(e)}); check the URI and its credentials") from None
 
 
 class PassageStore:
@@ -230,7 +230,7 @@ class PassageStore:
         try:
             ds = lance.dataset(uri, storage_options=storage_options)
         except Exception as e:
-            raise StoreError(f"{uri} is not a readable dtx store ({str(e).splitlines()[0][:200]}); rebuild it with `dtx index`") from None
+            raise StoreError(f"{uri} is not a readable dtx store ({first_line(e)}); rebuild it with `dtx index`") from None
         raw = (ds.schema.metadata or {}).get(META_KEY)
         if raw is None:
             raise StoreError(f"{uri} is a Lance dataset but not a dtx store (no {META_KEY.decode()} metadata)")
@@ -418,7 +418,7 @@ class PassageStore:
         except StoreError:
             raise
         except Exception as e:  # Lance raises OSError, ValueError or its own errors for damaged files
-            first = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+            first = first_line(e)
             raise StoreError(f"cannot {what} store {self.uri} ({first}); run `dtx check-store {self.uri}`, and re-index into a new store if it is damaged") from None
 
     def search(self, query: str, k: int) -> list[tuple[str, float]]:
@@ -434,7 +434,7 @@ class PassageStore:
         try:
             self.dataset.validate()
         except Exception as e:
-            raise StoreError(f"store {self.uri} fails Lance validation ({str(e).splitlines()[0][:200]}); re-index into a new store") from None
+            raise StoreError(f"store {self.uri} fails Lance validation ({first_line(e)}); re-index into a new store") from None
         per_token = self.info.rep_dim * (2 if self.info.dtype == "fp16" else 1)
         scale_bytes = 0 if self.info.dtype == "fp16" else 4
         windows: dict[str, list[int]] = {}

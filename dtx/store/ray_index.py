@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dtx.errors import DtxError
+from dtx.errors import DtxError, first_line
 from dtx.model.segments import Segment
 from dtx.store.passage_store import PassageStore
 from dtx.store.windows import Window, commit, encode_windows, split_windows
@@ -46,7 +46,7 @@ def connect_ray(address: str | None):
         else:
             ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     except Exception as e:
-        raise DtxError(f"cannot start or reach Ray at {address or 'a local instance'} ({str(e).splitlines()[0][:200]}); check the address or run without --ray") from None
+        raise DtxError(f"cannot start or reach Ray at {address or 'a local instance'} ({first_line(e)}); check the address or run without --ray") from None
     return ray
 
 
