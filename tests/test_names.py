@@ -7,6 +7,7 @@ new backend or task would have to be taught - the grep below refuses it.
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
@@ -43,3 +44,28 @@ def test_the_grep_sees_each_form(tmp_path):
     good = ['if task == Task.QA:', 'name = "ort"', 'logging.getLogger("torch")', 'if b in BACKENDS:', '# if b == "ort" in a comment']
     (tmp_path / "m.py").write_text("\n".join(bad + good) + "\n")
     assert len(_comparisons(tmp_path)) == len(bad)
+
+
+MAX_LINES = 60  # a longer function says why in its docstring ("long because ...")
+
+
+def _long_functions(root: Path) -> list[str]:
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_LINES and "long because" not in (ast.get_docstring(node) or "").lower():
+                    found.append(f"{path.relative_to(root).as_posix()}:{node.lineno} {node.name} ({lines} lines)")
+    return found
+
+
+def test_no_function_over_60_lines_without_its_reason():
+    found = _long_functions(Path(dtx.__file__).parent)
+    assert not found, "split these, or say in the docstring why they are long ('long because ...'):\n" + "\n".join(found)
+
+
+def test_the_length_check_sees_a_long_function_and_its_reason(tmp_path):
+    body = "".join(f"    x{n} = {n}\n" for n in range(MAX_LINES))
+    (tmp_path / "a.py").write_text(f"def long():\n{body}\n\ndef explained():\n    \"\"\"Long because one table.\"\"\"\n{body}")
+    assert _long_functions(tmp_path) == ["a.py:1 long (61 lines)"]

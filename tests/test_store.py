@@ -313,7 +313,7 @@ def test_open_domain_eval_reads_dev_paragraphs_only(engine, tmp_path):
     """A store of the held-out paragraphs (`--split dev`), asked every held-out question: student and teacher side by side."""
     from dtx.data.pairs import read_pairs
     from dtx.data.splits import split_by_passage
-    from dtx.query.open_domain import open_domain_eval
+    from dtx.query.open_domain import candidates_digest, open_domain_eval
 
     _, engine_dir = engine()
     passages = texts(77, 60, 12, 30)
@@ -339,6 +339,12 @@ def test_open_domain_eval_reads_dev_paragraphs_only(engine, tmp_path):
     for side in ("student", "teacher"):
         assert report[side]["total"] == len(dev) and report[side]["p50_ms"] > 0
         assert report[side]["HasAns_total"] + report[side]["NoAns_total"] == len(dev)
+    # without the teacher: the same student answers over the same candidates, which BM25 alone reproduces
+    alone = open_domain_eval(store, data, k=5, progress=False, teacher=False)
+    assert alone["teacher"] is None and alone["agreement"] is None
+    assert {m: alone["student"][m] for m in ("exact", "f1")} == {m: report["student"][m] for m in ("exact", "f1")}
+    assert alone["candidates_digest"] == report["candidates_digest"] == candidates_digest(store, data, k=5)
+    assert candidates_digest(store, data, k=4) != report["candidates_digest"], "the digest must see the candidates"
     bad = CliRunner().invoke(main, ["eval-store", str(store), "--data", str(data), "-k", "0"])
     assert bad.exit_code == 2 and "Traceback" not in bad.output and "-k" in bad.output
 

@@ -6,10 +6,16 @@ component), and the coupled teacher reads the same windows, question and passage
 are scored against the gold answers (SQuAD 2.0 EM / F1: a question is answered with the best span
 over all candidates where it beats "no answer") and timed per query, so one table shows what
 decoupling costs in accuracy and saves in time on the same retrieval.
+
+The report carries `candidates_digest`, a hash of every question's candidate ids: two reports with the
+same digest read exactly the same candidates, so a student measured with `teacher=False` (the coupled
+teacher is the slow half of the run) compares with a teacher row measured before over the same
+passages, data and k.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from pathlib import Path
 
@@ -34,8 +40,36 @@ def _latency(ms: list[float]) -> dict[str, float]:
     return {"p50_ms": float(np.percentile(ms, 50)), "p90_ms": float(np.percentile(ms, 90)), "mean_ms": float(np.mean(ms))}
 
 
-def open_domain_eval(store: str | Path, data: str | Path, k: int = 20, limit: int | None = None, engine_dir: str | Path | None = None, threads: int | None = None, progress: bool = True) -> dict:
-    """Student (cached passages) and coupled teacher (same candidates) on the held-out questions of `data`."""
+class _Digest:
+    """A running hash of each question's candidate ids (sorted: the set, not the order the reader ranked)."""
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha256()
+
+    def add(self, ids: list[str]) -> None:
+        self._hash.update((",".join(sorted(ids)) + "\n").encode())
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
+
+
+def candidates_digest(store: str | Path, data: str | Path, k: int = 20, limit: int | None = None) -> str:
+    """The `candidates_digest` an `open_domain_eval` over `store` would report, from BM25 alone (no model runs):
+    how a report made before digests existed is matched to a newer one."""
+    from dtx.store.passage_store import NothingToSearch, PassageStore
+
+    index, digest = PassageStore.open(store), _Digest()
+    for pair in dev_subset(split_by_passage(read_pairs(data))[1], limit):
+        try:
+            digest.add([pid for pid, _ in index.search(pair.question, k)])
+        except NothingToSearch:  # as open_domain_eval counts it: no candidates
+            digest.add([])
+    return digest.hexdigest()
+
+
+def open_domain_eval(store: str | Path, data: str | Path, k: int = 20, limit: int | None = None, engine_dir: str | Path | None = None, threads: int | None = None, progress: bool = True, teacher: bool = True) -> dict:
+    """Student (cached passages) and, unless `teacher` is False, the coupled teacher (same candidates) on the
+    held-out questions of `data`."""
     from dtx.query import QueryPipeline
     from dtx.query.pipeline import NothingRetrieved
     from dtx.store.passage_store import NothingToSearch
@@ -48,6 +82,7 @@ def open_domain_eval(store: str | Path, data: str | Path, k: int = 20, limit: in
     answers: dict[str, list[str]] = {"student": [], "teacher": []}
     times: dict[str, list[float]] = {"student": [], "teacher": []}
     gold_retrieved = nothing_retrieved = 0
+    digest = _Digest()
     with QueryPipeline.open(store, engine_dir, threads) as pipe:
         if pipe.task != Task.QA:
             raise DtxError(f"the model behind {store} is a pair classifier; open-domain QA needs a QA reader")
@@ -59,17 +94,20 @@ def open_domain_eval(store: str | Path, data: str | Path, k: int = 20, limit: in
                 nothing_retrieved += 1
                 answers["student"].append("")
                 answers["teacher"].append("")
+                digest.add([])
                 continue
             times["student"].append((time.perf_counter() - t) * 1e3)
             ids = [c.id for c in student.candidates]
-            t = time.perf_counter()
-            teacher = pipe.rerank_coupled(pair.question, ids)
-            times["teacher"].append((time.perf_counter() - t) * 1e3 + student.timings_ms["retrieve"])
+            digest.add(ids)
             answers["student"].append(_answer(student.candidates))
-            answers["teacher"].append(_answer(teacher.candidates))
+            if teacher:
+                t = time.perf_counter()
+                coupled = pipe.rerank_coupled(pair.question, ids)
+                times["teacher"].append((time.perf_counter() - t) * 1e3 + student.timings_ms["retrieve"])
+                answers["teacher"].append(_answer(coupled.candidates))
             gold_retrieved += content_id(pair.passage) in ids
     golds = [p.answers for p in pairs]
-    same = float(np.mean([a == b for a, b in zip(answers["student"], answers["teacher"])]))
+    same = float(np.mean([a == b for a, b in zip(answers["student"], answers["teacher"])])) if teacher else None
     return {
         "store": str(store),
         "data": str(data),
@@ -78,6 +116,7 @@ def open_domain_eval(store: str | Path, data: str | Path, k: int = 20, limit: in
         "gold_passage_retrieved": gold_retrieved / len(pairs),  # by content id: a store indexed from the same data file
         "nothing_retrieved": nothing_retrieved,  # questions BM25 found no candidate for (both paths answer "no answer")
         "student": {**squad_v2(golds, answers["student"]), **_latency(times["student"])},
-        "teacher": {**squad_v2(golds, answers["teacher"]), **_latency(times["teacher"])},
+        "teacher": {**squad_v2(golds, answers["teacher"]), **_latency(times["teacher"])} if teacher else None,
         "agreement": same,
+        "candidates_digest": digest.hexdigest(),  # equal digests: the same candidates for every question
     }
