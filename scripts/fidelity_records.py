@@ -6,6 +6,12 @@ dtx command that produced it, rebuilt from the report itself (its paths and non-
 settings), so records can be compared run over run without reading prose.
 
     .venv/bin/python scripts/fidelity_records.py --results docs/results [--results docs/results/h200] -o docs/results/fidelity.json
+
+A folder may also hold one student's run (`student.json`, its checkpoint's decoupled.json): its
+distillation on gold paragraphs, `eval-<engine>.json` per engine (INT8 ones with `speedup_vs_fp32`
+from the interleaved `bench-<engine>-*.json` and the CPU that measured it), and `open-domain.json` - an
+`eval-store --no-teacher` run, whose teacher row is the report elsewhere in the results with the same
+`candidates_digest` (the same candidates for every question).
 """
 
 from __future__ import annotations
@@ -80,13 +86,77 @@ def eval_record(path: Path, layers: str, compress: int, variant: str) -> dict:
     }  # fmt: skip
 
 
-def open_domain_record(path: Path, layers: str, compress: int) -> dict:
+def open_domain_record(path: Path, layers: str, compress: int, root: Path | None = None, tag: str = "") -> dict:
+    """A retrieve-then-read record; a student-only report (`--no-teacher`) takes the teacher row of the report under
+    `root` with the same candidates_digest, and its command names both runs."""
     r = json.loads(path.read_text())
+    command = f"dtx eval-store {r['store']} --data {r['data']} -k {r['candidates']}"
+    teacher = r["teacher"]
+    if teacher is None:
+        teacher, store = digest_teacher(root, r["candidates_digest"])
+        command += f" --no-teacher (teacher: dtx eval-store {store} ..., same candidates_digest {r['candidates_digest'][:12]})"
     return {
-        "data": data_name(r["data"]), "layers": layers, "compress": compress, "variant": f"BM25 top-{r['candidates']} + read (fp16 store)",
-        "metric": "f1", "student": r["student"]["f1"], "teacher": r["teacher"]["f1"],
-        "command": f"dtx eval-store {r['store']} --data {r['data']} -k {r['candidates']}",
+        "data": data_name(r["data"]), "layers": layers, "compress": compress, "variant": f"BM25 top-{r['candidates']} + read (fp16 store){tag}",
+        "metric": "f1", "student": r["student"]["f1"], "teacher": teacher["f1"], "command": command,
     }  # fmt: skip
+
+
+def layers_of(decoupling: dict) -> str:
+    return f"{decoupling['split']}/{decoupling['num_layers'] - decoupling['split']}"
+
+
+def student_records(folder: Path, root: Path) -> list[dict]:
+    """The records of one student run's folder (see the module docstring); [] where it holds none."""
+    if not (folder / "student.json").is_file():
+        return []
+    meta = json.loads((folder / "student.json").read_text())
+    rep, dec = meta["distill"], meta["decoupling"]
+    layers, compress, tag = layers_of(dec), dec["compress"], recipe_tag(rep["config"])
+    metric = "f1" if "f1" in rep["final"]["student"] else "accuracy"
+    records = [{
+        "data": data_name(rep["data"]), "layers": layers, "compress": compress, "variant": "distill" + tag, "metric": metric,
+        "student": rep["final"]["student"][metric], "teacher": rep["final"]["teacher"][metric],
+        "command": f"dtx distill CKPT --data data/{Path(rep['data']).name}{distill_flags(rep['config'])}",
+    }]  # fmt: skip
+    p50 = bench_p50(folder)
+    for path in sorted(folder.glob("eval-*.json")):
+        engine = path.stem.removeprefix("eval-")
+        variant = ("fp32 engine (ONNX Runtime)" if engine == "fp32" else f"{engine.replace('int8-', 'int8 engine, dynamic ')}") + tag
+        record = eval_record(path, layers, compress, variant)
+        if engine.startswith("int8") and engine in p50 and "fp32" in p50:
+            record |= {"speedup_vs_fp32": p50["fp32"] / p50[engine], "cpu": bench_cpu(folder)}
+        records.append(record)
+    for path in sorted(folder.glob("open-domain*.json")):  # open-domain.json: the fp32 engine's store; open-domain-<engine>.json
+        engine = path.stem.removeprefix("open-domain").lstrip("-")
+        records.append(open_domain_record(path, layers, compress, root, (f", {engine} engine" if engine else "") + tag))
+    return records
+
+
+def bench_p50(folder: Path) -> dict[str, float]:
+    """Each engine's decoupled p50 (ms), the median over its interleaved `bench-<engine>-<time>.json` runs."""
+    runs: dict[str, list[float]] = {}
+    for path in folder.glob("bench-*.json"):
+        engine = path.stem.removeprefix("bench-").rsplit("-", 1)[0]
+        runs.setdefault(engine, []).append(json.loads(path.read_text())["rows"][0]["decoupled"]["p50_ms"])
+    return {engine: sorted(v)[len(v) // 2] for engine, v in runs.items()}
+
+
+def bench_cpu(folder: Path) -> str:
+    machine = json.loads(next(iter(sorted(folder.glob("bench-*.json")))).read_text())["machine"]
+    cpu = machine.get("cpu") or {}
+    return f"{cpu.get('model', machine['processor'])}, {cpu.get('int8_isa', 'unknown')}, {machine['cpus']} cores"
+
+
+def digest_teacher(root: Path, digest: str) -> tuple[dict, str]:
+    """The teacher row, and its report's store, of the report under `root` that read the same candidates."""
+    for path in sorted(root.rglob("*.json")):
+        try:
+            r = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            continue
+        if isinstance(r, dict) and r.get("candidates_digest") == digest and r.get("teacher"):
+            return r["teacher"], r["store"]
+    raise SystemExit(f"no report under {root} read the candidates {digest[:12]}... with the teacher; run eval-store with the teacher once")
 
 
 def main() -> None:
@@ -121,6 +191,8 @@ def folder_records(results: Path) -> list[dict]:
             records.append(eval_record(results / name, *best, variant))
     if (results / "disflqa-open-domain.json").is_file():
         records.append(open_domain_record(results / "disflqa-open-domain.json", *best))
+    for folder in sorted(p for p in results.iterdir() if p.is_dir()):
+        records += student_records(folder, results)
     return records
 
 
