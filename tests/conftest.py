@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+import torch
 from transformers.utils import logging as hf_logging
 
 from tiny_models import TINY_ARCHS, build_tiny, minilm_path
 
 hf_logging.set_verbosity_error()
+
+# The models here are tiny: a second intra-op thread gains nothing, and on a shared 2-core CI machine a busy
+# core makes every parallel op wait on the other thread (in a loaded run the training tests took 20-50x their
+# one-thread time). One thread, as scripts/gpu_check.sh's rehearsal does, unless OMP_NUM_THREADS says otherwise.
+if "OMP_NUM_THREADS" not in os.environ:
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

@@ -204,14 +204,19 @@ def test_aoti_engine_equals_the_export_on_ragged_batches(exported, tmp_path):
     assert "no int8 path" in cli_error(["build-engine", str(export_dir), "--backend", "aoti", "--int8", "--calib", str(export_dir / "manifest.json"), "-o", str(tmp_path / "x")])
 
 
-def test_torch_engine_over_a_replaced_checkpoint_is_refused(model_dir, tmp_path):
+def test_torch_engine_over_a_replaced_checkpoint_is_refused(model_dir, exported, tmp_path):
     """The torch backend runs the checkpoint: one replaced after the export is refused at build, nothing written."""
-    from dtx.export.exporter import export_checkpoint
     from dtx.model.decouple import decouple
 
-    ckpt = decouple(model_dir("bert", "qa"), tmp_path / "ckpt", split=2, compress=2, max_question_len=16, max_passage_len=32)
-    export_checkpoint(ckpt.path, tmp_path / "onnx", progress=False, shapes=[(2, 8, 8)])
-    decouple(model_dir("bert", "qa"), tmp_path / "ckpt", split=2, compress=2, max_question_len=16, max_passage_len=32, seed=7, overwrite=True)
+    # an export of tmp_path/ckpt without exporting again: the session's export of the same weights, naming a copy of its checkpoint
+    src_ckpt, src_export = exported()
+    shutil.copytree(src_ckpt, tmp_path / "ckpt")
+    shutil.copytree(src_export, tmp_path / "onnx")
+    manifest = json.loads((tmp_path / "onnx" / "manifest.json").read_text())
+    manifest["checkpoint"]["path"] = str((tmp_path / "ckpt").resolve())
+    (tmp_path / "onnx" / "manifest.json").write_text(json.dumps(manifest))
+    assert read_manifest(tmp_path / "onnx").checkpoint.path == (tmp_path / "ckpt").resolve()
+    decouple(model_dir("bert", "qa"), tmp_path / "ckpt", split=2, compress=2, max_question_len=32, seed=7, overwrite=True)
     assert "other weights" in cli_error(["build-engine", str(tmp_path / "onnx"), "--backend", "torch", "-o", str(tmp_path / "t")])
     assert not (tmp_path / "t").exists()
 
@@ -349,7 +354,7 @@ def test_an_engine_whose_export_copy_is_from_another_export_is_refused(engine, e
     import shutil
 
     _, engine_dir = engine()
-    _, other = exported("bert", 1, 2)
+    _, other = exported("bert", 3, 2)
     bad = tmp_path / "bad"
     shutil.copytree(engine_dir, bad)
     shutil.copy(other / "manifest.json", bad / "export.json")

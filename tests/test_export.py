@@ -127,9 +127,16 @@ def test_failed_export_keeps_the_previous_one(exported, tmp_path, monkeypatch):
     target = tmp_path / "onnx"
     shutil.copytree(out, target)
     before = (target / "manifest.json").read_text()
+    written = []
+
+    def write_graph(module, sample, spec, path, *a):  # the graphs are written (the session's, not traced again), then parity fails
+        written.append(shutil.copy(out / spec.file, path))
+
+    monkeypatch.setattr("dtx.export.exporter.export_graph", write_graph)
     monkeypatch.setattr("dtx.export.exporter.measure", lambda *a, **k: [_failing()])
     with pytest.raises(ParityError, match="Nothing was written"):
         export_checkpoint(ckpt_dir, target, progress=False, overwrite=True)
+    assert len(written) == 3
     assert (target / "manifest.json").read_text() == before
     check_export(target)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temp directory left behind"
@@ -142,9 +149,10 @@ def _failing():
 
 
 def test_reexport_needs_overwrite_and_never_loses_other_files(exported, tmp_path):
-    ckpt_dir, _ = exported()
+    ckpt_dir, out = exported()
     target = tmp_path / "onnx"
-    first = export_checkpoint(ckpt_dir, target, progress=False, shapes=[(2, 8, 8)])
+    shutil.copytree(out, target)  # an export of ckpt_dir is there (the session's, copied: one export fewer to trace)
+    first = check_export(target, ckpt_dir)
     with pytest.raises(DtxError, match="already exists.*a dtx export.*--overwrite"):
         export_checkpoint(ckpt_dir, target, progress=False, shapes=[(2, 8, 8)])
     assert check_export(target).export_id == first.export_id, "a refused export must leave the old one as it was"

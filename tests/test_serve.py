@@ -243,7 +243,7 @@ def test_store_of_another_engine_is_refused_before_listening(served, exported, t
     from dtx.engines.build import BuildOptions, build_engine
 
     _, store, _, _ = served
-    _, other_export = exported("bert", 1, 2)
+    _, other_export = exported("bert", 3, 2)
     build_engine(other_export, tmp_path / "other", BuildOptions(), progress=False)
     proc = subprocess.run([sys.executable, "-m", "dtx.cli", "serve", str(store), "--engine", str(tmp_path / "other"), "--port", str(_free_port())],
                           capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip

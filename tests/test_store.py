@@ -215,7 +215,7 @@ def test_store_from_another_export_is_refused_and_kept(stores, exported, tmp_pat
     from dtx.engines.build import BuildOptions, build_engine
 
     engine_dir, root = stores
-    _, other_export = exported("bert", 1, 2)
+    _, other_export = exported("bert", 3, 2)
     other_engine = tmp_path / "other"
     build_engine(other_export, other_engine, BuildOptions(), progress=False)
     before = PassageStore.open(root / "fp16").verify()

@@ -4,6 +4,7 @@ epoch, early stopping that keeps the best epoch, exact resume mid-epoch, and the
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -64,7 +65,7 @@ def pair_data(tmp_path):
     rng = np.random.default_rng(0)
     words = ["river", "city", "king", "music", "water", "light", "house", "school"]
     rows = []
-    for i in range(240):
+    for i in range(96):  # ~86 training pairs: 6 steps an epoch
         label = ["north", "south"][i % 2]
         rows.append({"question": "which way", "passage": " ".join(rng.choice(words, 4 + i % 9)) + f" {label} {i} .", "label": label})
     f = tmp_path / "p.jsonl"
@@ -111,11 +112,12 @@ class Kill(BaseException):
 
 
 def test_finetune_resumes_mid_epoch_exactly(model_dir, pair_data, tmp_path, monkeypatch):
-    """Killed in the middle of epoch 2 and resumed, a run ends with the weights of one never killed."""
+    """Killed in the middle of epoch 2 and resumed, a run ends with the weights of one never killed (and never
+    saved mid-epoch: the killed run saves after every step, so saving is shown to change nothing either)."""
     from dtx.train import finetune as ft
 
     cfg = FinetuneConfig(epochs=2, min_epochs=2, batch_size=16, lr=1e-3, max_len=32, bf16=False, save_every=0.0)
-    whole = finetune_pair(model_dir("bert", "pair"), pair_data, tmp_path / "whole", cfg, progress=False)
+    whole = finetune_pair(model_dir("bert", "pair"), pair_data, tmp_path / "whole", replace(cfg, save_every=600.0), progress=False)
     steps = whole["steps_per_epoch"]
     calls = {"n": 0}
     real_clip = torch.nn.utils.clip_grad_norm_
@@ -144,7 +146,7 @@ def pair_ckpt(model_dir, tmp_path):
     labels = list(ckpt.teacher().config.id2label.values())
     rng = np.random.default_rng(0)
     words = "river city king music water light house school north south".split()
-    rows = [{"question": " ".join(rng.choice(words, 3)), "passage": " ".join(rng.choice(words, 3 + i % 10)) + f" {i}", "label": labels[i % 3]} for i in range(160)]
+    rows = [{"question": " ".join(rng.choice(words, 3)), "passage": " ".join(rng.choice(words, 3 + i % 10)) + f" {i}", "label": labels[i % 3]} for i in range(64)]
     data = tmp_path / "pairs.jsonl"
     data.write_text("\n".join(json.dumps(r) for r in rows))
     return ckpt.path, data
@@ -195,17 +197,20 @@ def test_teacher_cache_from_the_split_gives_every_layer(pair_ckpt):
 
 
 def test_distill_resumes_mid_epoch_exactly(pair_ckpt, tmp_path, monkeypatch):
+    """Killed in the middle of phase 2's epoch 2 and resumed, a run ends as one never killed (nor saved mid-epoch)."""
     ckpt_dir, data = pair_ckpt
     cfg = DistillConfig(epochs=2, min_epochs=2, phase1_epochs=1, batch_size=16, dev_limit=8, bf16=False, save_every=0.0)
-    whole = distill(ckpt_dir, data, cfg, tmp_path / "whole", progress=False)
+    whole = distill(ckpt_dir, data, replace(cfg, save_every=600.0), tmp_path / "whole", progress=False)
     assert [(h["phase"], h["epoch"]) for h in whole["history"]] == [("phase1", 1), ("phase2", 1), ("phase2", 2)]
+    steps = -(-whole["train_examples"] // cfg.batch_size)
+    assert steps >= 3
     calls = {"n": 0}
     real_step = distill_mod._Run._step
 
     def dying_step(self, phase, *a, **k):
         if phase == "phase2":
             calls["n"] += 1
-            if calls["n"] == 12:  # inside phase-2 epoch 2 (9 batches an epoch)
+            if calls["n"] == steps + steps // 2:  # inside phase-2 epoch 2
                 raise Kill
         return real_step(self, phase, *a, **k)
 
@@ -213,7 +218,7 @@ def test_distill_resumes_mid_epoch_exactly(pair_ckpt, tmp_path, monkeypatch):
     with pytest.raises(Kill):
         distill(ckpt_dir, data, cfg, tmp_path / "killed", progress=False)
     state = torch.load(tmp_path / "killed" / distill_mod.STATE_FILE, weights_only=False)
-    assert state["phase"] == 1 and state["epoch"] == 1 and 0 < state["position"]
+    assert state["phase"] == 1 and state["epoch"] == 1 and 0 < state["position"] < steps
     monkeypatch.setattr(distill_mod._Run, "_step", real_step)
     resumed = distill(ckpt_dir, data, cfg, tmp_path / "killed", progress=False)
     for mine, theirs in zip(resumed["history"], whole["history"], strict=True):
