@@ -116,7 +116,8 @@ def student_records(folder: Path, root: Path) -> list[dict]:
     records = [{
         "data": data_name(rep["data"]), "layers": layers, "compress": compress, "variant": "distill" + tag, "metric": metric,
         "student": rep["final"]["student"][metric], "teacher": rep["final"]["teacher"][metric],
-        "command": f"dtx distill CKPT --data data/{Path(rep['data']).name}{distill_flags(rep['config'])}",
+        "command": f"dtx decouple {meta['source']} --split {dec['split']} --compress {compress} -o CKPT && "
+                   f"dtx distill CKPT --data data/{Path(rep['data']).name}{distill_flags(rep['config'])}",
     }]  # fmt: skip
     p50 = bench_p50(folder)
     for path in sorted(folder.glob("eval-*.json")):
