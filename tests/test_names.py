@@ -22,13 +22,17 @@ COMPARISON = re.compile(
 OWNERS = {"task.py", "engines/backends.py"}  # the enum and the registry: where the names are parsed
 
 
+def _sources(root: Path) -> list[tuple[str, str]]:
+    """(path relative to `root`, text) of every Python file under it."""
+    return [(path.relative_to(root).as_posix(), path.read_text(encoding="utf-8")) for path in sorted(root.rglob("*.py"))]
+
+
 def _comparisons(root: Path) -> list[str]:
     found = []
-    for path in sorted(root.rglob("*.py")):
-        rel = path.relative_to(root).as_posix()
+    for rel, text in _sources(root):
         if rel in OWNERS:
             continue
-        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        for i, line in enumerate(text.splitlines(), 1):
             if COMPARISON.search(line.split("#", 1)[0]):
                 found.append(f"dtx/{rel}:{i}: {line.strip()[:120]}")
     return found
@@ -50,14 +54,10 @@ MAX_LINES = 60  # a longer function says why in its docstring ("long because ...
 
 
 def _long_functions(root: Path) -> list[str]:
-    found = []
-    for path in sorted(root.rglob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                lines = node.end_lineno - node.lineno + 1
-                if lines > MAX_LINES and "long because" not in (ast.get_docstring(node) or "").lower():
-                    found.append(f"{path.relative_to(root).as_posix()}:{node.lineno} {node.name} ({lines} lines)")
-    return found
+    functions = [(rel, f) for rel, text in _sources(root) for f in ast.walk(ast.parse(text)) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    length = lambda f: f.end_lineno - f.lineno + 1  # noqa: E731
+    unexplained = [(rel, f) for rel, f in functions if length(f) > MAX_LINES and "long because" not in (ast.get_docstring(f) or "").lower()]
+    return [f"{rel}:{f.lineno} {f.name} ({length(f)} lines)" for rel, f in unexplained]
 
 
 def test_no_function_over_60_lines_without_its_reason():
