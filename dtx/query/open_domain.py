@@ -53,13 +53,18 @@ class _Digest:
         return self._hash.hexdigest()
 
 
+def held_out_questions(data: str | Path, limit: int | None) -> list[Pair]:
+    """The questions both the evaluation and its candidates' digest ask: the held-out split's first `limit`."""
+    return dev_subset(split_by_passage(read_pairs(data))[1], limit)
+
+
 def candidates_digest(store: str | Path, data: str | Path, k: int = 20, limit: int | None = None) -> str:
     """The `candidates_digest` an `open_domain_eval` over `store` would report, from BM25 alone (no model runs):
     how a report made before digests existed is matched to a newer one."""
     from dtx.store.passage_store import NothingToSearch, PassageStore
 
     index, digest = PassageStore.open(store), _Digest()
-    for pair in dev_subset(split_by_passage(read_pairs(data))[1], limit):
+    for pair in held_out_questions(data, limit):
         try:
             digest.add([pid for pid, _ in index.search(pair.question, k)])
         except NothingToSearch:  # as open_domain_eval counts it: no candidates
@@ -76,7 +81,7 @@ def open_domain_eval(store: str | Path, data: str | Path, k: int = 20, limit: in
 
     if k < 1:
         raise DtxError(f"-k {k}: read at least one candidate per question")
-    pairs: list[Pair] = dev_subset(split_by_passage(read_pairs(data))[1], limit)
+    pairs = held_out_questions(data, limit)
     if not pairs or all(not p.answers for p in pairs):
         raise DtxError(f"{data} has no held-out questions with answers to score; pass a QA data set (SQuAD 2.0 style)")
     answers: dict[str, list[str]] = {"student": [], "teacher": []}
