@@ -6,8 +6,9 @@ dtx.model.int8.SCHEMES is built with `dtx build-engine --int8 --int8-scheme NAME
 (whose drift check is the drift column: max-abs of the decoupled outputs against the FP32 export,
 and how often the top answer stays the same), and the decoupled query of every engine, FP32 first,
 is timed interleaved - each query runs every engine, in rotating order - on `dtx bench`'s workload
-(one question against K cached passages). The CPU and its integer ISA are part of the JSON: an
-INT8 speed-up holds for that ISA only. F1 is not measured here: run `dtx eval` on the engines
+(one question against K cached passages). `--smooth 0.5,0.8` adds the default scheme with
+SmoothQuant-style smoothing at each alpha (`dtx build-engine --int8-smooth`). The CPU and its
+integer ISA are part of the JSON: an INT8 speed-up holds for that ISA only. F1 is not measured here: run `dtx eval` on the engines
 that matter (docs/training.md, "INT8").
 
     .venv/bin/python scripts/int8_schemes.py CKPT-onnx --data data/disfl_qa.task.json.gz --json int8-schemes.json
@@ -24,17 +25,25 @@ from dtx.bench.stats import Latency, speedup
 from dtx.bench.workload import QueryWorkload, Shape
 from dtx.engines import open_engine
 from dtx.engines.build import SERVE_SEQ_P, SERVE_SEQ_Q, BuildOptions, build_engine
-from dtx.model.int8 import SCHEMES
+from dtx.model.int8 import DEFAULT_SCHEME, SCHEMES
 from dtx.report import emit, save_json
 
 
-def build_all(export_dir: Path, work: Path, schemes: list[str], data: str, drift_pairs: int, threads: int | None) -> dict[str, Path]:
-    """name -> engine directory: "fp32", then one INT8 engine per scheme."""
+def variants(schemes: list[str], alphas: list[float]) -> dict[str, tuple[str, float | None]]:
+    """row name -> (scheme, SmoothQuant alpha or None): every scheme plain, then the default scheme smoothed at each alpha."""
+    out = {name: (name, None) for name in schemes}
+    out |= {f"{DEFAULT_SCHEME.name} smooth {a:g}": (DEFAULT_SCHEME.name, a) for a in alphas}
+    return out
+
+
+def build_all(export_dir: Path, work: Path, rows: dict[str, tuple[str, float | None]], data: str, drift_pairs: int, threads: int | None) -> dict[str, Path]:
+    """name -> engine directory: "fp32", then one INT8 engine per row."""
     built = {"fp32": work / "fp32"}
     build_engine(export_dir, built["fp32"], BuildOptions(precision="fp32", threads=threads), progress=False)
-    for name in schemes:
-        built[name] = work / name
-        build_engine(export_dir, built[name], BuildOptions(precision="int8", int8_scheme=name, calib=data, drift_pairs=drift_pairs, threads=threads), progress=False)
+    for i, (name, (scheme, alpha)) in enumerate(rows.items()):
+        built[name] = work / f"int8-{i}"
+        opts = BuildOptions(precision="int8", int8_scheme=scheme, int8_smooth=alpha, calib=data, drift_pairs=drift_pairs, threads=threads)
+        build_engine(export_dir, built[name], opts, progress=False)
     return built
 
 
@@ -64,6 +73,7 @@ def main() -> None:
     ap.add_argument("export", type=Path, help="An export directory (dtx export CKPT).")
     ap.add_argument("--data", required=True, help="Real pairs for the drift check (JSONL, TSV or BIG-bench task file).")
     ap.add_argument("--schemes", default=",".join(SCHEMES), help="Comma list of schemes (default: all of dtx.model.int8.SCHEMES).")
+    ap.add_argument("--smooth", default="", help="Comma list of SmoothQuant alphas: the default scheme is also built smoothed at each (--int8-smooth).")
     ap.add_argument("--drift-pairs", type=int, default=200)
     ap.add_argument("--candidates", "-K", type=int, default=20)
     ap.add_argument("--runs", type=int, default=20)
@@ -74,18 +84,19 @@ def main() -> None:
     schemes = [s.strip() for s in args.schemes.split(",") if s.strip()]
     for s in schemes:
         SCHEMES.get(s) or ap.error(f"unknown scheme {s!r}; the schemes are {', '.join(SCHEMES)}")
+    rows_built = variants(schemes, [float(a) for a in args.smooth.split(",") if a.strip()])
 
     with tempfile.TemporaryDirectory(prefix="dtx-int8-schemes-") as tmp:
-        engines = build_all(args.export, Path(tmp), schemes, args.data, args.drift_pairs, args.threads)
+        engines = build_all(args.export, Path(tmp), rows_built, args.data, args.drift_pairs, args.threads)
         drift = {name: open_engine(path, verify=False).manifest.verification for name, path in engines.items() if name != "fp32"}
         d = open_engine(engines["fp32"], verify=False).manifest.decoupling
         shape = Shape(min(SERVE_SEQ_Q, d.max_question_len), min(SERVE_SEQ_P, d.max_passage_len), args.candidates)
         times = time_interleaved(engines, shape, args.runs, args.warmup, args.threads)
 
     rows = [{"variant": "fp32", "decoupled_p50_ms": times["fp32"].to_dict()["p50_ms"], "speedup_vs_fp32": 1.0}]
-    for name in schemes:
+    for name, (scheme, alpha) in rows_built.items():
         v = drift[name]["decoupled"]
-        rows.append({"variant": f"int8 {name}", **SCHEMES[name].to_dict(), "drift_max_abs": v["max_abs"], "top_answer_agreement": v["agreement"], "drift_pairs": v["pairs"],
+        rows.append({"variant": f"int8 {name}", **SCHEMES[scheme].to_dict(), "smooth_alpha": alpha, "drift_max_abs": v["max_abs"], "top_answer_agreement": v["agreement"], "drift_pairs": v["pairs"],
                      "decoupled_p50_ms": times[name].to_dict()["p50_ms"], "speedup_vs_fp32": speedup(times["fp32"], times[name])})  # fmt: skip
     machine = machine_info() | {"threads": args.threads or "ONNX Runtime default"}
     title = f"{args.export}: decoupled path, {shape.seq_q} + {shape.seq_p} tokens, K={shape.candidates}, {args.runs} interleaved queries; {machine['cpu']['model']} ({machine['cpu']['int8_isa']})"

@@ -24,6 +24,8 @@ BAD = [
     ("build-engine", [X, "--seq-q", "0"], "--seq-q"),
     ("build-engine", [X, "--int8-keep-float", "-1"], "--int8-keep-float"),
     ("build-engine", [X, "--int8", "--fp16"], "--fp16 and --int8"),
+    ("build-engine", [X, "--int8", "--int8-smooth", "1.5"], "--int8-smooth"),
+    ("build-engine", [X, "--int8-smooth", "0.5"], "--int8 (dynamic mode) only"),
     ("finetune", [X, "--task", "qa", "--data", X, "-o", X, "--epochs", "0"], "--epochs"),
     ("finetune", [X, "--task", "qa", "--data", X, "-o", X, "--lr", "-1"], "--lr"),
     ("finetune", [X, "--task", "qa", "--data", X, "-o", X, "--train-limit", "0"], "--train-limit"),

@@ -73,6 +73,7 @@ def test_qat_phase_trains_for_int8_and_build_engine_honours_it(pair_setup, tmp_p
     """--qat-epochs: a last phase runs the KD loss with the engine's INT8 MatMuls swapped in, is scored as the engine
     would run it, records its scheme in the checkpoint, the export carries it, and build-engine --int8 builds it."""
     from dtx.engines.build import BuildOptions, prepare
+    from dtx.engines.manifest import EngineError
     from dtx.export.exporter import export_checkpoint
     from dtx.model.checkpoint import read_meta
 
@@ -103,3 +104,5 @@ def test_qat_phase_trains_for_int8_and_build_engine_honours_it(pair_setup, tmp_p
     assert plan.export.checkpoint.int8_training == meta.int8_training
     override = prepare(tmp_path / "onnx", tmp_path / "int8", BuildOptions(precision="int8", int8_scheme="per-channel-uint8"))
     assert override.scheme.name == "per-channel-uint8" and override.scheme_from == "--int8-scheme"
+    with pytest.raises(EngineError, match="drop --int8-smooth"):  # smoothing would change the arithmetic QAT trained for
+        prepare(tmp_path / "onnx", tmp_path / "int8", BuildOptions(precision="int8", int8_smooth=0.5, calib=str(data)))

@@ -236,6 +236,7 @@ def test_int8_without_calibration(exported, tmp_path):
     assert m.int8_mode == "dynamic" and "random-token pairs" in m.verification["source"] and m.verification["coupled"]["pairs"] == 16
     assert "--calib" in cli_error(["build-engine", str(export_dir), "--int8", "--int8-mode", "qdq", "-o", str(tmp_path / "q")])
     assert "--calib" in cli_error(["build-engine", str(export_dir), "--int8", "--int8-keep-float", "2", "-o", str(tmp_path / "k")])
+    assert "--calib" in cli_error(["build-engine", str(export_dir), "--int8", "--int8-smooth", "0.5", "-o", str(tmp_path / "k")])
     assert "does not exist" in cli_error(["build-engine", str(export_dir), "--int8", "--calib", str(tmp_path / "none.jsonl")])
     assert not (tmp_path / "q").exists() and not (tmp_path / "k").exists()
 

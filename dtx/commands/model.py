@@ -125,6 +125,7 @@ def export_cmd(path, out_dir, opset, check, ckpt_dir, overwrite):
 @click.option("--calib", type=click.Path(dir_okay=False), help="Real pairs for Q/DQ calibration and for drift (JSONL, TSV or BIG-bench task); without it drift runs on random-token pairs.")
 @click.option("--int8-keep-float", type=click.IntRange(0), default=0, show_default=True, help="Dynamic INT8: keep this many of each graph's most error-prone MatMuls (measured on --calib pairs) in float32.")
 @click.option("--int8-scheme", type=click.Choice(list(SCHEMES)), help="Dynamic INT8: how weights and activations are quantized [default: the scheme the checkpoint was trained for (distill --qat-epochs), else per-channel-uint8].")
+@click.option("--int8-smooth", type=click.FloatRange(0, 1), metavar="ALPHA", help="Dynamic INT8: SmoothQuant-style smoothing, activation outliers moved into the weights by per-channel scales from --calib pairs (alpha in [0, 1], e.g. 0.5) [default: off].")
 @click.option("--drift-pairs", type=click.IntRange(1), default=500, show_default=True, help="Real pairs on which fp16/int8 drift is measured.")
 @click.option("--threads", type=click.IntRange(1), help="ONNX Runtime intra-op threads (default: ORT's choice).")
 @click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True)
@@ -133,7 +134,7 @@ def export_cmd(path, out_dir, opset, check, ckpt_dir, overwrite):
 @click.option("--seq-p", type=click.IntRange(3), help="Passage tokens served [default: 150, at most the checkpoint's window].")
 @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), help="Engine directory (default: EXPORT_DIR-BACKEND-PRECISION).")
 @click.option("--verbose", "-v", is_flag=True, help="Print fused and quantized op counts per graph.")
-def build_engine_cmd(export_dir, backend, fp16, int8, int8_mode, calib, int8_keep_float, int8_scheme, drift_pairs, threads, device, batch, seq_q, seq_p, out_dir, verbose):
+def build_engine_cmd(export_dir, backend, fp16, int8, int8_mode, calib, int8_keep_float, int8_scheme, int8_smooth, drift_pairs, threads, device, batch, seq_q, seq_p, out_dir, verbose):
     """Build an engine directory (all three graphs, same treatment) from an export.
 
     EXPORT_DIR defaults to the one export in the working directory (what `dtx export CKPT_DIR` wrote there).
@@ -146,7 +147,7 @@ def build_engine_cmd(export_dir, backend, fp16, int8, int8_mode, calib, int8_kee
     if fp16 and int8:
         raise click.UsageError("--fp16 and --int8 are two precisions: pass one of them (or neither, for fp32)")
     precision = "fp16" if fp16 else "int8" if int8 else "fp32"
-    opts = BuildOptions(backend=backend, precision=precision, int8_mode=int8_mode, calib=calib, int8_keep_float=int8_keep_float, int8_scheme=int8_scheme, drift_pairs=drift_pairs, threads=threads, device=device, batch=batch, seq_q=seq_q, seq_p=seq_p)
+    opts = BuildOptions(backend=backend, precision=precision, int8_mode=int8_mode, calib=calib, int8_keep_float=int8_keep_float, int8_scheme=int8_scheme, int8_smooth=int8_smooth, drift_pairs=drift_pairs, threads=threads, device=device, batch=batch, seq_q=seq_q, seq_p=seq_p)
     if export_dir is None:
         export_dir = str(find_artifact("export"))
         click.echo(f"export: {export_dir} (the one in this directory)")

@@ -24,6 +24,7 @@ from dtx.engines.cpu import cpu_info
 from dtx.engines.drift import measure_drift
 from dtx.engines.manifest import ENGINE, ENGINE_FILE, EXPORT_COPY, FORMAT_VERSION, KIND, EngineError, EngineManifest, read_engine_manifest
 from dtx.engines.runner import OrtRunner
+from dtx.engines.smooth import smooth_model
 from dtx.engines.transforms import fuse_for_ort, matmul_sensitivity, op_counts, quantize_dynamic_int8, quantize_qdq_int8, qdq_zero_points, to_fp16
 from dtx.export.check import check_export
 from dtx.export.manifest import MANIFEST_FILE, TOKENIZER_DIR, ExportManifest, producers
@@ -44,6 +45,7 @@ class BuildOptions:
     calib_pairs: int = 256  # pairs used to calibrate
     int8_keep_float: int = 0  # dynamic INT8: also keep this many of each graph's most sensitive MatMuls in float32
     int8_scheme: str | None = None  # dynamic INT8 scheme (dtx.model.int8); None: the one the checkpoint was trained for, else the default
+    int8_smooth: float | None = None  # dynamic INT8: SmoothQuant's alpha (dtx.engines.smooth), scales from --calib pairs; None: no smoothing
     drift_pairs: int = 500  # real pairs on which drift is measured
     threads: int | None = None  # ORT intra-op threads recorded for runners (None = ORT default)
     device: str = "cpu"  # cpu | cuda
@@ -53,6 +55,7 @@ class BuildOptions:
     cuda_graphs: bool = True  # torch backend on CUDA: replay CUDA graphs (bucketed shapes, the served shape captured at load)
 
 
+SMOOTH_FEEDS = 32  # calibration batches (8 pairs each) whose activation peaks set the smoothing scales
 SERVE_SEQ_Q, SERVE_SEQ_P = 32, 150  # the served shape (docs/design.md, "Cost model"): a 32-token question against 150-token passages
 
 
@@ -80,6 +83,13 @@ def validate(opts: BuildOptions) -> BuildOptions:
         raise EngineError(f"static Q/DQ INT8 calibrates activation ranges on real texts: pass --calib FILE {real_pairs}")
     if opts.precision == "int8" and opts.int8_keep_float and not opts.calib:
         raise EngineError(f"--int8-keep-float measures each MatMul's error on real texts: pass --calib FILE {real_pairs}")
+    if opts.int8_smooth is not None:
+        if opts.precision != "int8" or mode != "dynamic":
+            raise EngineError("--int8-smooth smooths the activations dynamic INT8 quantizes; pass it with --int8 (dynamic mode) only")
+        if not 0 <= opts.int8_smooth <= 1:
+            raise EngineError(f"--int8-smooth is SmoothQuant's alpha, between 0 and 1 (0.5 is its usual value); got {opts.int8_smooth}")
+        if not opts.calib:
+            raise EngineError(f"--int8-smooth takes its scales from each activation's peaks on real texts: pass --calib FILE {real_pairs}")
     backend.check_options(opts.precision, mode)  # TensorRT: Q/DQ INT8 only; torch, aoti: no INT8 path
     if opts.int8_scheme is not None:
         if opts.precision != "int8" or mode != "dynamic":
@@ -89,11 +99,13 @@ def validate(opts: BuildOptions) -> BuildOptions:
     return opts
 
 
-def _prepare_graph(src: Path, dst: Path, opts: BuildOptions, feeds: list[dict] | None, scheme: Int8Scheme | None) -> tuple[dict[str, int], list[str]]:
-    """Write the ONNX this backend/precision runs; returns its fused/quantized op counts and the MatMuls INT8 left in float."""
+def _prepare_graph(src: Path, dst: Path, opts: BuildOptions, feeds: list[dict] | None, scheme: Int8Scheme | None) -> tuple[dict[str, int], list[str], dict | None]:
+    """Write the ONNX this backend/precision runs; returns its fused/quantized op counts, the MatMuls INT8 left in
+    float, and what smoothing did (--int8-smooth; else None)."""
     kept: list[str] = []
+    smoothing = None
     if opts.precision == "fp32" and get_backend(opts.backend).fuses_fp32():
-        return fuse_for_ort(src, dst), kept
+        return fuse_for_ort(src, dst), kept, smoothing
     if opts.precision == "fp32":  # TensorRT takes the export graph as it is (ORT contrib ops would not parse)
         shutil.copy(src, dst)
     elif opts.precision == "fp16":  # unfused: ORT fuses at load where its provider can; TensorRT needs standard ops
@@ -105,11 +117,14 @@ def _prepare_graph(src: Path, dst: Path, opts: BuildOptions, feeds: list[dict] |
         if opts.int8_keep_float:
             cost = matmul_sensitivity(fused, (feeds or [])[:16], dst.parent, scheme)
             worst = sorted(cost, key=cost.get, reverse=True)[: opts.int8_keep_float]
+        if opts.int8_smooth is not None:
+            model, smoothing = smooth_model(onnx.load(str(fused)), (feeds or [])[:SMOOTH_FEEDS], opts.int8_smooth, worst)
+            onnx.save(model, str(fused))
         kept = quantize_dynamic_int8(fused, dst, worst, scheme)
         fused.unlink()
     else:
         kept = quantize_qdq_int8(src, dst, feeds or [])
-    return op_counts(onnx.load(str(dst))), kept
+    return op_counts(onnx.load(str(dst))), kept, smoothing
 
 
 @dataclass(frozen=True)
@@ -133,6 +148,7 @@ class Compiled:
     graphs: dict[str, str] = field(default_factory=dict)  # graph -> file (ONNX, plan or package); empty for torch
     fused_ops: dict[str, dict[str, int]] = field(default_factory=dict)
     kept_float: dict[str, list[str]] = field(default_factory=dict)
+    smoothing: dict[str, dict | None] = field(default_factory=dict)
     backend_info: dict = field(default_factory=dict)
 
 
@@ -173,10 +189,12 @@ def prepare(export_dir: str | Path, out_dir: str | Path, opts: BuildOptions) -> 
         _check_checkpoint(export)
     seg = export.segmenter()
     reference = OrtRunner({g: export_dir / export.graphs[g].file for g in GRAPHS}, export.outputs, threads=opts.threads)
-    calib_feeds = None
-    if opts.precision == "int8" and (opts.int8_mode == "qdq" or opts.int8_keep_float):
-        calib_feeds = graph_feeds(load_batches(opts.calib, seg, opts.calib_pairs, seed=1), reference.encode)
     scheme, scheme_from = int8_scheme(opts, export)
+    if scheme_from == "checkpoint" and opts.int8_smooth is not None:
+        raise EngineError(f"{export.checkpoint.path} was trained for INT8 as it is (distill --qat-epochs); --int8-smooth would build other arithmetic than it learned: drop --int8-smooth")
+    calib_feeds = None
+    if opts.precision == "int8" and (opts.int8_mode == "qdq" or opts.int8_keep_float or opts.int8_smooth is not None):
+        calib_feeds = graph_feeds(load_batches(opts.calib, seg, opts.calib_pairs, seed=1), reference.encode)
     return BuildPlan(export, out_dir, opts, seg, reference, calib_feeds, scheme, scheme_from)
 
 
@@ -204,7 +222,7 @@ def compile_engine(plan: BuildPlan, tmp: Path, progress: bool) -> Compiled:
     specs = graph_specs(export.task, export.rep_dim, export.decoupling.num_labels)
     for graph in tqdm(GRAPHS, desc=f"build {opts.backend} {opts.precision}", unit="graph", disable=not progress):
         dst = tmp / f"{graph}.onnx"
-        out.fused_ops[graph], out.kept_float[graph] = _prepare_graph(export.path / export.graphs[graph].file, dst, opts, plan.calib_feeds[graph] if plan.calib_feeds else None, plan.scheme)
+        out.fused_ops[graph], out.kept_float[graph], out.smoothing[graph] = _prepare_graph(export.path / export.graphs[graph].file, dst, opts, plan.calib_feeds[graph] if plan.calib_feeds else None, plan.scheme)
         out.graphs[graph] = dst.name
         d = export.decoupling
         further = backend.compile_graph(dst, tmp, specs[graph], (opts.batch, opts.seq_q, opts.seq_p, d.max_question_len, d.max_passage_len), opts.precision)
@@ -243,6 +261,7 @@ def _engine_json(plan: BuildPlan, compiled: Compiled, tmp: Path) -> dict:
         "fused_ops": compiled.fused_ops,
         "int8_float_matmuls": compiled.kept_float if opts.precision == "int8" else None,
         "int8_scheme": {**plan.scheme.to_dict(), "from": plan.scheme_from} if plan.scheme else None,
+        "int8_smooth": compiled.smoothing if opts.int8_smooth is not None else None,
         "trained_for_int8": export.checkpoint.int8_training,
         **recorded_info(backend, compiled.backend_info),  # "tensorrt", "aoti": the machine the build is for
         "producers": producers(),
