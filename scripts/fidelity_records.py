@@ -41,6 +41,8 @@ def recipe_tag(config: dict) -> str:
     if "attention_target" not in config:
         return ""
     parts = [f"negatives {config['negatives']:g}"] if config.get("negatives") else []
+    if config.get("labels_only"):  # no teacher: no distillation terms to name
+        return " [" + ", ".join(parts) + "]" if parts else ""
     parts.append(f"attention {config['attention_target']} x{config['attention_weight']:g}")
     layerwise = [name.replace("_", " ") for name in ("cross_layers", "input_layer") if config.get(name)]
     if layerwise:
@@ -113,17 +115,20 @@ def student_records(folder: Path, root: Path) -> list[dict]:
     rep, dec = meta["distill"], meta["decoupling"]
     layers, compress, tag = layers_of(dec), dec["compress"], recipe_tag(rep["config"])
     metric = "f1" if "f1" in rep["final"]["student"] else "accuracy"
+    labels_only = bool(rep["config"].get("labels_only"))  # the ablation: the same schedule with no teacher
     records = [{
-        "data": data_name(rep["data"]), "layers": layers, "compress": compress, "variant": "distill" + tag, "metric": metric,
+        "data": data_name(rep["data"]), "layers": layers, "compress": compress, "variant": ("labels-only" if labels_only else "distill") + tag, "metric": metric,
         "student": rep["final"]["student"][metric], "teacher": rep["final"]["teacher"][metric],
         "command": f"dtx decouple {meta['source']} --split {dec['split']} --compress {compress} -o CKPT && "
-                   f"dtx distill CKPT --data data/{Path(rep['data']).name}{distill_flags(rep['config'])}",
+                   f"dtx distill CKPT --data data/{Path(rep['data']).name}{distill_flags(rep['config'])}{' --labels-only' if labels_only else ''}",
     }]  # fmt: skip
     p50 = bench_p50(folder)
     for path in sorted(folder.glob("eval-*.json")):
         engine = path.stem.removeprefix("eval-")
-        variant = ("fp32 engine (ONNX Runtime)" if engine == "fp32" else f"{engine.replace('int8-', 'int8 engine, dynamic ')}") + tag
+        variant = ("fp32 engine (ONNX Runtime)" if engine == "fp32" else int8_variant(engine)) + tag
         record = eval_record(path, layers, compress, variant)
+        if engine.startswith("int8"):
+            record["command"] = f"{int8_build_command(engine, record['command'].split()[2], rep['data'])} && {record['command']}"
         if engine.startswith("int8") and engine in p50 and "fp32" in p50:
             record |= {"speedup_vs_fp32": p50["fp32"] / p50[engine], "cpu": bench_cpu(folder)}
         records.append(record)
@@ -131,6 +136,24 @@ def student_records(folder: Path, root: Path) -> list[dict]:
         engine = path.stem.removeprefix("open-domain").lstrip("-")
         records.append(open_domain_record(path, layers, compress, root, (f", {engine} engine" if engine else "") + tag))
     return records
+
+
+def _int8_parts(engine: str) -> tuple[str, str | None]:
+    """(scheme, SmoothQuant alpha or None) of an INT8 engine's result name: int8-<scheme>[-smooth<alpha>]."""
+    scheme, _, alpha = engine.removeprefix("int8-").partition("-smooth")
+    return scheme, alpha or None
+
+
+def int8_variant(engine: str) -> str:
+    scheme, alpha = _int8_parts(engine)
+    return f"int8 engine, dynamic {scheme}" + (f", SmoothQuant alpha {alpha}" if alpha else "")
+
+
+def int8_build_command(engine: str, engine_dir: str, data: str) -> str:
+    """The build-engine command an INT8 result name stands for (the export is the student's `dtx export`)."""
+    scheme, alpha = _int8_parts(engine)
+    smooth = f" --int8-smooth {alpha}" if alpha else ""
+    return f"dtx build-engine CKPT-onnx --int8 --int8-scheme {scheme}{smooth} --calib data/{Path(data).name} -o {engine_dir}"
 
 
 def bench_p50(folder: Path) -> dict[str, float]:
