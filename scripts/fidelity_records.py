@@ -9,7 +9,8 @@ settings), so records can be compared run over run without reading prose.
 
 A folder may also hold one student's run (`student.json`, its checkpoint's decoupled.json): its
 distillation on gold paragraphs, `eval-<engine>.json` per engine (INT8 ones with `speedup_vs_fp32`
-from the interleaved `bench-<engine>-*.json` and the CPU that measured it), and `open-domain.json` - an
+from the interleaved `bench-<engine>-*.json`, else from an interleaved scheme table `int8-*.json` of
+scripts/int8_schemes.py, and the CPU that measured it), and `open-domain.json` - an
 `eval-store --no-teacher` run, whose teacher row is the report elsewhere in the results with the same
 `candidates_digest` (the same candidates for every question).
 """
@@ -122,7 +123,7 @@ def student_records(folder: Path, root: Path) -> list[dict]:
         "command": f"dtx decouple {meta['source']} --split {dec['split']} --compress {compress} -o CKPT && "
                    f"dtx distill CKPT --data data/{Path(rep['data']).name}{distill_flags(rep['config'])}{' --labels-only' if labels_only else ''}",
     }]  # fmt: skip
-    p50 = bench_p50(folder)
+    p50, schemes = bench_p50(folder), scheme_speedups(folder)
     for path in sorted(folder.glob("eval-*.json")):
         engine = path.stem.removeprefix("eval-")
         variant = ("fp32 engine (ONNX Runtime)" if engine == "fp32" else int8_variant(engine)) + tag
@@ -131,6 +132,8 @@ def student_records(folder: Path, root: Path) -> list[dict]:
             record["command"] = f"{int8_build_command(engine, record['command'].split()[2], rep['data'])} && {record['command']}"
         if engine.startswith("int8") and engine in p50 and "fp32" in p50:
             record |= {"speedup_vs_fp32": p50["fp32"] / p50[engine], "cpu": bench_cpu(folder)}
+        elif engine in schemes:  # no bench of its own: the interleaved scheme table's ratio
+            record |= schemes[engine]
         records.append(record)
     for path in sorted(folder.glob("open-domain*.json")):  # open-domain.json: the fp32 engine's store; open-domain-<engine>.json
         engine = path.stem.removeprefix("open-domain").lstrip("-")
@@ -163,6 +166,20 @@ def bench_p50(folder: Path) -> dict[str, float]:
         engine = path.stem.removeprefix("bench-").rsplit("-", 1)[0]
         runs.setdefault(engine, []).append(json.loads(path.read_text())["rows"][0]["decoupled"]["p50_ms"])
     return {engine: sorted(v)[len(v) // 2] for engine, v in runs.items()}
+
+
+def scheme_speedups(folder: Path) -> dict[str, dict]:
+    """INT8 engine result name -> {speedup_vs_fp32, cpu} from the folder's scheme tables (scripts/int8_schemes.py
+    --json: every engine timed interleaved with FP32 in one run)."""
+    out: dict[str, dict] = {}
+    for path in sorted(folder.glob("int8-*.json")):
+        table = json.loads(path.read_text())
+        cpu, threads = table["machine"]["cpu"], table["machine"]["threads"]
+        for row in table["rows"][1:]:
+            alpha = row.get("smooth_alpha")
+            name = f"int8-{row['name']}" + (f"-smooth{alpha:g}" if alpha is not None else "")
+            out[name] = {"speedup_vs_fp32": row["speedup_vs_fp32"], "cpu": f"{cpu['model']}, {cpu['int8_isa']}, {threads} thread(s), {path.name}"}
+    return out
 
 
 def bench_cpu(folder: Path) -> str:
