@@ -80,12 +80,16 @@ def sweep_records(path: Path) -> list[dict]:
     return records
 
 
-def eval_record(path: Path, layers: str, compress: int, variant: str) -> dict:
+def eval_record(path: Path, layers: str, compress: int, variant: str, int8_engine: str | None = None) -> dict:
+    """The record of a `dtx eval --json` report; `int8_engine` (its result name) puts the build command first."""
     r = json.loads(path.read_text())
     metric = "f1" if r["task"] == "qa" else "accuracy"
+    command = f"dtx eval {r['model']} --data {r['data']}"
+    if int8_engine:
+        command = f"{int8_build_command(int8_engine, r['model'], r['data'])} && {command}"
     return {
         "data": data_name(r["data"]), "layers": layers, "compress": compress, "variant": variant, "metric": metric,
-        "student": r["student"][metric], "teacher": r["teacher"][metric], "command": f"dtx eval {r['model']} --data {r['data']}",
+        "student": r["student"][metric], "teacher": r["teacher"][metric], "command": command,
     }  # fmt: skip
 
 
@@ -127,9 +131,7 @@ def student_records(folder: Path, root: Path) -> list[dict]:
     for path in sorted(folder.glob("eval-*.json")):
         engine = path.stem.removeprefix("eval-")
         variant = ("fp32 engine (ONNX Runtime)" if engine == "fp32" else int8_variant(engine)) + tag
-        record = eval_record(path, layers, compress, variant)
-        if engine.startswith("int8"):
-            record["command"] = f"{int8_build_command(engine, record['command'].split()[2], rep['data'])} && {record['command']}"
+        record = eval_record(path, layers, compress, variant, engine if engine.startswith("int8") else None)
         if engine.startswith("int8") and engine in p50 and "fp32" in p50:
             record |= {"speedup_vs_fp32": p50["fp32"] / p50[engine], "cpu": bench_cpu(folder)}
         elif engine in schemes:  # no bench of its own: the interleaved scheme table's ratio

@@ -2,9 +2,9 @@
 
 Why: a speed-up bar (INT8 against FP32, decoupled against coupled) is moved by the ops that take the
 time, and on a CPU those are not always the MatMuls. The graph runs on the served shape (one
-question of --seq-q tokens against K passages of --seq-p, or K packed pairs for the coupled graph),
-random inputs of the graph's own types (latency does not depend on the values), with the session
-options the engines use, after one warm-up run.
+question of --seq-q tokens against K passages of --seq-p, or K packed pairs for the coupled graph) on
+random-token pairs (latency does not depend on the values), with the session options the engines
+use, after one warm-up run.
 
     .venv/bin/python scripts/op_profile.py ENGINE_DIR --graph cross -K 20 --threads 2 --json profile.json
 """
@@ -19,32 +19,24 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 
 from dtx.bench.machine import machine_info
+from dtx.engines import open_engine
+from dtx.engines.calibration import graph_feeds
+from dtx.model.samples import random_pairs
 from dtx.report import emit, save_json
 
-DTYPES = {onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.INT64: np.int64, onnx.TensorProto.INT32: np.int32}
-
-
-def random_feeds(model: onnx.ModelProto, k: int, seq_q: int, seq_p: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Inputs of the served shape: q_* (1 question), p_* (k passages), else (k pairs of seq_q + seq_p tokens)."""
-    feeds = {}
-    for i in model.graph.input:
-        t = i.type.tensor_type
-        dtype = DTYPES[t.elem_type]
-        width = [d.dim_value for d in t.shape.dim[2:]]  # hidden states carry a static last axis
-        shape = (1, seq_q, *width) if i.name.startswith("q_") else (k, seq_p, *width) if i.name.startswith("p_") else (k, seq_q + seq_p)
-        if dtype == np.float32:
-            feeds[i.name] = rng.normal(0, 1, shape).astype(dtype)
-        elif "mask" in i.name:
-            feeds[i.name] = np.ones(shape, dtype)
-        elif "type" in i.name:
-            feeds[i.name] = np.concatenate([np.zeros((k, seq_q), dtype), np.ones((k, seq_p), dtype)], axis=1)
-        else:
-            feeds[i.name] = rng.integers(1000, 2000, shape).astype(dtype)
-    return feeds
+def served_feeds(engine_dir: Path, graph: str, k: int, seq_q: int, seq_p: int) -> dict[str, np.ndarray]:
+    """One feed of `graph` at the served shape, as the build's calibration makes them (dtx.engines.calibration):
+    random-token pairs, one question against k passages, the cross graph fed by the engine's own input component;
+    the input graph gets the passages (what indexing runs)."""
+    engine = open_engine(engine_dir, verify=False)
+    try:
+        pairs = random_pairs(engine.segmenter, np.random.default_rng(0), k, seq_q, seq_p, bq=1)
+        return graph_feeds([pairs], engine.runner.encode)[graph][-1]
+    finally:
+        engine.close()
 
 
 def profile(path: Path, feeds: dict, runs: int, threads: int | None) -> tuple[list[float], dict[str, float], dict[str, int]]:
@@ -86,7 +78,7 @@ def main() -> None:
     path = args.engine / f"{args.graph}.onnx"
     if not path.is_file():
         ap.error(f"{path} does not exist: pass an ONNX Runtime engine directory (dtx build-engine EXPORT)")
-    feeds = random_feeds(onnx.load(str(path), load_external_data=False), args.candidates, args.seq_q, args.seq_p, np.random.default_rng(0))
+    feeds = served_feeds(args.engine, args.graph, args.candidates, args.seq_q, args.seq_p)
     run_ms, per_op, nodes = profile(path, feeds, args.runs, args.threads)
     total = sum(per_op.values())
     rows = [[op, round(ms, 1), f"{100 * ms / total:.1f}%", nodes[op]] for op, ms in sorted(per_op.items(), key=lambda kv: -kv[1]) if ms >= 0.001 * total]

@@ -83,17 +83,17 @@ def validate(opts: BuildOptions) -> BuildOptions:
         raise EngineError(f"static Q/DQ INT8 calibrates activation ranges on real texts: pass --calib FILE {real_pairs}")
     if opts.precision == "int8" and opts.int8_keep_float and not opts.calib:
         raise EngineError(f"--int8-keep-float measures each MatMul's error on real texts: pass --calib FILE {real_pairs}")
+    dynamic_only = {"--int8-scheme": (opts.int8_scheme, "chooses how dynamic INT8 quantizes"), "--int8-smooth": (opts.int8_smooth, "smooths the activations dynamic INT8 quantizes")}
+    for flag, (value, what) in dynamic_only.items():
+        if value is not None and (opts.precision != "int8" or mode != "dynamic"):
+            raise EngineError(f"{flag} {what}; pass it with --int8 (dynamic mode) only")
     if opts.int8_smooth is not None:
-        if opts.precision != "int8" or mode != "dynamic":
-            raise EngineError("--int8-smooth smooths the activations dynamic INT8 quantizes; pass it with --int8 (dynamic mode) only")
         if not 0 <= opts.int8_smooth <= 1:
             raise EngineError(f"--int8-smooth is SmoothQuant's alpha, between 0 and 1 (0.5 is its usual value); got {opts.int8_smooth}")
         if not opts.calib:
             raise EngineError(f"--int8-smooth takes its scales from each activation's peaks on real texts: pass --calib FILE {real_pairs}")
     backend.check_options(opts.precision, mode)  # TensorRT: Q/DQ INT8 only; torch, aoti: no INT8 path
     if opts.int8_scheme is not None:
-        if opts.precision != "int8" or mode != "dynamic":
-            raise EngineError("--int8-scheme chooses how dynamic INT8 quantizes; pass it with --int8 (dynamic mode) only")
         Int8Scheme.parse(opts.int8_scheme)
     opts.int8_mode = mode if opts.precision == "int8" else None
     return opts
