@@ -1,0 +1,89 @@
+"""scripts/fidelity_records.py: a student run's folder becomes records that name what ran.
+
+The published accuracy table compares runs turn over turn by (data, layers, compress, variant), so two
+runs of different schedules must not share a variant, every figure must carry the command that made
+it, an INT8 row its speed-up and CPU, and a student-only retrieve-then-read row the teacher row that
+read the same candidates.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from dtx.train.config import DistillConfig
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def fr():
+    spec = importlib.util.spec_from_file_location("fidelity_records", REPO / "scripts" / "fidelity_records.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _scores(f1: float) -> dict:
+    return {"f1": f1, "exact": f1 - 8, "HasAns_f1": f1 + 2, "NoAns_f1": f1 - 6, "total": 779}
+
+
+def _student_run(folder: Path, epochs: int, f1: float) -> None:
+    """A run folder as a session publishes it: the checkpoint's decoupled.json, its engines' evals, a student-only eval-store."""
+    folder.mkdir(parents=True)
+    config = {**DistillConfig().__dict__, "epochs": epochs, "min_epochs": epochs}
+    meta = {
+        "source": "runs/teacher-neg",
+        "decoupling": {"split": 2, "num_layers": 6, "compress": 4, "task": "qa"},
+        "distill": {"config": config, "data": "data/disfl_qa.task.json.gz", "final": {"student": _scores(f1), "teacher": _scores(42.26)}},
+    }
+    (folder / "student.json").write_text(json.dumps(meta))
+    for engine, student in (("fp32", f1), ("int8-per-channel-uint8", f1 - 0.4)):
+        report = {"task": "qa", "model": f"runs/{folder.name}-{engine}", "data": "data/disfl_qa.task.json.gz", "student": _scores(student), "teacher": _scores(42.26)}
+        (folder / f"eval-{engine}.json").write_text(json.dumps(report))
+    table = {"machine": {"cpu": {"model": "AMD EPYC", "int8_isa": "avx512-vnni"}, "threads": 1}, "rows": [{"name": "fp32"}, {"name": "per-channel-uint8", "speedup_vs_fp32": 1.83}]}
+    (folder / "int8-schemes.json").write_text(json.dumps(table))
+    store = {"store": f"runs/{folder.name}-store", "data": "data/disfl_qa.task.json.gz", "candidates": 20, "candidates_digest": "d1" * 32, "student": _scores(f1 - 0.5), "teacher": None}
+    (folder / "open-domain.json").write_text(json.dumps(store))
+
+
+def test_runs_of_two_schedules_get_distinct_variants_and_commands(fr, tmp_path):
+    results = tmp_path / "results"
+    _student_run(results / "short", epochs=3, f1=40.63)
+    _student_run(results / "default", epochs=DistillConfig().epochs, f1=41.5)
+    teacher = {"store": "runs/teacher-store", "data": "data/disfl_qa.task.json.gz", "candidates": 20, "candidates_digest": "d1" * 32, "student": _scores(30.0), "teacher": _scores(41.70)}
+    (results / "teacher-open-domain.json").write_text(json.dumps(teacher))
+
+    records = fr.folder_records(results)
+    keys = [(r["data"], r["layers"], r["compress"], r["variant"]) for r in records]
+    assert len(keys) == len(set(keys)) == 8, keys  # 4 records per run: distill, 2 engines, BM25
+    by_variant = {r["variant"]: r for r in records}
+
+    short = [r for r in records if "3 epochs" in r["variant"]]
+    default = [r for r in records if "epochs" not in r["variant"]]
+    assert len(short) == len(default) == 4
+    distill_short = next(r for r in short if r["variant"].startswith("distill"))
+    assert "--epochs 3 --min-epochs 3" in distill_short["command"] and distill_short["student"] == pytest.approx(40.63)
+    distill_default = next(r for r in default if r["variant"].startswith("distill"))
+    assert "--epochs" not in distill_default["command"] and distill_default["student"] == pytest.approx(41.5)
+
+    int8 = [r for r in records if r["variant"].startswith("int8 engine, dynamic per-channel-uint8")]
+    assert len(int8) == 2
+    for r in int8:
+        assert r["speedup_vs_fp32"] == pytest.approx(1.83) and "avx512-vnni" in r["cpu"]
+        assert r["command"].startswith("dtx build-engine CKPT-onnx --int8 --int8-scheme per-channel-uint8 --calib data/disfl_qa.task.json.gz")
+
+    bm25 = [r for r in by_variant.values() if r["variant"].startswith("BM25 top-20")]
+    assert len(bm25) == 2
+    for r in bm25:
+        assert r["teacher"] == pytest.approx(41.70) and "runs/teacher-store" in r["command"] and "--no-teacher" in r["command"]
+
+
+def test_student_only_store_report_without_its_teacher_run_is_refused(fr, tmp_path):
+    results = tmp_path / "results"
+    _student_run(results / "lonely", epochs=3, f1=40.0)
+    with pytest.raises(SystemExit, match="run eval-store with the teacher once"):
+        fr.folder_records(results)
