@@ -41,7 +41,7 @@ def recipe_tag(config: dict) -> str:
     """The recipe a distillation config ran, for a record's variant: "" for the first recipe, else its new settings."""
     if "attention_target" not in config:
         return ""
-    parts = [f"{config['epochs']} epochs"] if config.get("epochs", DistillConfig.epochs) != DistillConfig.epochs else []  # a shorter schedule than the default's
+    parts = [f"{config['epochs']} epochs"] if config.get("epochs", DistillConfig.epochs) != DistillConfig.epochs else []  # a schedule other than the default's
     parts += [f"negatives {config['negatives']:g}"] if config.get("negatives") else []
     if config.get("labels_only"):  # no teacher: no distillation terms to name
         return " [" + ", ".join(parts) + "]" if parts else ""

@@ -60,7 +60,6 @@ def test_runs_of_two_schedules_get_distinct_variants_and_commands(fr, tmp_path):
     records = fr.folder_records(results)
     keys = [(r["data"], r["layers"], r["compress"], r["variant"]) for r in records]
     assert len(keys) == len(set(keys)) == 8, keys  # 4 records per run: distill, 2 engines, BM25
-    by_variant = {r["variant"]: r for r in records}
 
     short = [r for r in records if "3 epochs" in r["variant"]]
     default = [r for r in records if "epochs" not in r["variant"]]
@@ -76,7 +75,7 @@ def test_runs_of_two_schedules_get_distinct_variants_and_commands(fr, tmp_path):
         assert r["speedup_vs_fp32"] == pytest.approx(1.83) and "avx512-vnni" in r["cpu"]
         assert r["command"].startswith("dtx build-engine CKPT-onnx --int8 --int8-scheme per-channel-uint8 --calib data/disfl_qa.task.json.gz")
 
-    bm25 = [r for r in by_variant.values() if r["variant"].startswith("BM25 top-20")]
+    bm25 = [r for r in records if r["variant"].startswith("BM25 top-20")]
     assert len(bm25) == 2
     for r in bm25:
         assert r["teacher"] == pytest.approx(41.70) and "runs/teacher-store" in r["command"] and "--no-teacher" in r["command"]
