@@ -85,7 +85,7 @@ _FT = FinetuneConfig()
 def finetune(model_dir, task, data, epochs, patience, min_epochs, batch_size, lr, warmup, max_len, doc_stride, train_limit, negatives, dev_limit, seed, bf16, device, out_dir, overwrite):
     """Fine-tune a coupled teacher (dev split holds out whole passages / paragraphs); resumes a killed run."""
     quiet_transformers()
-    from dtx.train.finetune import finetune_pair, finetune_qa
+    from dtx.train.finetune import finetune_pair, finetune_qa, prior_warning
 
     cfg = FinetuneConfig(
         epochs=epochs, patience=patience, min_epochs=min_epochs, batch_size=batch_size, lr=lr, warmup=warmup, max_len=max_len,
@@ -105,6 +105,8 @@ def finetune(model_dir, task, data, epochs, patience, min_epochs, batch_size, lr
         f"wrote {out_dir}: {r['train_pairs']} training pairs, {r['epochs_run']} epochs in {r['train_seconds']:.0f} s, dev accuracy per epoch {curve}; "
         f"kept epoch {r['best_epoch']} ({d['pairs']} pairs, held-out passages): accuracy {d['accuracy']:.4f}, macro-F1 {d['macro_f1']:.4f}"
     )
+    if warning := prior_warning(r):
+        click.echo(warning, err=True)
 
 
 _DC = DistillConfig()

@@ -37,12 +37,18 @@ def data_name(path: str) -> str:
 FIRST_RECIPE = {"negatives": 0.0, "attention_target": "probs", "attention_weight": 0.5, "cross_layers": False, "input_layer": False}
 
 
-def recipe_tag(config: dict) -> str:
-    """The recipe a distillation config ran, for a record's variant: "" for the first recipe, else its new settings."""
+def recipe_tag(config: dict, qa: bool = True) -> str:
+    """The recipe a distillation config ran, for a record's variant: "" for the first recipe, else its new settings.
+
+    A training subsample is named ("12000 pairs"), so a run on part of the data never shares a row with
+    one on all of it; hard negatives only where they exist (QA: a pair run's config carries the default
+    but reads none).
+    """
     if "attention_target" not in config:
         return ""
     parts = [f"{config['epochs']} epochs"] if config.get("epochs", DistillConfig.epochs) != DistillConfig.epochs else []  # a schedule other than the default's
-    parts += [f"negatives {config['negatives']:g}"] if config.get("negatives") else []
+    parts += [f"{config['train_limit']} {'questions' if qa else 'pairs'}"] if config.get("train_limit") else []
+    parts += [f"negatives {config['negatives']:g}"] if qa and config.get("negatives") else []
     if config.get("labels_only"):  # no teacher: no distillation terms to name
         return " [" + ", ".join(parts) + "]" if parts else ""
     parts.append(f"attention {config['attention_target']} x{config['attention_weight']:g}")
@@ -72,7 +78,7 @@ def sweep_records(path: Path) -> list[dict]:
             f"dtx sweep {report['teacher']} --data {report['data']} --splits {row['split']} -k {row['compress']} "
             f"--variants {row['variant']}{distill_flags({**cfg['distill'], **settings})}"
         )
-        variant = row["variant"] + recipe_tag({**cfg["distill"], **settings}) + "".join(f" {k}={v}" for k, v in settings.items())
+        variant = row["variant"] + recipe_tag({**cfg["distill"], **settings}, qa=row["metric"] == "f1") + "".join(f" {k}={v}" for k, v in settings.items())
         records.append({
             "data": data_name(report["data"]), "layers": row["layers"], "compress": row["compress"], "variant": variant,
             "metric": row["metric"], "student": row["student"], "teacher": row["teacher"], "command": command,
@@ -119,8 +125,8 @@ def student_records(folder: Path, root: Path) -> list[dict]:
         return []
     meta = json.loads((folder / "student.json").read_text())
     rep, dec = meta["distill"], meta["decoupling"]
-    layers, compress, tag = layers_of(dec), dec["compress"], recipe_tag(rep["config"])
     metric = "f1" if "f1" in rep["final"]["student"] else "accuracy"
+    layers, compress, tag = layers_of(dec), dec["compress"], recipe_tag(rep["config"], qa=metric == "f1")
     labels_only = bool(rep["config"].get("labels_only"))  # the ablation: the same schedule with no teacher
     records = [{
         "data": data_name(rep["data"]), "layers": layers, "compress": compress, "variant": ("labels-only" if labels_only else "distill") + tag, "metric": metric,

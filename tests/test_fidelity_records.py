@@ -86,3 +86,21 @@ def test_student_only_store_report_without_its_teacher_run_is_refused(fr, tmp_pa
     _student_run(results / "lonely", epochs=3, f1=40.0)
     with pytest.raises(SystemExit, match="run eval-store with the teacher once"):
         fr.folder_records(results)
+
+
+def test_pair_subsample_is_named_and_carries_no_negatives(fr, tmp_path):
+    """A VitaminC run on a stated subsample: its rows name the subsample (never sharing a key with a
+    full-data run) and not the QA-only hard negatives its config carries at their default."""
+    folder = tmp_path / "results" / "vc"
+    folder.mkdir(parents=True)
+    config = {**DistillConfig().__dict__, "train_limit": 12000}
+    meta = {
+        "source": "runs/teacher-vc",
+        "decoupling": {"split": 3, "num_layers": 6, "compress": 4, "task": "pair"},
+        "distill": {"config": config, "data": "data/vitaminc.task.json.gz", "final": {"student": {"accuracy": 0.61}, "teacher": {"accuracy": 0.64}}},
+    }
+    (folder / "student.json").write_text(json.dumps(meta))
+    [record] = fr.folder_records(tmp_path / "results")
+    assert record["data"] == "VitaminC" and record["metric"] == "accuracy" and record["layers"] == "3/3"
+    assert "12000 pairs" in record["variant"] and "negatives" not in record["variant"], record["variant"]
+    assert "--train-limit 12000" in record["command"] and "--negatives" not in record["command"]

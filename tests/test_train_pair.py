@@ -77,4 +77,19 @@ def test_finetune_learns_a_separable_task(model_dir, tmp_path):
     cfg = FinetuneConfig(epochs=6, batch_size=16, lr=1e-3, max_len=32, dev_percent=25)
     report = finetune_pair(model_dir("bert", "pair"), f, tmp_path / "out", cfg, progress=False)
     assert report["labels"] == ["north", "south"] and report["dev"]["accuracy"] > 0.8
+    assert report["dev_majority"]["label"] in ("north", "south") and 0.5 <= report["dev_majority"]["accuracy"] < report["dev"]["accuracy"]
     assert (tmp_path / "out" / "dtx_finetune.json").is_file()
+
+
+def test_a_teacher_at_its_label_prior_is_named():
+    """VitaminC on 12,000 pairs kept 0.493 accuracy where always answering "True" scores 0.5085: `dtx finetune`
+    must say so rather than publish a teacher that learned only the prior; one above the floor passes silently."""
+    from dtx.train.finetune import majority_baseline, prior_warning
+
+    dev = [Pair("c", f"e{i}", label) for i, label in enumerate(["True"] * 5 + ["False"] * 3 + ["Neither"] * 2)]
+    floor = majority_baseline(dev)
+    assert floor == {"label": "True", "accuracy": 0.5}
+    warning = prior_warning({"dev_majority": floor, "dev": {"accuracy": 0.49}})
+    assert warning and "'True' (0.5000)" in warning and "--train-limit" in warning and "\n" not in warning
+    assert prior_warning({"dev_majority": floor, "dev": {"accuracy": 0.6}}) is None
+    assert prior_warning({"dev": {"accuracy": 0.3}}) is None  # a report from before the floor was recorded

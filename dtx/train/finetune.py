@@ -57,6 +57,31 @@ def _labels(pairs: list[Pair], path: str) -> list[str]:
     return sorted({p.label for p in pairs})
 
 
+def majority_baseline(dev: list[Pair]) -> dict:
+    """The dev accuracy of always answering the most common dev label: the floor a pair classifier must clear.
+
+    A classifier that has only learned the label prior sits at (or just under) it while its loss sits at
+    the prior's entropy; its accuracy alone does not show that (VitaminC: 0.49 looks like a weak model,
+    but half the dev pairs are "True").
+    """
+    counts: dict[str, int] = {}
+    for p in dev:
+        counts[p.label] = counts.get(p.label, 0) + 1
+    label = max(sorted(counts), key=counts.__getitem__)
+    return {"label": label, "accuracy": counts[label] / len(dev)}
+
+
+def prior_warning(report: dict) -> str | None:
+    """One line for a pair teacher no better than its majority baseline (what to do about it), else None."""
+    floor, acc = report.get("dev_majority"), report["dev"]["accuracy"]
+    if not floor or acc > floor["accuracy"]:
+        return None
+    return (
+        f"warning: the kept dev accuracy {acc:.4f} is no better than always answering {floor['label']!r} ({floor['accuracy']:.4f}): "
+        "the classifier learned little beyond the label prior and is no teacher to distil from; train on more pairs (--train-limit)"
+    )
+
+
 def _encode(tokenizer, pairs: list[Pair], max_len: int) -> dict[str, torch.Tensor]:
     enc = tokenizer([p.question for p in pairs], [p.passage for p in pairs], truncation="only_second", max_length=max_len, padding=True, return_tensors="pt")
     return dict(enc)
@@ -169,7 +194,7 @@ def finetune_pair(model_dir: str | Path, data: str | Path, out_dir: str | Path, 
         dev_scores = evaluate(model, tokenizer, dev, label2id, cfg.max_len)
         return dev_scores["accuracy"], dev_scores
 
-    report = {"task": "pair", "data": str(data), "labels": labels, "train_pairs": len(train), "dev_pairs": len(dev), "source": str(model_dir)}
+    report = {"task": "pair", "data": str(data), "labels": labels, "train_pairs": len(train), "dev_pairs": len(dev), "dev_majority": majority_baseline(dev), "source": str(model_dir)}
     return fit(model, tokenizer, [len(x) for x in encoded["input_ids"]], make_batch, score, cfg, out_dir, report, overwrite, progress, device)
 
 
