@@ -12,7 +12,8 @@ distillation on gold paragraphs, `eval-<engine>.json` per engine (INT8 ones with
 from the interleaved `bench-<engine>-*.json`, else from an interleaved scheme table `int8-*.json` of
 scripts/int8_schemes.py, and the CPU that measured it), and `open-domain.json` - an
 `eval-store --no-teacher` run, whose teacher row is the report elsewhere in the results with the same
-`candidates_digest` (the same candidates for every question).
+`candidates_digest` (the same candidates for every question). A folder whose student.json names
+`qat_of` (a sibling folder) holds a quantization-aware phase run on that folder's trained student.
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ def recipe_tag(config: dict, qa: bool = True) -> str:
     layerwise = [name.replace("_", " ") for name in ("cross_layers", "input_layer") if config.get(name)]
     if layerwise:
         parts.append("layer-wise: " + " + ".join(layerwise))
+    if config.get("qat_epochs"):
+        parts.append(f"QAT {config['qat_epochs']} epoch(s) {config.get('qat_scheme', DistillConfig.qat_scheme)} at lr {config.get('qat_lr', DistillConfig.qat_lr):g}")
     return " [" + ", ".join(parts) + "]"
 
 
@@ -126,13 +129,18 @@ def student_records(folder: Path, root: Path) -> list[dict]:
     meta = json.loads((folder / "student.json").read_text())
     rep, dec = meta["distill"], meta["decoupling"]
     metric = "f1" if "f1" in rep["final"]["student"] else "accuracy"
-    layers, compress, tag = layers_of(dec), dec["compress"], recipe_tag(rep["config"], qa=metric == "f1")
     labels_only = bool(rep["config"].get("labels_only"))  # the ablation: the same schedule with no teacher
+    command = f"dtx decouple {meta['source']} --split {dec['split']} --compress {dec['compress']} -o CKPT && dtx distill CKPT --data data/{Path(rep['data']).name}"
+    command += distill_flags(rep["config"]) + (" --labels-only" if labels_only else "")
+    config = rep["config"]
+    if meta.get("qat_of"):  # a QAT phase run on the trained student of a sibling folder: its recipe, then the QAT command
+        base = json.loads((root / meta["qat_of"] / "student.json").read_text())["distill"]["config"]
+        config = {**base, **{k: rep["config"][k] for k in ("qat_epochs", "qat_lr", "qat_scheme")}}
+        command = f"{student_records(root / meta['qat_of'], root)[0]['command']} -o STUDENT && {command.split(' && ')[1].replace('CKPT', 'STUDENT', 1)}"
+    layers, compress, tag = layers_of(dec), dec["compress"], recipe_tag(config, qa=metric == "f1")
     records = [{
         "data": data_name(rep["data"]), "layers": layers, "compress": compress, "variant": ("labels-only" if labels_only else "distill") + tag, "metric": metric,
-        "student": rep["final"]["student"][metric], "teacher": rep["final"]["teacher"][metric],
-        "command": f"dtx decouple {meta['source']} --split {dec['split']} --compress {compress} -o CKPT && "
-                   f"dtx distill CKPT --data data/{Path(rep['data']).name}{distill_flags(rep['config'])}{' --labels-only' if labels_only else ''}",
+        "student": rep["final"]["student"][metric], "teacher": rep["final"]["teacher"][metric], "command": command,
     }]  # fmt: skip
     p50, schemes = bench_p50(folder), scheme_speedups(folder)
     for path in sorted(folder.glob("eval-*.json")):

@@ -104,3 +104,28 @@ def test_pair_subsample_is_named_and_carries_no_negatives(fr, tmp_path):
     assert record["data"] == "VitaminC" and record["metric"] == "accuracy" and record["layers"] == "3/3"
     assert "12000 pairs" in record["variant"] and "negatives" not in record["variant"], record["variant"]
     assert "--train-limit 12000" in record["command"] and "--negatives" not in record["command"]
+
+
+def test_qat_on_a_trained_student_names_both_commands(fr, tmp_path):
+    """A QAT phase run on a sibling folder's trained student: its rows carry that student's recipe plus the QAT
+    settings, and a command that first makes the student, then runs QAT on it (not QAT on a fresh decoupling)."""
+    results = tmp_path / "results"
+    _student_run(results / "base", epochs=DistillConfig().epochs, f1=41.82)
+    teacher = {"store": "runs/teacher-store", "data": "data/disfl_qa.task.json.gz", "candidates": 20, "candidates_digest": "d1" * 32, "student": _scores(30.0), "teacher": _scores(41.70)}
+    (results / "teacher-open-domain.json").write_text(json.dumps(teacher))
+    qat = results / "base-qat"
+    qat.mkdir()
+    config = {**DistillConfig().__dict__, "epochs": 0, "phase1_epochs": 0, "pca_init": False, "qat_epochs": 1}
+    meta = {
+        "source": "runs/teacher-neg", "qat_of": "base",
+        "decoupling": {"split": 2, "num_layers": 6, "compress": 4, "task": "qa"},
+        "distill": {"config": config, "data": "data/disfl_qa.task.json.gz", "final": {"student": _scores(40.8), "teacher": _scores(42.26)}},
+    }
+    (qat / "student.json").write_text(json.dumps(meta))
+    records = [r for r in fr.folder_records(results) if "QAT" in r["variant"]]
+    assert len(records) == 1
+    [r] = records
+    assert r["variant"].startswith("distill [negatives 0.5") and "QAT 1 epoch(s) per-channel-uint8 at lr 1e-05" in r["variant"] and "0 epochs" not in r["variant"]
+    first, qat_run = r["command"].split(" -o STUDENT && ")
+    assert first.startswith("dtx decouple runs/teacher-neg") and "--qat-epochs" not in first
+    assert qat_run.startswith("dtx distill STUDENT --data data/disfl_qa.task.json.gz") and "--epochs 0" in qat_run and "--qat-epochs 1" in qat_run
