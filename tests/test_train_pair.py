@@ -89,7 +89,31 @@ def test_a_teacher_at_its_label_prior_is_named():
     dev = [Pair("c", f"e{i}", label) for i, label in enumerate(["True"] * 5 + ["False"] * 3 + ["Neither"] * 2)]
     floor = majority_baseline(dev)
     assert floor == {"label": "True", "accuracy": 0.5}
-    warning = prior_warning({"dev_majority": floor, "dev": {"accuracy": 0.49}})
-    assert warning and "'True' (0.5000)" in warning and "--train-limit" in warning and "\n" not in warning
+    warning = prior_warning({"dev_majority": floor, "dev": {"accuracy": 0.49}, "config": {"train_limit": 12000}})
+    assert warning and "'True' (0.5000)" in warning and "--train-limit 12000" in warning and "\n" not in warning
+    assert "--train-limit" not in prior_warning({"dev_majority": floor, "dev": {"accuracy": 0.5}, "config": {"train_limit": None}})
     assert prior_warning({"dev_majority": floor, "dev": {"accuracy": 0.6}}) is None
     assert prior_warning({"dev": {"accuracy": 0.3}}) is None  # a report from before the floor was recorded
+
+
+def test_finetune_cli_prints_the_prior_warning(monkeypatch, tmp_path):
+    """The CLI prints the report's line, then the warning (stderr) for a teacher at its label prior, and nothing more above it."""
+    from click.testing import CliRunner
+
+    from dtx.cli import main
+    from dtx.train import finetune as ft
+
+    report = {
+        "train_pairs": 12000, "epochs_run": 3, "train_seconds": 1190.0, "best_epoch": 2, "history": [{"dev": {"accuracy": a}} for a in (0.477, 0.493, 0.4655)],
+        "dev": {"accuracy": 0.493, "macro_f1": 0.347, "pairs": 2000}, "dev_majority": {"label": "True", "accuracy": 0.5085}, "config": {"train_limit": 12000},
+    }  # fmt: skip
+    monkeypatch.setattr(ft, "finetune_pair", lambda *a, **k: report)
+    data = tmp_path / "p.jsonl"
+    data.write_text('{"question": "q", "passage": "p", "label": "True"}\n')
+    r = CliRunner().invoke(main, ["finetune", str(tmp_path), "--task", "pair", "--data", str(data), "-o", str(tmp_path / "out")])
+    assert r.exit_code == 0, r.output
+    assert "accuracy 0.4930" in r.stdout and "warning" not in r.stdout
+    assert r.stderr.startswith("warning: the kept dev accuracy 0.4930 is no better than always answering 'True' (0.5085)") and len(r.stderr.splitlines()) == 1
+    report["dev"]["accuracy"] = 0.67
+    r = CliRunner().invoke(main, ["finetune", str(tmp_path), "--task", "pair", "--data", str(data), "-o", str(tmp_path / "out")])
+    assert r.exit_code == 0 and r.stderr == ""

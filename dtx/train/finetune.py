@@ -76,9 +76,11 @@ def prior_warning(report: dict) -> str | None:
     floor, acc = report.get("dev_majority"), report["dev"]["accuracy"]
     if not floor or acc > floor["accuracy"]:
         return None
+    limit = (report.get("config") or {}).get("train_limit")
+    fix = f"train on more pairs than --train-limit {limit}" if limit else "check the labels, then train longer (--min-epochs) or at a lower --lr"
     return (
         f"warning: the kept dev accuracy {acc:.4f} is no better than always answering {floor['label']!r} ({floor['accuracy']:.4f}): "
-        "the classifier learned little beyond the label prior and is no teacher to distil from; train on more pairs (--train-limit)"
+        f"the classifier learned little beyond the label prior and is no teacher to distil from; {fix}"
     )
 
 
