@@ -122,6 +122,22 @@ def layers_of(decoupling: dict) -> str:
     return f"{decoupling['split']}/{decoupling['num_layers'] - decoupling['split']}"
 
 
+def student_recipe(meta: dict, root: Path) -> tuple[dict, str]:
+    """(the distillation config its variant names, the commands that made it) of a run folder's student (its
+    student.json `meta`): decouple, then distill. A QAT run on a sibling folder's trained student (`qat_of`) is
+    that student's recipe plus the QAT settings, and its commands followed by the QAT distill on it."""
+    rep, dec = meta["distill"], meta["decoupling"]
+    config = rep["config"]
+    if meta.get("qat_of"):
+        base, base_command = student_recipe(json.loads((root / meta["qat_of"] / "student.json").read_text()), root)
+        config = {**base, **{k: config[k] for k in ("qat_epochs", "qat_lr", "qat_scheme")}}
+        ckpt, first = "STUDENT", f"{base_command} -o STUDENT"
+    else:
+        ckpt, first = "CKPT", f"dtx decouple {meta['source']} --split {dec['split']} --compress {dec['compress']} -o CKPT"
+    labels_only = " --labels-only" if rep["config"].get("labels_only") else ""
+    return config, f"{first} && dtx distill {ckpt} --data data/{Path(rep['data']).name}{distill_flags(rep['config'])}{labels_only}"
+
+
 def student_records(folder: Path, root: Path) -> list[dict]:
     """The records of one student run's folder (see the module docstring); [] where it holds none."""
     if not (folder / "student.json").is_file():
@@ -130,13 +146,7 @@ def student_records(folder: Path, root: Path) -> list[dict]:
     rep, dec = meta["distill"], meta["decoupling"]
     metric = "f1" if "f1" in rep["final"]["student"] else "accuracy"
     labels_only = bool(rep["config"].get("labels_only"))  # the ablation: the same schedule with no teacher
-    command = f"dtx decouple {meta['source']} --split {dec['split']} --compress {dec['compress']} -o CKPT && dtx distill CKPT --data data/{Path(rep['data']).name}"
-    command += distill_flags(rep["config"]) + (" --labels-only" if labels_only else "")
-    config = rep["config"]
-    if meta.get("qat_of"):  # a QAT phase run on the trained student of a sibling folder: its recipe, then the QAT command
-        base = json.loads((root / meta["qat_of"] / "student.json").read_text())["distill"]["config"]
-        config = {**base, **{k: rep["config"][k] for k in ("qat_epochs", "qat_lr", "qat_scheme")}}
-        command = f"{student_records(root / meta['qat_of'], root)[0]['command']} -o STUDENT && {command.split(' && ')[1].replace('CKPT', 'STUDENT', 1)}"
+    config, command = student_recipe(meta, root)
     layers, compress, tag = layers_of(dec), dec["compress"], recipe_tag(config, qa=metric == "f1")
     records = [{
         "data": data_name(rep["data"]), "layers": layers, "compress": compress, "variant": ("labels-only" if labels_only else "distill") + tag, "metric": metric,

@@ -11,6 +11,7 @@ state (written every epoch and every `save_every` seconds): the same command res
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -64,10 +65,8 @@ def majority_baseline(dev: list[Pair]) -> dict:
     the prior's entropy; its accuracy alone does not show that (VitaminC: 0.49 looks like a weak model,
     but half the dev pairs are "True").
     """
-    counts: dict[str, int] = {}
-    for p in dev:
-        counts[p.label] = counts.get(p.label, 0) + 1
-    label = max(sorted(counts), key=counts.__getitem__)
+    counts = Counter(p.label for p in dev)
+    label = max(sorted(counts), key=counts.__getitem__)  # ties: the first label in sorted order
     return {"label": label, "accuracy": counts[label] / len(dev)}
 
 
