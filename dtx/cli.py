@@ -130,6 +130,7 @@ def _distill_options(f):
             click.option("--train-limit", type=click.IntRange(1), help="Train on the first N shuffled training examples."),
             click.option("--negatives", type=click.FloatRange(0), default=_DC.negatives, show_default=True, help="QA: hard negatives per question (BM25 neighbours among the training paragraphs), with the teacher's soft targets."),
             click.option("--negative-pool", type=click.IntRange(1), default=_DC.negative_pool, show_default=True, help="QA: negatives are drawn from BM25's top N other paragraphs."),
+            click.option("--augment", type=click.FloatRange(0), default=_DC.augment, show_default=True, help="Copies per training example with question words swapped for near synonyms, trained on the teacher's targets only."),
             click.option("--hidden-weight", type=click.FloatRange(0), default=_DC.hidden_weight, show_default=True, help="Weight of each hidden-state MSE term."),
             click.option("--attention-target", type=click.Choice(["scores", "probs"]), default=_DC.attention_target, show_default=True, help="Attention term on the last layer's unnormalised scores (TinyBERT) or its probabilities."),
             click.option("--attention-weight", type=click.FloatRange(0), default=_DC.attention_weight, show_default=True, help="Weight of the attention MSE term."),

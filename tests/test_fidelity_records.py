@@ -129,3 +129,22 @@ def test_qat_on_a_trained_student_names_both_commands(fr, tmp_path):
     first, qat_run = r["command"].split(" -o STUDENT && ")
     assert first.startswith("dtx decouple runs/teacher-neg") and "--qat-epochs" not in first
     assert qat_run.startswith("dtx distill STUDENT --data data/disfl_qa.task.json.gz") and "--epochs 0" in qat_run and "--qat-epochs 1" in qat_run
+
+
+def test_augmented_run_is_its_own_variant(fr, tmp_path):
+    """A student trained with teacher-scored copies never shares a row with one trained without them."""
+    for name, augment in (("plain", 0.0), ("aug", 1.0)):
+        folder = tmp_path / "results" / name
+        folder.mkdir(parents=True)
+        config = {**DistillConfig().__dict__, "augment": augment}
+        meta = {
+            "source": "runs/teacher-neg",
+            "decoupling": {"split": 3, "num_layers": 6, "compress": 4, "task": "qa"},
+            "distill": {"config": config, "data": "data/disfl_qa.task.json.gz", "final": {"student": _scores(37.0 + augment), "teacher": _scores(42.26)}},
+        }
+        (folder / "student.json").write_text(json.dumps(meta))
+    records = fr.folder_records(tmp_path / "results")
+    [aug] = [r for r in records if "augment 1" in r["variant"]]
+    [plain] = [r for r in records if "augment" not in r["variant"]]
+    assert aug["student"] == 38.0 and plain["student"] == 37.0
+    assert "--augment 1.0" in aug["command"] and "--augment" not in plain["command"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 from dataclasses import replace
 
@@ -188,6 +189,19 @@ def test_training_as_deployed_adds_hard_negatives_to_teacher_and_student(model_d
     assert loss["attention"] > 0 and loss["input_layer"] > 0 and loss["cross_layers"] > 0  # 1/3 of 4 layers: two intermediate cross layers
     off = distill(ckpt.path, qa_data, DistillConfig(epochs=1, phase1_epochs=0, batch_size=16, dev_limit=8, cross_layers=False, input_layer=False, negatives=0.0), tmp_path / "s0", progress=False)
     assert off["negative_windows"] == 0 and off["history"][-1]["loss"]["cross_layers"] == 0 == off["history"][-1]["loss"]["input_layer"]
+
+
+def test_augmented_copies_follow_the_own_windows_and_train(model_dir, qa_data, tmp_path):
+    """QA: the copies follow the question's own windows (not the hard negatives), enter the teacher cache, and the run trains."""
+    ckpt = decouple(model_dir("bert", "qa"), tmp_path / "ckpt", split=1, compress=2, max_question_len=16, max_passage_len=32)
+    cfg = DistillConfig(epochs=1, phase1_epochs=0, batch_size=16, dev_limit=8)
+    plain = distill(ckpt.path, qa_data, cfg, tmp_path / "plain", progress=False)
+    r = distill(ckpt.path, qa_data, DistillConfig(epochs=1, phase1_epochs=0, batch_size=16, dev_limit=8, augment=1.0), tmp_path / "aug", progress=False)
+    own = plain["train_examples"] - plain["negative_windows"]
+    assert plain["augmented_examples"] == 0 and r["augmented_examples"] == own > 0
+    assert r["train_examples"] == plain["train_examples"] + own and r["negative_windows"] == plain["negative_windows"]
+    loss = r["history"][-1]["loss"]
+    assert all(math.isfinite(v) for v in loss.values()) and loss["kl"] > 0 and loss["ce"] > 0
 
 
 def test_last_layer_term_is_the_same_whether_the_layer_wise_terms_are_on(model_dir, qa_data, tmp_path):

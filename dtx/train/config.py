@@ -83,6 +83,9 @@ class DistillConfig:
     # (soft) start/end distributions on them, which is what it meets behind a retriever
     negatives: float = NEGATIVES_PER_QUESTION
     negative_pool: int = NEGATIVE_POOL
+    # Teacher-scored copies per training example (dtx.data.augment: question words swapped for embedding
+    # neighbours, no gold label, the teacher's targets only). Off until measured (docs/training.md)
+    augment: float = 0.0
     hidden_weight: float = 0.5  # weight of each hidden-state MSE term (last layer, and the layer-wise ones when on)
     # the attention term compares the last layer's unnormalised scores QK^T/sqrt(d) ("scores", TinyBERT's
     # target) or its softmax probabilities ("probs": dtx's first recipe, whose term measured ~0 and moved nothing)
@@ -106,6 +109,8 @@ class DistillConfig:
 
     def check(self) -> None:
         check_schedule(self.epochs, self.warmup, self.min_epochs)
+        if self.augment > 0 and self.labels_only:
+            raise ConfigError("--augment copies carry no label, only the teacher's targets, and --labels-only trains without a teacher: drop one of them")
         if self.qat_epochs:
             from dtx.model.int8 import Int8Scheme
 

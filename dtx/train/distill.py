@@ -50,7 +50,7 @@ from dtx.train.config import DistillConfig
 from dtx.train.fake_quant import fake_quantized
 from dtx.eval.metrics import pair_metrics
 from dtx.train.loop import Hooks, Phase, autocast, cpu_state, epoch_batches, padded_length, resolve_bf16, resume_state, train_device, train_phase
-from dtx.train.losses import MASKED, LossTerms, distillation_loss, masked_mse
+from dtx.train.losses import MASKED, NO_LABEL, LossTerms, distillation_loss, masked_mse
 from dtx.data.splits import dev_subset, train_subset, training_split
 
 __all__ = ["DistillConfig", "distill", "pca_init", "TeacherCache"]
@@ -63,7 +63,7 @@ class Example:
     """One training or dev item as both models read it: its two segments and its target.
 
     QA: `target` = (start, end) tokens of the answer in the passage segment (-1: no answer);
-    pair tasks: `target` = (label id,).
+    pair tasks: `target` = (label id,). NO_LABEL throughout: no gold label (an augmented copy).
     """
 
     question: Segment
@@ -122,8 +122,8 @@ def make_batch(seg: PairSegmenter, examples: list[Example], qa: bool) -> dict:
     lq = q.input_ids.shape[1]
     slots = torch.cat([torch.zeros(len(examples), lq, dtype=torch.bool), torch.from_numpy(p.attention_mask.astype(bool))], dim=1)
     slots[:, 0] = True
-    start = torch.tensor([lq + e.target[0] if e.target[0] >= 0 else 0 for e in examples])
-    end = torch.tensor([lq + e.target[1] if e.target[1] >= 0 else 0 for e in examples])
+    slot = lambda t: lq + t if t >= 0 else (NO_LABEL if t == NO_LABEL else 0)  # noqa: E731 - no answer is [CLS], slot 0
+    start, end = (torch.tensor([slot(e.target[k]) for e in examples]) for k in (0, 1))
     return {"q": _tensors(q), "p": _tensors(p), "labels": (start, end), "slots": slots}
 
 
@@ -278,6 +278,30 @@ def _examples(seg: PairSegmenter, train: list[Pair], qa: bool, label2id: dict[st
     return [Example(f.question, f.passage, (f.start, f.end)) for f in own + negatives], len(negatives)
 
 
+def augmented(examples: list[Example], neighbours, per_example: float, seed: int) -> list[Example]:
+    """`per_example` copies of each example on average (floor, plus one more with probability equal to the fraction), the
+    question's words swapped for neighbours (dtx.data.augment) and the label dropped; deterministic for a seed."""
+    from dtx.data.augment import perturb
+
+    rng = np.random.default_rng(seed)
+    whole, frac = int(per_example), per_example - int(per_example)
+    out = []
+    for e in examples:
+        for _ in range(whole + int(rng.random() < frac)):
+            out.append(Example(perturb(e.question, neighbours, rng), e.passage, (NO_LABEL,) * len(e.target)))
+    return out
+
+
+def _neighbours(ckpt: Checkpoint, teacher_c: nn.Module, examples: list[Example]):
+    """The teacher's word neighbours for the words of the examples' questions."""
+    from dtx.data.augment import WordNeighbours
+
+    tokenizer = ckpt.tokenizer()
+    vocab = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    needed = {i for e in examples for i in e.question.input_ids}
+    return WordNeighbours(vocab, teacher_c.encoder.embeddings.word_embeddings.weight, needed)
+
+
 def _cache_start(ckpt: Checkpoint, cfg: DistillConfig) -> int | None:
     """The teacher layer the cache starts from: the split for layer-wise supervision, else the last layer (None)."""
     return ckpt.config.split if cfg.cross_layers or cfg.input_layer else None
@@ -297,6 +321,7 @@ class _Setup:
     dev: list[Pair]
     examples: list[Example]
     negatives: int
+    augmented: int  # copies of training examples with swapped question words and no label, at the end of `examples`
     device: torch.device
     bf16: bool
 
@@ -310,12 +335,15 @@ def _setup(ckpt_dir: str | Path, data: str | Path, cfg: DistillConfig, device: s
     train = train_subset(train, cfg.train_limit, cfg.seed)
     dev = dev_subset(dev, cfg.dev_limit, cfg.seed)
     examples, negatives = _examples(seg, train, qa, label2id, cfg, str(data))
+    teacher_c = build_coupled(teacher).eval()
+    own = examples[: len(examples) - negatives]  # hard negatives are extra inputs already: only a question's own windows are copied
+    copies = augmented(own, _neighbours(ckpt, teacher_c, own), cfg.augment, cfg.seed) if cfg.augment > 0 else []
     where = train_device(device)
     ckpt.model.to(where)
-    teacher_c = build_coupled(teacher).eval().to(where)
+    teacher_c.to(where)
     for p in teacher_c.parameters():
         p.requires_grad_(False)
-    return _Setup(ckpt, teacher, teacher_c, seg, qa, label2id, train, dev, examples, negatives, where, resolve_bf16(where, cfg.bf16))
+    return _Setup(ckpt, teacher, teacher_c, seg, qa, label2id, train, dev, examples + copies, negatives, len(copies), where, resolve_bf16(where, cfg.bf16))
 
 
 def distill(ckpt_dir: str | Path, data: str | Path, cfg: DistillConfig, out_dir: str | Path | None = None, progress: bool = True, device: str | None = None) -> dict:
@@ -329,7 +357,7 @@ def distill(ckpt_dir: str | Path, data: str | Path, cfg: DistillConfig, out_dir:
     torch.manual_seed(cfg.seed)
     report = state.get("report") or {"config": asdict(cfg), "data": str(data), "history": [], "bf16": s.bf16}
     report["train_pairs"], report["train_examples"], report["dev_pairs"] = len(s.train), len(examples), len(s.dev)
-    report["negative_windows"] = s.negatives
+    report["negative_windows"], report["augmented_examples"] = s.negatives, s.augmented
     if s.ckpt.config.compress > 1 and cfg.pca_init and not state and (cfg.epochs > 0 or cfg.phase1_epochs > 0):  # never over a student that is not trained here
         sample = examples[: max(cfg.batch_size, 2048)]
         batches = [make_batch(s.seg, sample[i : i + cfg.batch_size], s.qa) for i in range(0, len(sample), cfg.batch_size)]

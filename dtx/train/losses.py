@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 MASKED = -1e4  # logits of slots that can never be an answer (padding) in QA distributions
+NO_LABEL = -100  # the target of an example without a gold label (an augmented copy): it trains on the teacher's targets only
 
 
 @dataclass
@@ -50,13 +51,20 @@ class LossTerms:
 def kd_loss(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(CE with the labels, T^2-scaled KL to the teacher's softened distribution), over the last axis.
 
-    student, teacher: (B, C) logits; labels: (B,) class (or slot) indices.
+    student, teacher: (B, C) logits; labels: (B,) class (or slot) indices, NO_LABEL where there is none
+    (CE is the mean over the labelled rows, 0 when a batch has none; the KL covers every row).
     """
-    ce = F.cross_entropy(student, labels)
+    ce = labelled_ce(student, labels)
     log_p_student = F.log_softmax(student / temperature, dim=-1)
     p_teacher = F.softmax(teacher / temperature, dim=-1)
     kl = F.kl_div(log_p_student, p_teacher, reduction="batchmean") * temperature**2
     return ce, kl
+
+
+def labelled_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy averaged over the rows that have a label (NO_LABEL rows skipped; 0 if none has one)."""
+    total = F.cross_entropy(logits, labels, ignore_index=NO_LABEL, reduction="sum")
+    return total / (labels != NO_LABEL).sum().clamp(min=1)
 
 
 def masked_mse(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
