@@ -37,6 +37,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from dtx.data.augment import WordNeighbours, perturb
 from dtx.data.pairs import Pair, read_pairs
 from dtx.data.qa import qa_features
 from dtx.errors import DtxError
@@ -278,11 +279,9 @@ def _examples(seg: PairSegmenter, train: list[Pair], qa: bool, label2id: dict[st
     return [Example(f.question, f.passage, (f.start, f.end)) for f in own + negatives], len(negatives)
 
 
-def augmented(examples: list[Example], neighbours, per_example: float, seed: int) -> list[Example]:
+def augmented(examples: list[Example], neighbours: WordNeighbours, per_example: float, seed: int) -> list[Example]:
     """`per_example` copies of each example on average (floor, plus one more with probability equal to the fraction), the
     question's words swapped for neighbours (dtx.data.augment) and the label dropped; deterministic for a seed."""
-    from dtx.data.augment import perturb
-
     rng = np.random.default_rng(seed)
     whole, frac = int(per_example), per_example - int(per_example)
     out = []
@@ -292,10 +291,8 @@ def augmented(examples: list[Example], neighbours, per_example: float, seed: int
     return out
 
 
-def _neighbours(ckpt: Checkpoint, teacher_c: nn.Module, examples: list[Example]):
+def _neighbours(ckpt: Checkpoint, teacher_c: nn.Module, examples: list[Example]) -> WordNeighbours:
     """The teacher's word neighbours for the words of the examples' questions."""
-    from dtx.data.augment import WordNeighbours
-
     tokenizer = ckpt.tokenizer()
     vocab = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
     needed = {i for e in examples for i in e.question.input_ids}
