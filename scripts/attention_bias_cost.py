@@ -19,6 +19,7 @@ import onnxruntime as ort
 from onnx import TensorProto, helper
 
 from dtx.bench.machine import machine_info
+from dtx.bench.stats import Latency, speedup
 from dtx.report import emit, save_json
 
 
@@ -62,15 +63,16 @@ def main() -> None:
             start = time.perf_counter()
             sessions[b].run(None, with_bias if b else feeds)
             times[b].append(time.perf_counter() - start)
-    p50 = {b: float(np.median(t)) * 1e3 for b, t in times.items()}
+    none, bias = Latency(times[False]), Latency(times[True])
+    ratio = speedup(bias, none)  # how many times slower the node is with the bias
     diff = float(np.abs(outputs[True] - outputs[False]).max())
     emit(
         f"MultiHeadAttention, {args.candidates} x {seq} tokens, {args.heads} x {args.head_size}, {args.threads} thread(s), median of {args.runs} interleaved",
         ["attention bias", "p50 ms", "vs none"],
-        [["none (flash path)", f"{p50[False]:.1f}", "1.00x"], ["(K, 1, S, S) zeros", f"{p50[True]:.1f}", f"{p50[True] / p50[False]:.2f}x"]],
+        [["none (flash path)", f"{1e3 * none.p50:.1f}", "1.00x"], ["(K, 1, S, S) zeros", f"{1e3 * bias.p50:.1f}", f"{ratio:.2f}x"]],
     )
     print(f"max-abs output difference with a zero bias: {diff:.2e}")
-    save_json(args.json, {"args": vars(args), "p50_ms": {"none": p50[False], "bias": p50[True]}, "ratio": p50[True] / p50[False], "max_abs_diff": diff, "times_s": {"none": times[False], "bias": times[True]}, "machine": machine_info()})
+    save_json(args.json, {"args": vars(args), "p50_ms": {"none": 1e3 * none.p50, "bias": 1e3 * bias.p50}, "ratio": ratio, "max_abs_diff": diff, "times_s": {"none": none.seconds, "bias": bias.seconds}, "machine": machine_info()})
 
 
 if __name__ == "__main__":

@@ -69,6 +69,11 @@ class BM25:
         return hits[np.argsort(-s[hits], kind="stable")][:k].tolist()
 
 
+def draws(mean: float, rng: np.random.Generator) -> int:
+    """How many extra items one example gets for a `mean` per example: floor(mean), plus one with probability equal to the fraction."""
+    return int(mean) + int(rng.random() < mean - int(mean))
+
+
 def hard_negatives(train: list[Pair], per_question: float, pool: int, seed: int = 0) -> list[Pair]:
     """Negative pairs for `train`'s questions: on average `per_question` each, drawn from BM25's top `pool`.
 
@@ -81,10 +86,9 @@ def hard_negatives(train: list[Pair], per_question: float, pool: int, seed: int 
     passages = sorted({p.passage for p in train})
     index = BM25(passages)
     rng = np.random.default_rng(seed)
-    whole, frac = int(per_question), per_question - int(per_question)
     out = []
     for n, pair in enumerate(train):
-        want = whole + int(rng.random() < frac)
+        want = draws(per_question, rng)
         if not want:
             continue
         ranked = [passages[i] for i in index.top(pair.question, pool + 1)]

@@ -38,6 +38,7 @@ from torch import nn
 from tqdm import tqdm
 
 from dtx.data.augment import WordNeighbours, perturb
+from dtx.data.negatives import draws
 from dtx.data.pairs import Pair, read_pairs
 from dtx.data.qa import qa_features
 from dtx.errors import DtxError
@@ -51,7 +52,7 @@ from dtx.train.config import DistillConfig
 from dtx.train.fake_quant import fake_quantized
 from dtx.eval.metrics import pair_metrics
 from dtx.train.loop import Hooks, Phase, autocast, cpu_state, epoch_batches, padded_length, resolve_bf16, resume_state, train_device, train_phase
-from dtx.train.losses import MASKED, NO_LABEL, LossTerms, distillation_loss, masked_mse
+from dtx.train.losses import MASKED, NO_LABEL, LossTerms, distillation_loss, labelled_ce, masked_mse
 from dtx.data.splits import dev_subset, train_subset, training_split
 
 __all__ = ["DistillConfig", "distill", "pca_init", "TeacherCache"]
@@ -283,17 +284,16 @@ def augmented(examples: list[Example], neighbours: WordNeighbours, per_example: 
     """`per_example` copies of each example on average (floor, plus one more with probability equal to the fraction), the
     question's words swapped for neighbours (dtx.data.augment) and the label dropped; deterministic for a seed."""
     rng = np.random.default_rng(seed)
-    whole, frac = int(per_example), per_example - int(per_example)
     out = []
     for e in examples:
-        for _ in range(whole + int(rng.random() < frac)):
+        for _ in range(draws(per_example, rng)):
             out.append(Example(perturb(e.question, neighbours, rng), e.passage, (NO_LABEL,) * len(e.target)))
     return out
 
 
-def _neighbours(ckpt: Checkpoint, teacher_c: nn.Module, examples: list[Example]) -> WordNeighbours:
+def _neighbours(seg: PairSegmenter, teacher_c: nn.Module, examples: list[Example]) -> WordNeighbours:
     """The teacher's word neighbours for the words of the examples' questions."""
-    tokenizer = ckpt.tokenizer()
+    tokenizer = seg.tokenizer
     vocab = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
     needed = {i for e in examples for i in e.question.input_ids}
     return WordNeighbours(vocab, teacher_c.encoder.embeddings.word_embeddings.weight, needed)
@@ -334,7 +334,7 @@ def _setup(ckpt_dir: str | Path, data: str | Path, cfg: DistillConfig, device: s
     examples, negatives = _examples(seg, train, qa, label2id, cfg, str(data))
     teacher_c = build_coupled(teacher).eval()
     own = examples[: len(examples) - negatives]  # hard negatives are extra inputs already: only a question's own windows are copied
-    copies = augmented(own, _neighbours(ckpt, teacher_c, own), cfg.augment, cfg.seed) if cfg.augment > 0 else []
+    copies = augmented(own, _neighbours(seg, teacher_c, own), cfg.augment, cfg.seed) if cfg.augment > 0 else []
     where = train_device(device)
     ckpt.model.to(where)
     teacher_c.to(where)
@@ -524,7 +524,7 @@ class _Run:
         logits, states = tuple(x.float() for x in logits), [x.float() for x in states]  # the loss in fp32, whatever the forward ran in
         if self.cache is None:
             masked = [x.masked_fill(~b["slots"], MASKED) if b["slots"] is not None else x for x in logits]
-            ce = torch.stack([nn.functional.cross_entropy(x, y) for x, y in zip(masked, b["labels"])]).mean()
+            ce = torch.stack([labelled_ce(x, y) for x, y in zip(masked, b["labels"])]).mean()
             zero = ce.new_zeros(())
             return LossTerms(ce, ce, zero, zero, zero, zero, zero)
         with torch.no_grad():
