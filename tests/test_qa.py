@@ -56,6 +56,9 @@ def test_squad_v2_splits_has_and_no_answer():
     assert r["HasAns_exact"] == pytest.approx(50.0) and r["NoAns_exact"] == pytest.approx(50.0)
     assert r["exact"] == pytest.approx(50.0)
     assert r["f1"] == pytest.approx(100 * (1 + 0 + 1 + 0) / 4)
+    assert r["no_answer_rate"] == pytest.approx(25.0) and r["HasAns_no_answer_rate"] == pytest.approx(0.0)
+    r = squad_v2([["42"], ["Paris"], []], [" ", "Paris", "."])  # blank and punctuation-only answers are "no answer"
+    assert r["no_answer_rate"] == pytest.approx(100 * 2 / 3) and r["HasAns_no_answer_rate"] == pytest.approx(50.0)
 
 
 def test_mrr_at_10_by_hand():

@@ -73,7 +73,7 @@ class EvalReport(dict):
 
     def metrics(self) -> list[str]:
         """The task's metrics, in the order the table lists them."""
-        return ["exact", "f1", "HasAns_exact", "HasAns_f1", "NoAns_exact", "NoAns_f1"] if self["task"] == Task.QA else ["accuracy", "macro_f1", "mrr@10"]
+        return ["exact", "f1", "HasAns_exact", "HasAns_f1", "NoAns_exact", "NoAns_f1", "no_answer_rate", "HasAns_no_answer_rate"] if self["task"] == Task.QA else ["accuracy", "macro_f1", "mrr@10"]
 
     def rows(self) -> list[list]:
         """(metric, teacher, student, student / teacher) for each metric the report holds."""

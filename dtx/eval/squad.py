@@ -36,21 +36,27 @@ def f1(gold: str, pred: str) -> float:
 
 
 def squad_v2(golds: list[list[str]], preds: list[str]) -> dict:
-    """Percent EM / F1 overall, on answerable (HasAns) and unanswerable (NoAns) questions."""
+    """Percent EM / F1 overall, on answerable (HasAns) and unanswerable (NoAns) questions, and how often the
+    reader said "no answer" (overall, and on answerable questions, where every such answer is a miss): the
+    figure that tells a reader which abstains too often from one which finds the wrong span."""
     if len(golds) != len(preds):
         raise ValueError(f"{len(golds)} gold answer lists but {len(preds)} predictions")
     rows = []
     for gold, pred in zip(golds, preds):
         gold = [g for g in gold if normalize_answer(g)] or [""]
-        rows.append((gold != [""], max(exact(g, pred) for g in gold), max(f1(g, pred) for g in gold)))
+        rows.append((gold != [""], max(exact(g, pred) for g in gold), max(f1(g, pred) for g in gold), not normalize_answer(pred)))
 
-    def part(sel) -> tuple[float, float, int]:
+    def part(sel) -> tuple[float, float, float, int]:
         sel = list(sel)
         n = len(sel)
-        return (100 * sum(r[1] for r in sel) / n, 100 * sum(r[2] for r in sel) / n, n) if n else (float("nan"), float("nan"), 0)
+        if not n:
+            return float("nan"), float("nan"), float("nan"), 0
+        return 100 * sum(r[1] for r in sel) / n, 100 * sum(r[2] for r in sel) / n, 100 * sum(r[3] for r in sel) / n, n
 
     out = {}
     for name, sel in (("", rows), ("HasAns_", [r for r in rows if r[0]]), ("NoAns_", [r for r in rows if not r[0]])):
-        em, f, n = part(sel)
+        em, f, abstained, n = part(sel)
         out.update({f"{name}exact": em, f"{name}f1": f, f"{name}total": n})
+        if name != "NoAns_":  # on unanswerable questions it is NoAns_exact
+            out[f"{name}no_answer_rate"] = abstained
     return out
