@@ -104,14 +104,14 @@ def eval_record(path: Path, layers: str, compress: int, variant: str, int8_engin
     }  # fmt: skip
 
 
-def open_domain_record(path: Path, layers: str, compress: int, root: Path | None = None, tag: str = "") -> dict:
+def open_domain_record(path: Path, layers: str, compress: int, root: Path | None = None, tag: str = "", source: str | None = None) -> dict:
     """A retrieve-then-read record; a student-only report (`--no-teacher`) takes the teacher row of the report under
     `root` with the same candidates_digest, and its command names both runs."""
     r = json.loads(path.read_text())
     command = f"dtx eval-store {r['store']} --data {r['data']} -k {r['candidates']}"
     teacher = r["teacher"]
     if teacher is None:
-        teacher, store = digest_teacher(root, r["candidates_digest"])
+        teacher, store = digest_teacher(root, r["candidates_digest"], source)
         command += f" --no-teacher (teacher: dtx eval-store {store} ..., same candidates_digest {r['candidates_digest'][:12]})"
     return {
         "data": data_name(r["data"]), "layers": layers, "compress": compress, "variant": f"BM25 top-{r['candidates']} + read (fp16 store){tag}",
@@ -165,7 +165,7 @@ def student_records(folder: Path, root: Path) -> list[dict]:
         records.append(record)
     for path in sorted(folder.glob("open-domain*.json")):  # open-domain.json: the fp32 engine's store; open-domain-<engine>.json
         engine = path.stem.removeprefix("open-domain").lstrip("-")
-        records.append(open_domain_record(path, layers, compress, root, (f", {engine} engine" if engine else "") + tag))
+        records.append(open_domain_record(path, layers, compress, root, (f", {engine} engine" if engine else "") + tag, meta.get("source")))
     return records
 
 
@@ -216,16 +216,28 @@ def bench_cpu(folder: Path) -> str:
     return f"{cpu.get('model', machine['processor'])}, {cpu.get('int8_isa', 'unknown')}, {machine['cpus']} cores"
 
 
-def digest_teacher(root: Path, digest: str) -> tuple[dict, str]:
-    """The teacher row, and its report's store, of the report under `root` that read the same candidates."""
+def digest_teacher(root: Path, digest: str, source: str | None = None) -> tuple[dict, str]:
+    """The teacher row, and its report's store, of the report under `root` that read the same candidates with the
+    same teacher. Several teachers read one store's candidates (the same held-out paragraphs give the same BM25
+    candidates), so a teacher report names its teacher (`teacher_source`, the directory the student's
+    `source` names) and a student's row takes only its own teacher's; a report without that name is taken
+    only when it is the one report with those candidates."""
+    found = []
     for path in sorted(root.rglob("*.json")):
         try:
             r = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError):
             continue
         if isinstance(r, dict) and r.get("candidates_digest") == digest and r.get("teacher"):
-            return r["teacher"], r["store"]
-    raise SystemExit(f"no report under {root} read the candidates {digest[:12]}... with the teacher; run eval-store with the teacher once")
+            found.append(r)
+    named = [r for r in found if source and r.get("teacher_source") == source]
+    if len(named) == 1 or (not named and len(found) == 1 and "teacher_source" not in found[0]):
+        r = (named or found)[0]
+        return r["teacher"], r["store"]
+    if not found:
+        raise SystemExit(f"no report under {root} read the candidates {digest[:12]}... with the teacher; run eval-store with the teacher once")
+    raise SystemExit(f"{len(found)} teacher reports under {root} read the candidates {digest[:12]}... and {len(named)} of them name the teacher {source}; "
+                     "give each its teacher_source")
 
 
 def main() -> None:
