@@ -104,14 +104,14 @@ def eval_record(path: Path, layers: str, compress: int, variant: str, int8_engin
     }  # fmt: skip
 
 
-def open_domain_record(path: Path, layers: str, compress: int, root: Path | None = None, tag: str = "", source: str | None = None) -> dict:
+def open_domain_record(path: Path, layers: str, compress: int, root: Path | None = None, tag: str = "", meta: dict | None = None) -> dict:
     """A retrieve-then-read record; a student-only report (`--no-teacher`) takes the teacher row of the report under
     `root` with the same candidates_digest, and its command names both runs."""
     r = json.loads(path.read_text())
     command = f"dtx eval-store {r['store']} --data {r['data']} -k {r['candidates']}"
     teacher = r["teacher"]
     if teacher is None:
-        teacher, store = digest_teacher(root, r["candidates_digest"], source)
+        teacher, store = digest_teacher(root, r["candidates_digest"], (meta or {}).get("source"), (meta or {}).get("teacher_sha256"))
         command += f" --no-teacher (teacher: dtx eval-store {store} ..., same candidates_digest {r['candidates_digest'][:12]})"
     return {
         "data": data_name(r["data"]), "layers": layers, "compress": compress, "variant": f"BM25 top-{r['candidates']} + read (fp16 store){tag}",
@@ -165,7 +165,7 @@ def student_records(folder: Path, root: Path) -> list[dict]:
         records.append(record)
     for path in sorted(folder.glob("open-domain*.json")):  # open-domain.json: the fp32 engine's store; open-domain-<engine>.json
         engine = path.stem.removeprefix("open-domain").lstrip("-")
-        records.append(open_domain_record(path, layers, compress, root, (f", {engine} engine" if engine else "") + tag, meta.get("source")))
+        records.append(open_domain_record(path, layers, compress, root, (f", {engine} engine" if engine else "") + tag, meta))
     return records
 
 
@@ -216,12 +216,13 @@ def bench_cpu(folder: Path) -> str:
     return f"{cpu.get('model', machine['processor'])}, {cpu.get('int8_isa', 'unknown')}, {machine['cpus']} cores"
 
 
-def digest_teacher(root: Path, digest: str, source: str | None = None) -> tuple[dict, str]:
+def digest_teacher(root: Path, digest: str, source: str | None = None, teacher_sha256: dict | None = None) -> tuple[dict, str]:
     """The teacher row, and its report's store, of the report under `root` that read the same candidates with the
     same teacher. Several teachers read one store's candidates (the same held-out paragraphs give the same BM25
-    candidates), so a teacher report names its teacher (`teacher_source`, the directory the student's
-    `source` names) and a student's row takes only its own teacher's; a report without that name is taken
-    only when it is the one report with those candidates."""
+    candidates), so a teacher report names its teacher (`dtx eval-store` writes the sha256 of the teacher's
+    weights and the directory it came from; older reports carry `teacher_source`, added by hand) and a
+    student's row takes only its own teacher's; a report without either is taken only when it is the one
+    report with those candidates."""
     found = []
     for path in sorted(root.rglob("*.json")):
         try:
@@ -230,8 +231,8 @@ def digest_teacher(root: Path, digest: str, source: str | None = None) -> tuple[
             continue
         if isinstance(r, dict) and r.get("candidates_digest") == digest and r.get("teacher"):
             found.append(r)
-    named = [r for r in found if source and r.get("teacher_source") == source]
-    if len(named) == 1 or (not named and len(found) == 1 and "teacher_source" not in found[0]):
+    named = [r for r in found if (teacher_sha256 and r.get("teacher_sha256") == teacher_sha256) or (source and r.get("teacher_source") == source)]
+    if len(named) == 1 or (not named and len(found) == 1 and not {"teacher_source", "teacher_sha256"} & set(found[0])):
         r = (named or found)[0]
         return r["teacher"], r["store"]
     if not found:

@@ -177,22 +177,25 @@ def test_recipe_term_grids_become_one_record_per_cell(fr, tmp_path):
 
 def test_student_only_row_takes_its_own_teacher_when_two_teachers_read_the_same_candidates(fr, tmp_path):
     """The held-out paragraphs give every store the same BM25 candidates, so two teachers' reports share a digest:
-    a student's BM25 row must take the row of the teacher it was distilled from (teacher_source), and a second,
-    unnamed report makes the match ambiguous, refused rather than guessed."""
+    a student's BM25 row must take the row of the teacher it was distilled from (by its weights' sha256, else its
+    directory), and a second, unnamed report makes the match ambiguous, refused rather than guessed."""
     results = tmp_path / "results"
     _student_run(results / "old", epochs=3, f1=40.0)
     _student_run(results / "new", epochs=5, f1=43.0)
     meta = json.loads((results / "new" / "student.json").read_text())
-    (results / "new" / "student.json").write_text(json.dumps({**meta, "source": "runs/teacher-neg6"}))
-    for name, source, f1 in (("teacher-open-domain", "runs/teacher-neg", 41.70), ("teacher6-open-domain", "runs/teacher-neg6", 43.90)):
+    (results / "new" / "student.json").write_text(json.dumps({**meta, "source": "/elsewhere/teacher-neg6", "teacher_sha256": {"model.safetensors": "6" * 64}}))
+    # the old teacher's report names its directory (added by hand); the new one was written by eval-store on
+    # another machine: another path, but the same weights
+    for name, who, f1 in (("teacher-open-domain", {"teacher_source": "runs/teacher-neg"}, 41.70),
+                          ("teacher6-open-domain", {"teacher_source": "runs/teacher-neg6", "teacher_sha256": {"model.safetensors": "6" * 64}}, 43.90)):
         report = {"store": f"runs/{name}-store", "data": "data/disfl_qa.task.json.gz", "candidates": 20, "candidates_digest": "d1" * 32,
-                  "student": _scores(30.0), "teacher": _scores(f1), "teacher_source": source}  # fmt: skip
+                  "student": _scores(30.0), "teacher": _scores(f1), **who}  # fmt: skip
         (results / f"{name}.json").write_text(json.dumps(report))
     bm25 = {round(r["student"], 2): r for r in fr.folder_records(results) if r["variant"].startswith("BM25 top-20")}
     assert bm25[39.5]["teacher"] == pytest.approx(41.70) and "teacher-open-domain-store" in bm25[39.5]["command"]
     assert bm25[42.5]["teacher"] == pytest.approx(43.90) and "teacher6-open-domain-store" in bm25[42.5]["command"]
     unnamed = json.loads((results / "teacher6-open-domain.json").read_text())
-    del unnamed["teacher_source"]
+    del unnamed["teacher_source"], unnamed["teacher_sha256"]
     (results / "teacher6-open-domain.json").write_text(json.dumps(unnamed))
     with pytest.raises(SystemExit, match="give each its teacher_source"):
         fr.folder_records(results)

@@ -313,6 +313,7 @@ def test_open_domain_eval_reads_dev_paragraphs_only(engine, tmp_path):
     """A store of the held-out paragraphs (`--split dev`), asked every held-out question: student and teacher side by side."""
     from dtx.data.pairs import read_pairs
     from dtx.data.splits import split_by_passage
+    from dtx.model.checkpoint import read_meta
     from dtx.query.open_domain import candidates_digest, open_domain_eval
 
     _, engine_dir = engine()
@@ -344,6 +345,9 @@ def test_open_domain_eval_reads_dev_paragraphs_only(engine, tmp_path):
     assert alone["teacher"] is None and alone["agreement"] is None
     assert {m: alone["student"][m] for m in ("exact", "f1")} == {m: report["student"][m] for m in ("exact", "f1")}
     assert alone["candidates_digest"] == report["candidates_digest"] == candidates_digest(store, data, k=5)
+    teacher_meta = read_meta(read_engine_export(engine_dir).checkpoint.path)
+    assert report["teacher_sha256"] == alone["teacher_sha256"] == dict(teacher_meta.teacher_sha256) and report["teacher_sha256"]
+    assert report["teacher_source"] == alone["teacher_source"] == teacher_meta.source
     assert candidates_digest(store, data, k=4) != report["candidates_digest"], "the digest must see the candidates"
     bad = CliRunner().invoke(main, ["eval-store", str(store), "--data", str(data), "-k", "0"])
     assert bad.exit_code == 2 and "Traceback" not in bad.output and "-k" in bad.output

@@ -111,6 +111,7 @@ def open_domain_eval(store: str | Path, data: str | Path, k: int = 20, limit: in
                 times["teacher"].append((time.perf_counter() - t) * 1e3 + student.timings_ms["retrieve"])
                 answers["teacher"].append(_answer(coupled.candidates))
             gold_retrieved += content_id(pair.passage) in ids
+        teacher_of = _teacher_of(pipe)
     golds = [p.answers for p in pairs]
     same = float(np.mean([a == b for a, b in zip(answers["student"], answers["teacher"])])) if teacher else None
     return {
@@ -124,4 +125,18 @@ def open_domain_eval(store: str | Path, data: str | Path, k: int = 20, limit: in
         "teacher": {**squad_v2(golds, answers["teacher"]), **_latency(times["teacher"])} if teacher else None,
         "agreement": same,
         "candidates_digest": digest.hexdigest(),  # equal digests: the same candidates for every question
+        **teacher_of,  # whose teacher row this is (or would be): equal digests are not enough when teachers differ
     }
+
+
+def _teacher_of(pipe) -> dict:
+    """The teacher behind the store's engine - the checkpoint's `source` and its teacher weights' sha256 - so a
+    student-only report is matched with the teacher report of its own teacher; {} where the checkpoint the
+    export was made from is not on this machine."""
+    from dtx.model.checkpoint import META_FILE, read_meta
+
+    path = pipe.engine.export.checkpoint.path
+    if not (path / META_FILE).is_file():
+        return {}
+    meta = read_meta(path)
+    return {"teacher_source": meta.source, "teacher_sha256": dict(meta.teacher_sha256)}
