@@ -237,8 +237,8 @@ def digest_teacher(root: Path, digest: str, source: str | None = None, teacher_s
         return r["teacher"], r["store"]
     if not found:
         raise SystemExit(f"no report under {root} read the candidates {digest[:12]}... with the teacher; run eval-store with the teacher once")
-    raise SystemExit(f"{len(found)} teacher reports under {root} read the candidates {digest[:12]}... and {len(named)} of them name the teacher {source}; "
-                     "give each its teacher_source")
+    raise SystemExit(f"{len(found)} teacher reports under {root} read the candidates {digest[:12]}... and {len(named)} of them name this student's "
+                     f"teacher ({source}); give each its teacher_source")
 
 
 def main() -> None:

@@ -132,11 +132,13 @@ def open_domain_eval(store: str | Path, data: str | Path, k: int = 20, limit: in
 def _teacher_of(pipe) -> dict:
     """The teacher behind the store's engine - the checkpoint's `source` and its teacher weights' sha256 - so a
     student-only report is matched with the teacher report of its own teacher; {} where the checkpoint the
-    export was made from is not on this machine."""
+    export was made from is not on this machine, or now holds other weights (its teacher may be another)."""
     from dtx.model.checkpoint import META_FILE, read_meta
 
-    path = pipe.engine.export.checkpoint.path
-    if not (path / META_FILE).is_file():
+    ref = pipe.engine.export.checkpoint
+    if not (ref.path / META_FILE).is_file():
         return {}
-    meta = read_meta(path)
+    meta = read_meta(ref.path)
+    if meta.weights_sha256 != ref.weights_sha256:
+        return {}
     return {"teacher_source": meta.source, "teacher_sha256": dict(meta.teacher_sha256)}
