@@ -20,7 +20,7 @@ try:  # a Ctrl-C while the imports load (seconds: torch) is one line and status 
     from dtx.model.int8 import SCHEMES
     from dtx.errors import DtxError
     from dtx.task import TASKS, Task
-    from dtx.train.config import DistillConfig, FinetuneConfig
+    from dtx.train.config import AUGMENT_SIDES, DistillConfig, FinetuneConfig
 except KeyboardInterrupt:
     sys.stderr.write(f"Error: {INTERRUPTED}\n")
     raise SystemExit(130) from None
@@ -130,7 +130,8 @@ def _distill_options(f):
             click.option("--train-limit", type=click.IntRange(1), help="Train on the first N shuffled training examples."),
             click.option("--negatives", type=click.FloatRange(0), default=_DC.negatives, show_default=True, help="QA: hard negatives per question (BM25 neighbours among the training paragraphs), with the teacher's soft targets."),
             click.option("--negative-pool", type=click.IntRange(1), default=_DC.negative_pool, show_default=True, help="QA: negatives are drawn from BM25's top N other paragraphs."),
-            click.option("--augment", type=click.FloatRange(0), default=_DC.augment, show_default=True, help="Copies per training example with question words swapped for near synonyms, trained on the teacher's targets only."),
+            click.option("--augment", type=click.FloatRange(0), default=_DC.augment, show_default=True, help="Copies per training example with words swapped for near synonyms, trained on the teacher's targets only."),
+            click.option("--augment-side", type=click.Choice(list(AUGMENT_SIDES)), default=_DC.augment_side, show_default=True, help="Which text an --augment copy varies: the question, the passage, or both."),
             click.option("--hidden-weight", type=click.FloatRange(0), default=_DC.hidden_weight, show_default=True, help="Weight of each hidden-state MSE term."),
             click.option("--attention-target", type=click.Choice(["scores", "probs"]), default=_DC.attention_target, show_default=True, help="Attention term on the last layer's unnormalised scores (TinyBERT) or its probabilities."),
             click.option("--attention-weight", type=click.FloatRange(0), default=_DC.attention_weight, show_default=True, help="Weight of the attention MSE term."),

@@ -50,7 +50,8 @@ def recipe_tag(config: dict, qa: bool = True) -> str:
     parts = [f"{config['epochs']} epochs"] if config.get("epochs", DistillConfig.epochs) != DistillConfig.epochs else []  # a schedule other than the default's
     parts += [f"{config['train_limit']} {'questions' if qa else 'pairs'}"] if config.get("train_limit") else []
     parts += [f"negatives {config['negatives']:g}"] if qa and config.get("negatives") else []
-    parts += [f"augment {config['augment']:g}"] if config.get("augment") else []  # teacher-scored copies (dtx.data.augment)
+    side = config.get("augment_side", DistillConfig.augment_side)
+    parts += [f"augment {config['augment']:g}" + (f" {side}" if side != DistillConfig.augment_side else "")] if config.get("augment") else []  # teacher-scored copies (dtx.data.augment)
     if config.get("labels_only"):  # no teacher: no distillation terms to name
         return " [" + ", ".join(parts) + "]" if parts else ""
     parts.append(f"attention {config['attention_target']} x{config['attention_weight']:g}")

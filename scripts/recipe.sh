@@ -54,14 +54,18 @@ chain() {
     pids+=($!)
     [ "$JOBS" -gt 1 ] || wait "${pids[-1]}"
   fi
-  # the terms: the three optional distillation terms on and off (2 x 2 x 2 cells), then augmentation on and off,
-  # at 3/3 4x, the cell furthest from its teacher
+  # the terms: the three optional distillation terms on and off (2 x 2 x 2 cells), then augmentation on and off and
+  # on the passage or both texts, at 3/3 4x, the cell furthest from its teacher
   if want terms; then
     $DTX sweep $T --data "$data" "$@" "${EXTRA[@]}" --splits 3 -k 4 --grid cross_layers=true,false --grid input_layer=true,false \
       --grid attention_weight=0,0.05 --jobs "$JOBS" -o $R/terms-$name --json "$OUT/$name-terms.json" &
     pids+=($!)
     [ "$JOBS" -gt 1 ] || wait "${pids[-1]}"
     $DTX sweep $T --data "$data" "$@" "${EXTRA[@]}" --splits 3 -k 4 --grid augment=0,1 --jobs "$JOBS" -o $R/augment-$name --json "$OUT/$name-augment.json" &
+    pids+=($!)
+    [ "$JOBS" -gt 1 ] || wait "${pids[-1]}"
+    # and which text a copy varies (the question-side cell is the augment=1 cell above)
+    $DTX sweep $T --data "$data" "$@" "${EXTRA[@]}" --splits 3 -k 4 --augment 1 --grid augment_side=passage,both --jobs "$JOBS" -o $R/augment-side-$name --json "$OUT/$name-augment-side.json" &
     pids+=($!)
   fi
   for p in "${pids[@]}"; do wait "$p"; done

@@ -118,6 +118,31 @@ def test_augmented_copies_carry_no_label_and_keep_the_passage():
     assert b["labels"][0].tolist() == [lq, 0, NO_LABEL] and b["labels"][1].tolist() == [lq + 1, 0, NO_LABEL]
 
 
+def test_augment_side_picks_which_text_a_copy_varies():
+    """Passage copies vary the passage only (at the lower passage rate), question copies the question only, both both."""
+    from dtx.data.augment import PASSAGE_RATE
+    from dtx.train.distill import Example, augmented
+
+    vocab = WORDPIECE
+    nb = WordNeighbours(vocab, _embeddings(vocab, 2), set(range(len(vocab))), k=2)
+    q = _segment(vocab, ["[CLS]", "river", "king", "[SEP]"])
+    words = ["city", "town", "river", "queen"] * 25  # 100 replaceable passage words
+    p = _segment(vocab, words + ["[SEP]"])
+    examples = [Example(q, p, (0, 1))] * 8
+    for side in ("question", "passage", "both"):
+        copies = augmented(examples, nb, 1.0, seed=0, side=side)
+        assert len(copies) == 8 and all(c.target == (NO_LABEL, NO_LABEL) for c in copies)
+        q_changed = sum(c.question.input_ids != q.input_ids for c in copies)
+        p_swaps = [sum(a != b for a, b in zip(c.passage.input_ids, p.input_ids)) for c in copies]
+        assert all(len(c.passage) == len(p) and c.passage.token_type_ids == p.token_type_ids for c in copies)
+        assert (q_changed > 0) == (side != "passage") and all(c.question is q for c in copies) == (side == "passage")
+        assert (sum(p_swaps) > 0) == (side != "question") and all(c.passage is p for c in copies) == (side == "question")
+        if side == "passage":  # 800 draws at the passage rate: far from the question rate of 0.4
+            assert abs(sum(p_swaps) / 800 - PASSAGE_RATE) < 0.05
+    with pytest.raises(ConfigError, match="augment_side 'answer' is not one of question, passage, both"):
+        DistillConfig(augment_side="answer").check()
+
+
 def test_augment_needs_a_teacher():
     with pytest.raises(ConfigError, match="--labels-only"):
         DistillConfig(augment=1.0, labels_only=True).check()

@@ -133,10 +133,10 @@ def test_qat_on_a_trained_student_names_both_commands(fr, tmp_path):
 
 def test_augmented_run_is_its_own_variant(fr, tmp_path):
     """A student trained with teacher-scored copies never shares a row with one trained without them."""
-    for name, augment in (("plain", 0.0), ("aug", 1.0)):
+    for name, augment, side in (("plain", 0.0, "question"), ("aug", 1.0, "question"), ("augp", 1.0, "passage")):
         folder = tmp_path / "results" / name
         folder.mkdir(parents=True)
-        config = {**DistillConfig().__dict__, "augment": augment}
+        config = {**DistillConfig().__dict__, "augment": augment, "augment_side": side}
         meta = {
             "source": "runs/teacher-neg",
             "decoupling": {"split": 3, "num_layers": 6, "compress": 4, "task": "qa"},
@@ -144,10 +144,12 @@ def test_augmented_run_is_its_own_variant(fr, tmp_path):
         }
         (folder / "student.json").write_text(json.dumps(meta))
     records = fr.folder_records(tmp_path / "results")
-    [aug] = [r for r in records if "augment 1" in r["variant"]]
+    [aug] = [r for r in records if "augment 1," in r["variant"]]
+    [augp] = [r for r in records if "augment 1 passage" in r["variant"]]
     [plain] = [r for r in records if "augment" not in r["variant"]]
-    assert aug["student"] == 38.0 and plain["student"] == 37.0
-    assert "--augment 1.0" in aug["command"] and "--augment" not in plain["command"]
+    assert aug["student"] == augp["student"] == 38.0 and plain["student"] == 37.0
+    assert "--augment 1.0" in aug["command"] and "--augment" not in plain["command"] and "--augment-side" not in aug["command"]
+    assert "--augment-side passage" in augp["command"]
 
 
 def test_recipe_term_grids_become_one_record_per_cell(fr, tmp_path):

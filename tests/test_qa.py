@@ -195,11 +195,11 @@ def test_training_as_deployed_adds_hard_negatives_to_teacher_and_student(model_d
 
 
 def test_augmented_copies_follow_the_own_windows_and_train(model_dir, qa_data, tmp_path):
-    """QA: the copies follow the question's own windows (not the hard negatives), enter the teacher cache, and the run trains."""
+    """QA: the copies (here of both texts) follow the question's own windows (not the hard negatives), enter the teacher cache, and the run trains."""
     ckpt = decouple(model_dir("bert", "qa"), tmp_path / "ckpt", split=1, compress=2, max_question_len=16, max_passage_len=32)
     cfg = DistillConfig(epochs=1, phase1_epochs=0, batch_size=16, dev_limit=8)
     plain = distill(ckpt.path, qa_data, cfg, tmp_path / "plain", progress=False)
-    r = distill(ckpt.path, qa_data, DistillConfig(epochs=1, phase1_epochs=0, batch_size=16, dev_limit=8, augment=1.0), tmp_path / "aug", progress=False)
+    r = distill(ckpt.path, qa_data, DistillConfig(epochs=1, phase1_epochs=0, batch_size=16, dev_limit=8, augment=1.0, augment_side="both"), tmp_path / "aug", progress=False)
     own = plain["train_examples"] - plain["negative_windows"]
     assert plain["augmented_examples"] == 0 and r["augmented_examples"] == own > 0
     assert r["train_examples"] == plain["train_examples"] + own and r["negative_windows"] == plain["negative_windows"]

@@ -21,6 +21,9 @@ NEGATIVE_POOL = 20
 # larger than the hidden states': this weight keeps the term's share of the gradient beside the others'
 # (measured by scripts/loss_shares.py, docs/training.md).
 ATTENTION_WEIGHT = 0.05
+# The text a teacher-scored augmentation copy varies (dtx.data.augment): what is new at test time for a
+# reader is the paragraph, which a question-side copy never changes.
+AUGMENT_SIDES = ("question", "passage", "both")
 
 
 @dataclass
@@ -83,9 +86,10 @@ class DistillConfig:
     # (soft) start/end distributions on them, which is what it meets behind a retriever
     negatives: float = NEGATIVES_PER_QUESTION
     negative_pool: int = NEGATIVE_POOL
-    # Teacher-scored copies per training example (dtx.data.augment: question words swapped for embedding
-    # neighbours, no gold label, the teacher's targets only). Off until measured (docs/training.md)
+    # Teacher-scored copies per training example (dtx.data.augment: words swapped for embedding neighbours,
+    # no gold label, the teacher's targets only). Off until measured (docs/training.md)
     augment: float = 0.0
+    augment_side: str = "question"  # which text a copy varies (AUGMENT_SIDES); the passage's words at dtx.data.augment.PASSAGE_RATE
     hidden_weight: float = 0.5  # weight of each hidden-state MSE term (last layer, and the layer-wise ones when on)
     # the attention term compares the last layer's unnormalised scores QK^T/sqrt(d) ("scores", TinyBERT's
     # target) or its softmax probabilities ("probs": dtx's first recipe, whose term measured ~0 and moved nothing)
@@ -111,6 +115,8 @@ class DistillConfig:
         check_schedule(self.epochs, self.warmup, self.min_epochs)
         if self.augment > 0 and self.labels_only:
             raise ConfigError("--augment copies carry no label, only the teacher's targets, and --labels-only trains without a teacher: drop one of them")
+        if self.augment_side not in AUGMENT_SIDES:
+            raise ConfigError(f"augment_side {self.augment_side!r} is not one of {', '.join(AUGMENT_SIDES)}: pick one of them")
         if self.qat_epochs:
             from dtx.model.int8 import Int8Scheme
 

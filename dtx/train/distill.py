@@ -37,7 +37,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from dtx.data.augment import WordNeighbours, perturb
+from dtx.data.augment import PASSAGE_RATE, WordNeighbours, perturb
 from dtx.data.negatives import draws
 from dtx.data.pairs import Pair, read_pairs
 from dtx.data.qa import qa_features
@@ -280,22 +280,26 @@ def _examples(seg: PairSegmenter, train: list[Pair], qa: bool, label2id: dict[st
     return [Example(f.question, f.passage, (f.start, f.end)) for f in own + negatives], len(negatives)
 
 
-def augmented(examples: list[Example], neighbours: WordNeighbours, per_example: float, seed: int) -> list[Example]:
+def augmented(examples: list[Example], neighbours: WordNeighbours, per_example: float, seed: int, side: str = "question") -> list[Example]:
     """`per_example` copies of each example on average (floor, plus one more with probability equal to the fraction), the
-    question's words swapped for neighbours (dtx.data.augment) and the label dropped; deterministic for a seed."""
+    words of `side` (dtx.train.config.AUGMENT_SIDES) swapped for neighbours and the label dropped; deterministic for a seed."""
     rng = np.random.default_rng(seed)
     out = []
     for e in examples:
         for _ in range(draws(per_example, rng)):
-            out.append(Example(perturb(e.question, neighbours, rng), e.passage, (NO_LABEL,) * len(e.target)))
+            question = perturb(e.question, neighbours, rng) if side in ("question", "both") else e.question
+            passage = perturb(e.passage, neighbours, rng, PASSAGE_RATE) if side in ("passage", "both") else e.passage
+            out.append(Example(question, passage, (NO_LABEL,) * len(e.target)))
     return out
 
 
-def _neighbours(seg: PairSegmenter, teacher_c: nn.Module, examples: list[Example]) -> WordNeighbours:
-    """The teacher's word neighbours for the words of the examples' questions."""
+def _neighbours(seg: PairSegmenter, teacher_c: nn.Module, examples: list[Example], side: str) -> WordNeighbours:
+    """The teacher's word neighbours for the words of the examples' sides that augmentation varies."""
     tokenizer = seg.tokenizer
     vocab = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
-    needed = {i for e in examples for i in e.question.input_ids}
+    texts = [e.question for e in examples] if side != "passage" else []
+    texts += [e.passage for e in examples] if side != "question" else []
+    needed = {i for t in texts for i in t.input_ids}
     return WordNeighbours(vocab, teacher_c.encoder.embeddings.word_embeddings.weight, needed)
 
 
@@ -318,7 +322,7 @@ class _Setup:
     dev: list[Pair]
     examples: list[Example]
     negatives: int
-    augmented: int  # copies of training examples with swapped question words and no label, at the end of `examples`
+    augmented: int  # copies of training examples with swapped words and no label, at the end of `examples`
     device: torch.device
     bf16: bool
 
@@ -334,7 +338,7 @@ def _setup(ckpt_dir: str | Path, data: str | Path, cfg: DistillConfig, device: s
     examples, negatives = _examples(seg, train, qa, label2id, cfg, str(data))
     teacher_c = build_coupled(teacher).eval()
     own = examples[: len(examples) - negatives]  # hard negatives are extra inputs already: only a question's own windows are copied
-    copies = augmented(own, _neighbours(seg, teacher_c, own), cfg.augment, cfg.seed) if cfg.augment > 0 else []
+    copies = augmented(own, _neighbours(seg, teacher_c, own, cfg.augment_side), cfg.augment, cfg.seed, cfg.augment_side) if cfg.augment > 0 else []
     where = train_device(device)
     ckpt.model.to(where)
     teacher_c.to(where)
