@@ -139,7 +139,7 @@ def _distill_options(f):
             click.option("--input-layer/--no-input-layer", default=_DC.input_layer, show_default=True, help="MSE of the state entering the cross layers against the teacher's after N layers."),
             click.option("--qat-epochs", type=click.IntRange(0), default=_DC.qat_epochs, show_default=True, help="Last, quantization-aware epochs: the loss through the INT8 engine's arithmetic (docs/training.md, INT8)."),
             click.option("--qat-lr", type=click.FloatRange(0, min_open=True), default=_DC.qat_lr, show_default=True, help="Peak learning rate of the QAT epochs."),
-            click.option("--qat-scheme", type=click.Choice(list(SCHEMES)), default=_DC.qat_scheme, show_default=True, help="The INT8 scheme QAT trains for (and build-engine --int8 then builds)."),
+            click.option("--qat-scheme", type=click.Choice(list(SCHEMES)), default=_DC.qat_scheme, show_default=True, help="The INT8 scheme QAT trains for (and build-engine --int8 then builds); for an AVX2-only CPU (no VNNI) take a -reduce-range scheme: 8-bit weights saturate its integer kernel."),
             click.option("--dev-limit", type=click.IntRange(1), default=_DC.dev_limit, show_default=True),
             click.option("--seed", type=int, default=_DC.seed, show_default=True),
             click.option("--bf16/--no-bf16", default=None, help="bf16 autocast (default: where the device computes bf16 natively)."),

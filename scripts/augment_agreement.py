@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from dtx.data.augment import PASSAGE_RATE, RATE, perturb
+from dtx.data.augment import PASSAGE_RATE, RATE
 from dtx.report import emit, save_json
 from dtx.train.config import DistillConfig
 
@@ -40,7 +40,7 @@ def main() -> None:
     from dtx.model.checkpoint import load_checkpoint
     from dtx.model.decoupled import layer_states
     from dtx.model.surgery import build_coupled
-    from dtx.train.distill import Example, _joined, _neighbours, make_batch
+    from dtx.train.distill import Example, _joined, _neighbours, make_batch, varied
 
     ckpt = load_checkpoint(args.ckpt)
     seg, teacher = ckpt.segmenter(), build_coupled(ckpt.teacher()).eval()
@@ -65,7 +65,7 @@ def main() -> None:
     for side, rate in COPIES:
         rng = np.random.default_rng(args.seed)
         neighbours = _neighbours(seg, teacher, originals, side)
-        copies = [Example(perturb(e.question, neighbours, rng, rate) if side == "question" else e.question, perturb(e.passage, neighbours, rng, rate) if side == "passage" else e.passage, e.target) for e in originals]
+        copies = [varied(e, neighbours, rng, side, (rate, rate)) for e in originals]
         spans = top_spans(copies, f"{side} copies at {rate:g}")
         kept, no_answer = float(np.mean([a == b for a, b in zip(base, spans)])), float(np.mean([s == (0, 0) for s in spans]))
         report["copies"].append({"side": side, "rate": rate, "top_span_kept": kept, "no_answer": no_answer})

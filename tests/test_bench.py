@@ -11,6 +11,8 @@ from click.testing import CliRunner
 from dtx.bench.run import BenchConfig, run_bench, summary_rows
 from dtx.bench.stats import Latency, gflops_per_second, speedup
 from dtx.cli import main
+from dtx.engines.cpu import int8_isa
+from dtx.model.int8 import default_scheme
 
 
 def test_percentiles_and_ratios():
@@ -56,6 +58,7 @@ def test_int8_bench_reports_headline_against_fp32(exported, disfl_qa):
     row = run_bench(cfg, progress=False)["rows"][0]
     assert row["coupled_fp32"]["runs"] == 2
     assert row["headline_speedup"] == pytest.approx(row["coupled_fp32"]["p50_ms"] / row["decoupled"]["p50_ms"])
+    assert row["int8_scheme"] == default_scheme(int8_isa()).name  # the arithmetic timed, this CPU's default
 
 
 def test_interrupt_keeps_what_was_measured(exported, monkeypatch):

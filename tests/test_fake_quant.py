@@ -13,11 +13,11 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from dtx.engines import load_engine
-from dtx.engines.cpu import INT8_ISAS
+from dtx.engines.cpu import INT8_ISAS, int8_isa
 from dtx.engines.manifest import read_engine_manifest
 from dtx.engines.transforms import fuse_for_ort, quantize_dynamic_int8
 from dtx.model.checkpoint import load_checkpoint
-from dtx.model.int8 import DEFAULT_SCHEME, SCHEMES
+from dtx.model.int8 import DEFAULT_SCHEME, SCHEMES, Int8Scheme, default_scheme, saturation_warning
 from dtx.model.samples import random_pairs
 from dtx.train.fake_quant import engine_int8_linears, fake_quantized, quantize_activation, quantize_weight
 
@@ -58,6 +58,8 @@ def _two_matmuls(w1: np.ndarray, w2: np.ndarray) -> onnx.ModelProto:
 def test_every_scheme_matches_the_quantizer_the_build_runs(name, tmp_path):
     """The build's own quantization (quantize_dynamic_int8) of a MatMul under each scheme, against torch's fake
     quantization of the same Linear, on fresh inputs; both far from the float product (so the check has teeth)."""
+    if saturation_warning(SCHEMES[name], int8_isa(), "it"):
+        pytest.skip(f"{int8_isa()}: ORT's integer kernel saturates on {name}'s 8-bit weights, which fake quant does not model (test_int8_saturation.py checks it does)")
     rng = np.random.default_rng(zlib.crc32(name.encode()))
     w1 = (rng.standard_normal((24, 40)) * rng.uniform(0.02, 1.0, (1, 40))).astype(np.float32)  # channels of unequal range
     w2 = rng.standard_normal((40, 8)).astype(np.float32)
@@ -105,13 +107,14 @@ def test_fake_quant_student_agrees_with_the_int8_engine(exported, engine):
     rng = np.random.default_rng(101)
     sq = collections.Counter()
     exact = 0
+    scheme = Int8Scheme.parse(read_engine_manifest(engine_dir).reports["int8_scheme"]["name"])  # this CPU's default
     with load_engine(engine_dir) as runner:
         for _ in range(12):
             b, lq, lp = int(rng.integers(2, 10)), int(rng.integers(8, 32)), int(rng.integers(20, 64))
             pb = random_pairs(seg, rng, b, lq, lp, bq=int(rng.choice([1, b])))
             built = np.concatenate([v.ravel() for v in runner.decoupled(pb.question, pb.passage).values()])
             fp32 = np.concatenate([o.ravel() for o in _outputs(model, pb)])
-            with fake_quantized(model, DEFAULT_SCHEME):
+            with fake_quantized(model, scheme):
                 fq = np.concatenate([o.ravel() for o in _outputs(model, pb)])
             sq["fq"] += float(((fq - built) ** 2).sum())
             sq["fp32"] += float(((fp32 - built) ** 2).sum())
@@ -137,7 +140,7 @@ def test_fake_quant_swaps_exactly_what_the_engine_quantizes(exported, engine):
     assert built["cross"] == sum(n.startswith("cross.") for n in linears) + 1  # + the decompressor's second call
     assert "input.compressor" not in linears and "cross.head.qa_outputs" not in linears
     reports = read_engine_manifest(engine_dir).reports  # engine.json names the scheme and the CPU's integer ISA
-    assert reports["int8_scheme"]["name"] == DEFAULT_SCHEME.name and reports["int8_scheme"]["from"] == "default" and reports["trained_for_int8"] is None
+    assert reports["int8_scheme"]["name"] == default_scheme(int8_isa()).name and reports["int8_scheme"]["from"] == "default" and reports["trained_for_int8"] is None
     assert reports["machine"]["cpu"]["int8_isa"] in {name for _, name in INT8_ISAS} | {"baseline", "unknown"}
     names = list(model.state_dict())
     with fake_quantized(model, DEFAULT_SCHEME) as swapped:

@@ -160,6 +160,7 @@ def explain(m: EngineManifest, cfg: BenchConfig, k: int, dec: Latency, cpl: Late
         "cache_dtype": store_dtype,
         "index_ms_per_passage": 1e3 * index_seconds,
         "index_gflop_per_passage": cost.passage_index_flops / 1e9,
+        "int8_scheme": (m.reports.get("int8_scheme") or {}).get("name"),  # the arithmetic timed: speed and saturation depend on it
     }
     if cpl32 is not None and cpl32.seconds:
         cpl32 = Latency(cpl32.seconds[:n])

@@ -59,7 +59,8 @@ def bench(target, arch, splits, compress, candidates, seq_q, seq_p, backend, pre
     emit(f"{report['source']}, {backend} {precision}, seq-q {seq_q} + seq-p {seq_p}, {runs} queries{note}", headers, rows)
     if any("headline_speedup" in r for r in report["rows"]):
         for r in report["rows"]:
-            click.echo(f"headline: decoupled {precision} vs coupled fp32 at {r['layers']}, K={r['candidates']}: {r['headline_speedup']:.2f}x")
+            scheme = f" ({r['int8_scheme']}, {report['machine']['cpu']['int8_isa']})" if r.get("int8_scheme") else ""
+            click.echo(f"headline: decoupled {precision}{scheme} vs coupled fp32 at {r['layers']}, K={r['candidates']}: {r['headline_speedup']:.2f}x")
     save_json(json_path, report)
     if plot_path:
         plot(report, plot_path)

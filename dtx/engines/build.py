@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import platform
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -20,7 +21,7 @@ from tqdm import tqdm
 from dtx.atomic import atomic_dir, check_output, sha256_file, write_json
 from dtx.engines.backends import get_backend, recorded_info
 from dtx.engines.calibration import graph_feeds, load_batches
-from dtx.engines.cpu import cpu_info
+from dtx.engines.cpu import cpu_info, int8_isa
 from dtx.engines.drift import measure_drift
 from dtx.engines.manifest import ENGINE, ENGINE_FILE, EXPORT_COPY, FORMAT_VERSION, KIND, EngineError, EngineManifest, read_engine_manifest
 from dtx.engines.runner import OrtRunner
@@ -31,7 +32,7 @@ from dtx.export.manifest import MANIFEST_FILE, TOKENIZER_DIR, ExportManifest, pr
 from dtx.export.parity import FP32_TOLERANCE, compare
 from dtx.export.spec import GRAPHS, graph_specs
 from dtx.model.config import DecoupleConfig
-from dtx.model.int8 import DEFAULT_SCHEME, Int8Scheme
+from dtx.model.int8 import Int8Scheme, default_scheme, saturation_warning
 from dtx.model.samples import random_pairs
 
 
@@ -190,6 +191,8 @@ def prepare(export_dir: str | Path, out_dir: str | Path, opts: BuildOptions) -> 
     seg = export.segmenter()
     reference = OrtRunner({g: export_dir / export.graphs[g].file for g in GRAPHS}, export.outputs, threads=opts.threads)
     scheme, scheme_from = int8_scheme(opts, export)
+    if scheme and (warning := saturation_warning(scheme, int8_isa(), f"this build (scheme from {scheme_from})")):
+        print(warning, file=sys.stderr)
     if scheme_from == "checkpoint" and opts.int8_smooth is not None:
         raise EngineError(f"{export.checkpoint.path} was trained for INT8 as it is (distill --qat-epochs); --int8-smooth would build other arithmetic than it learned: drop --int8-smooth")
     calib_feeds = None
@@ -200,7 +203,7 @@ def prepare(export_dir: str | Path, out_dir: str | Path, opts: BuildOptions) -> 
 
 def int8_scheme(opts: BuildOptions, export: ExportManifest) -> tuple[Int8Scheme | None, str | None]:
     """The dynamic INT8 scheme and why: --int8-scheme, else the scheme a QAT checkpoint was trained for (what its
-    weights were optimised under, so nothing needs keeping in float), else the default."""
+    weights were optimised under, so nothing needs keeping in float), else the default for this CPU's integer ISA."""
     if opts.precision != "int8" or opts.int8_mode != "dynamic":
         return None, None
     if opts.int8_scheme is not None:
@@ -208,7 +211,7 @@ def int8_scheme(opts: BuildOptions, export: ExportManifest) -> tuple[Int8Scheme 
     trained = export.checkpoint.int8_training
     if trained:
         return Int8Scheme.parse(trained["scheme"]["name"]), "checkpoint"
-    return DEFAULT_SCHEME, "default"
+    return default_scheme(int8_isa()), "default"
 
 
 def compile_engine(plan: BuildPlan, tmp: Path, progress: bool) -> Compiled:

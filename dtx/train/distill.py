@@ -37,7 +37,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from dtx.data.augment import PASSAGE_RATE, WordNeighbours, perturb
+from dtx.data.augment import PASSAGE_RATE, RATE, WordNeighbours, perturb
 from dtx.data.negatives import draws
 from dtx.data.pairs import Pair, read_pairs
 from dtx.data.qa import qa_features
@@ -280,17 +280,19 @@ def _examples(seg: PairSegmenter, train: list[Pair], qa: bool, label2id: dict[st
     return [Example(f.question, f.passage, (f.start, f.end)) for f in own + negatives], len(negatives)
 
 
+def varied(e: Example, neighbours: WordNeighbours, rng: np.random.Generator, side: str, rates: tuple[float, float] = (RATE, PASSAGE_RATE)) -> Example:
+    """One copy of `e`, the words of `side` swapped for neighbours at `rates` (question, passage), the label dropped:
+    a copy trains on the teacher's reading of it only."""
+    question = perturb(e.question, neighbours, rng, rates[0]) if side in ("question", "both") else e.question
+    passage = perturb(e.passage, neighbours, rng, rates[1]) if side in ("passage", "both") else e.passage
+    return Example(question, passage, (NO_LABEL,) * len(e.target))
+
+
 def augmented(examples: list[Example], neighbours: WordNeighbours, per_example: float, seed: int, side: str = "question") -> list[Example]:
-    """`per_example` copies of each example on average (floor, plus one more with probability equal to the fraction), the
-    words of `side` (dtx.train.config.AUGMENT_SIDES) swapped for neighbours and the label dropped; deterministic for a seed."""
+    """`per_example` copies of each example on average (floor, plus one more with probability equal to the fraction), each
+    made by `varied`; deterministic for a seed."""
     rng = np.random.default_rng(seed)
-    out = []
-    for e in examples:
-        for _ in range(draws(per_example, rng)):
-            question = perturb(e.question, neighbours, rng) if side in ("question", "both") else e.question
-            passage = perturb(e.passage, neighbours, rng, PASSAGE_RATE) if side in ("passage", "both") else e.passage
-            out.append(Example(question, passage, (NO_LABEL,) * len(e.target)))
-    return out
+    return [varied(e, neighbours, rng, side) for e in examples for _ in range(draws(per_example, rng))]
 
 
 def _neighbours(seg: PairSegmenter, teacher_c: nn.Module, examples: list[Example], side: str) -> WordNeighbours:
