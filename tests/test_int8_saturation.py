@@ -52,3 +52,22 @@ def test_default_scheme_per_isa_and_the_warning():
     line = saturation_warning(SCHEMES["per-tensor-uint8"], "avx2", "engine e")
     assert line is not None and "\n" not in line and "--int8-scheme per-tensor-uint8-reduce-range" in line and "avx2" in line
     assert saturation_warning(SCHEMES["per-channel-uint8"], "avx512-vnni", "engine e") is None
+
+
+@pytest.mark.parametrize("scheme", ["per-channel-uint8", "per-channel-uint8-reduce-range"])
+def test_an_engine_with_8_bit_weights_warns_in_one_line_on_a_saturating_cpu(engine, monkeypatch, capsys, scheme):
+    """Loaded where the kernel saturates (the CPU's ISA read as avx2), an 8-bit-weight engine says so in one line naming
+    the scheme to rebuild with, and still runs; a 7-bit one says nothing. On a VNNI CPU neither says anything."""
+    import dtx.engines.cpu as cpu
+    from dtx.engines import open_engine
+
+    _, engine_dir = engine("bert", "int8", int8_scheme=scheme)
+    for isa, warns in (("avx2", not scheme.endswith("reduce-range")), ("avx512-vnni", False)):
+        monkeypatch.setattr(cpu, "int8_isa", lambda isa=isa: isa)
+        capsys.readouterr()
+        with open_engine(engine_dir) as e:
+            assert e.runner is not None
+        err = capsys.readouterr().err.strip()
+        assert (err != "") == warns, (isa, err)
+        if warns:
+            assert "\n" not in err and f"--int8-scheme {scheme}-reduce-range" in err and str(engine_dir) in err
