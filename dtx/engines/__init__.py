@@ -14,9 +14,9 @@ from dtx.engines.manifest import EngineError
 from dtx.engines.runner import Runner
 
 
-def load_engine(engine_dir: str | Path, export_dir: str | Path | None = None, threads: int | None = None, verify: bool = True) -> Runner:
+def load_engine(engine_dir: str | Path, export_dir: str | Path | None = None, threads: int | None = None, verify: bool = True, warn: bool = True) -> Runner:
     """Just the runner of an engine directory (`open_engine` for the handle: manifest, export, segmenter, task)."""
-    return open_engine(engine_dir, export_dir, threads, verify).runner
+    return open_engine(engine_dir, export_dir, threads, verify, warn).runner
 
 
 __all__ = ["Engine", "open_engine", "load_engine", "Runner", "EngineError"]

@@ -78,15 +78,8 @@ class OrtBackend(Backend):
         return True
 
     def load(self, manifest: EngineManifest, threads: int | None) -> Runner:
-        import sys
-
-        from dtx.engines.cpu import int8_isa
         from dtx.engines.runner import OrtRunner
-        from dtx.model.int8 import Int8Scheme, saturation_warning
 
-        scheme = manifest.reports.get("int8_scheme")
-        if scheme and (warning := saturation_warning(Int8Scheme.parse(scheme["name"]), int8_isa(), f"engine {manifest.path}")):
-            print(warning, file=sys.stderr)  # built elsewhere, or with a scheme chosen for another CPU: it still runs, less exactly
         return OrtRunner(_graphs(manifest), dict(manifest.outputs), threads=threads or manifest.threads, device=manifest.device)
 
 

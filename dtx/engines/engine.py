@@ -10,6 +10,7 @@ query, bench, serve and eval take the handle instead of the directory.
 
 from __future__ import annotations
 
+import sys
 from functools import cached_property
 from pathlib import Path
 
@@ -80,9 +81,10 @@ class Engine:
         self.close()
 
 
-def open_engine(engine_dir: str | Path, export_dir: str | Path | None = None, threads: int | None = None, verify: bool = True) -> Engine:
+def open_engine(engine_dir: str | Path, export_dir: str | Path | None = None, threads: int | None = None, verify: bool = True, warn: bool = True) -> Engine:
     """The engine in `engine_dir`, read once; with `export_dir`, refuse an engine built from another export;
-    with `verify`, refuse a file that changed since the build."""
+    with `verify`, refuse a file that changed since the build; with `warn`, say in one line on stderr when its
+    INT8 arithmetic is not exact on this CPU (it still runs)."""
     from dtx.atomic import sha256_file
     from dtx.export.manifest import read_manifest
 
@@ -98,4 +100,16 @@ def open_engine(engine_dir: str | Path, export_dir: str | Path | None = None, th
                 raise EngineError(f"{path} is missing; rebuild the engine")
             if sha256_file(path) != sha:
                 raise EngineError(f"{path} does not match engine.json's sha256; rebuild the engine")
+    if warn and (warning := int8_warning(manifest, engine_dir)):
+        print(warning, file=sys.stderr)
     return Engine(manifest, threads)
+
+
+def int8_warning(manifest: EngineManifest, engine_dir: Path) -> str | None:
+    """The line for an INT8 engine whose weights this CPU's integer kernel can saturate on (built on another
+    machine, with --int8-scheme, or for a checkpoint trained for 8-bit weights); None otherwise."""
+    from dtx.engines.cpu import int8_isa
+    from dtx.model.int8 import Int8Scheme, saturation_warning
+
+    scheme = manifest.reports.get("int8_scheme")
+    return saturation_warning(Int8Scheme.parse(scheme["name"]), int8_isa(), f"engine {engine_dir}") if scheme else None
