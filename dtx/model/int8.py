@@ -39,8 +39,10 @@ class Int8Scheme:
         return SCHEMES[name]
 
 
-# what `dtx build-engine --int8` builds unless a checkpoint trained for another scheme or --int8-scheme says otherwise
+# what `dtx build-engine --int8` builds, unless a checkpoint trained for another scheme or --int8-scheme says otherwise,
+# on a CPU whose integer kernel is exact (default_scheme: per CPU)
 DEFAULT_SCHEME = Int8Scheme()
+SCHEMES = {s.name: s for s in (Int8Scheme(pc, a, rr) for pc in (True, False) for a in ACTIVATIONS for rr in (False, True))}
 # integer ISAs (dtx.engines.cpu.INT8_ISAS) whose u8s8 GEMM kernel is vpmaddubsw: it adds each pair of uint8 x int8
 # products in a saturating 16-bit lane, so 8-bit weights can overflow it (255 x 127 x 2 > 32767); 7-bit ones cannot
 PAIR_SATURATING_ISAS = ("avx2", "avx512bw", "sse4.1")
@@ -59,4 +61,3 @@ def saturation_warning(scheme: Int8Scheme, int8_isa: str, what: str) -> str | No
     safe = Int8Scheme(scheme.per_channel, scheme.activations, True).name
     return (f"warning: {what} uses INT8 scheme {scheme.name}, whose 8-bit weights can saturate this CPU's {int8_isa} integer kernel "
             f"(16-bit pair sums); build it with --int8-scheme {safe} for this CPU")
-SCHEMES = {s.name: s for s in (Int8Scheme(pc, a, rr) for pc in (True, False) for a in ACTIVATIONS for rr in (False, True))}
