@@ -11,7 +11,7 @@ layer that carries a scheme imports it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from dtx.errors import ConfigError
 
@@ -51,13 +51,13 @@ PAIR_SATURATING_ISAS = ("avx2", "avx512bw", "sse4.1")
 def default_scheme(int8_isa: str) -> Int8Scheme:
     """The default scheme for a CPU with this integer ISA: DEFAULT_SCHEME, with 7-bit weights where 8-bit ones can
     saturate the CPU's u8s8 kernel (measured on an AVX2-only EPYC: docs/training.md, "INT8 on AVX2-only CPUs")."""
-    return Int8Scheme(DEFAULT_SCHEME.per_channel, DEFAULT_SCHEME.activations, True) if int8_isa in PAIR_SATURATING_ISAS else DEFAULT_SCHEME
+    return replace(DEFAULT_SCHEME, reduce_range=True) if int8_isa in PAIR_SATURATING_ISAS else DEFAULT_SCHEME
 
 
 def saturation_warning(scheme: Int8Scheme, int8_isa: str, what: str) -> str | None:
     """One line when `what` (an engine, a checkpoint) uses 8-bit weights on a CPU whose u8s8 kernel can saturate on them."""
     if scheme.reduce_range or int8_isa not in PAIR_SATURATING_ISAS:
         return None
-    safe = Int8Scheme(scheme.per_channel, scheme.activations, True).name
+    safe = replace(scheme, reduce_range=True).name
     return (f"warning: {what} uses INT8 scheme {scheme.name}, whose 8-bit weights can saturate this CPU's {int8_isa} integer kernel "
             f"(16-bit pair sums); build it with --int8-scheme {safe} for this CPU")
