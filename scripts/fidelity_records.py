@@ -59,7 +59,8 @@ def recipe_tag(config: dict, qa: bool = True) -> str:
     if layerwise:
         parts.append("layer-wise: " + " + ".join(layerwise))
     if config.get("qat_epochs"):
-        parts.append(f"QAT {config['qat_epochs']} epoch(s) {config.get('qat_scheme', DistillConfig.qat_scheme)} at lr {config.get('qat_lr', DistillConfig.qat_lr):g}")
+        subsample = f" on {config['qat_train_limit']} {'questions' if qa else 'pairs'}" if config.get("qat_train_limit") else ""  # QAT on part of the student's data
+        parts.append(f"QAT {config['qat_epochs']} epoch(s) {config.get('qat_scheme', DistillConfig.qat_scheme)} at lr {config.get('qat_lr', DistillConfig.qat_lr):g}{subsample}")
     return " [" + ", ".join(parts) + "]"
 
 
@@ -132,7 +133,8 @@ def student_recipe(meta: dict, root: Path) -> tuple[dict, str]:
     config = rep["config"]
     if meta.get("qat_of"):
         base, base_command = student_recipe(json.loads((root / meta["qat_of"] / "student.json").read_text()), root)
-        config = {**base, **{k: config[k] for k in ("qat_epochs", "qat_lr", "qat_scheme")}}
+        own = config.get("train_limit")  # QAT may read fewer examples than the student it starts from
+        config = {**base, **{k: config[k] for k in ("qat_epochs", "qat_lr", "qat_scheme")}, **({"qat_train_limit": own} if own and own != base.get("train_limit") else {})}
         ckpt, first = "STUDENT", f"{base_command} -o STUDENT"
     else:
         ckpt, first = "CKPT", f"dtx decouple {meta['source']} --split {dec['split']} --compress {dec['compress']} -o CKPT"

@@ -129,6 +129,12 @@ def test_qat_on_a_trained_student_names_both_commands(fr, tmp_path):
     first, qat_run = r["command"].split(" -o STUDENT && ")
     assert first.startswith("dtx decouple runs/teacher-neg") and "--qat-epochs" not in first
     assert qat_run.startswith("dtx distill STUDENT --data data/disfl_qa.task.json.gz") and "--epochs 0" in qat_run and "--qat-epochs 1" in qat_run
+    assert "on 3000 questions" not in r["variant"]
+    # QAT on fewer questions than its student read says so in its variant, not only in its command
+    meta["distill"]["config"] = {**config, "train_limit": 3000}
+    (qat / "student.json").write_text(json.dumps(meta))
+    [r] = [r for r in fr.folder_records(results) if "QAT" in r["variant"]]
+    assert "QAT 1 epoch(s) per-channel-uint8 at lr 1e-05 on 3000 questions" in r["variant"] and "--train-limit 3000" in r["command"], r
 
 
 def test_augmented_run_is_its_own_variant(fr, tmp_path):
