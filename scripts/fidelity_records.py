@@ -38,6 +38,11 @@ def data_name(path: str) -> str:
 FIRST_RECIPE = {"negatives": 0.0, "attention_target": "probs", "attention_weight": 0.5, "cross_layers": False, "input_layer": False}
 
 
+def examples(n: int, qa: bool) -> str:
+    """A training subsample as a variant names it: "6000 questions", "12000 pairs"."""
+    return f"{n} {'questions' if qa else 'pairs'}"
+
+
 def recipe_tag(config: dict, qa: bool = True) -> str:
     """The recipe a distillation config ran, for a record's variant: "" for the first recipe, else its new settings.
 
@@ -48,7 +53,7 @@ def recipe_tag(config: dict, qa: bool = True) -> str:
     if "attention_target" not in config:
         return ""
     parts = [f"{config['epochs']} epochs"] if config.get("epochs", DistillConfig.epochs) != DistillConfig.epochs else []  # a schedule other than the default's
-    parts += [f"{config['train_limit']} {'questions' if qa else 'pairs'}"] if config.get("train_limit") else []
+    parts += [examples(config["train_limit"], qa)] if config.get("train_limit") else []
     parts += [f"negatives {config['negatives']:g}"] if qa and config.get("negatives") else []
     side = config.get("augment_side", DistillConfig.augment_side)
     parts += [f"augment {config['augment']:g}" + (f" {side}" if side != DistillConfig.augment_side else "")] if config.get("augment") else []  # teacher-scored copies (dtx.data.augment)
@@ -59,7 +64,7 @@ def recipe_tag(config: dict, qa: bool = True) -> str:
     if layerwise:
         parts.append("layer-wise: " + " + ".join(layerwise))
     if config.get("qat_epochs"):
-        subsample = f" on {config['qat_train_limit']} {'questions' if qa else 'pairs'}" if config.get("qat_train_limit") else ""  # QAT on part of the student's data
+        subsample = f" on {examples(config['qat_train_limit'], qa)}" if config.get("qat_train_limit") else ""  # QAT on part of the student's data
         parts.append(f"QAT {config['qat_epochs']} epoch(s) {config.get('qat_scheme', DistillConfig.qat_scheme)} at lr {config.get('qat_lr', DistillConfig.qat_lr):g}{subsample}")
     return " [" + ", ".join(parts) + "]"
 
