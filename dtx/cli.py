@@ -60,6 +60,7 @@ def main() -> None:
 
 
 _FT = FinetuneConfig()
+SELECT_HELP = "Percent of passages also held out to choose the epoch kept (0: choose it on the dev passages that are reported)."
 
 
 @main.command()
@@ -76,37 +77,45 @@ _FT = FinetuneConfig()
 @click.option("--doc-stride", type=click.IntRange(0), default=_FT.doc_stride, show_default=True, help="QA: tokens shared by consecutive passage windows.")
 @click.option("--train-limit", type=click.IntRange(1), help="Train on the first N shuffled training pairs.")
 @click.option("--negatives", type=click.FloatRange(0), default=_FT.negatives, show_default=True, help="QA: hard negatives per question (BM25 neighbours among the training paragraphs, labelled no answer).")
-@click.option("--dev-limit", type=click.IntRange(1), default=_FT.dev_limit, show_default=True, help="Evaluate on at most N held-out pairs.")
+@click.option("--dev-limit", type=click.IntRange(1), default=_FT.dev_limit, show_default=True, help="Evaluate on at most N held-out pairs (each held-out split).")
+@click.option("--select-percent", type=click.IntRange(0, 89), default=_FT.select_percent, show_default=True, help=SELECT_HELP)
 @click.option("--seed", type=int, default=_FT.seed, show_default=True)
 @click.option("--bf16/--no-bf16", default=None, help="bf16 autocast (default: on where the device computes bf16 natively: CUDA, AVX512-BF16/AMX CPUs).")
 @click.option("--device", type=click.Choice(DEVICES), help="Train on this device (default: CUDA when present, else the CPU).")
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False))
 @click.option("--overwrite", is_flag=True, help="Replace OUT (default: refuse; an unfinished run in OUT with the same settings resumes).")
-def finetune(model_dir, task, data, epochs, patience, min_epochs, batch_size, lr, warmup, max_len, doc_stride, train_limit, negatives, dev_limit, seed, bf16, device, out_dir, overwrite):
+def finetune(model_dir, task, data, epochs, patience, min_epochs, batch_size, lr, warmup, max_len, doc_stride, train_limit, negatives, dev_limit, select_percent, seed, bf16, device, out_dir, overwrite):
     """Fine-tune a coupled teacher (dev split holds out whole passages / paragraphs); resumes a killed run."""
     quiet_transformers()
     from dtx.train.finetune import finetune_pair, finetune_qa, prior_warning
 
     cfg = FinetuneConfig(
         epochs=epochs, patience=patience, min_epochs=min_epochs, batch_size=batch_size, lr=lr, warmup=warmup, max_len=max_len,
-        doc_stride=doc_stride, train_limit=train_limit, negatives=negatives, dev_limit=dev_limit, seed=seed, bf16=bf16,
+        doc_stride=doc_stride, train_limit=train_limit, negatives=negatives, dev_limit=dev_limit, select_percent=select_percent, seed=seed, bf16=bf16,
     )  # fmt: skip
     r = (finetune_qa if task == Task.QA else finetune_pair)(model_dir, data, out_dir, cfg, overwrite=overwrite, device=device)
-    curve = ", ".join(f"{h['dev']['f1' if task == Task.QA else 'accuracy']:.4g}" for h in r["history"])
     d = r["dev"]
     if task == Task.QA:
         click.echo(
             f"wrote {out_dir}: {r['train_questions']} questions ({r['train_windows']} windows), {r['epochs_run']} epochs in {r['train_seconds']:.0f} s, "
-            f"dev F1 per epoch {curve}; kept epoch {r['best_epoch']} ({r['dev_questions']} questions, held-out paragraphs): EM {d['exact']:.2f}, F1 {d['f1']:.2f} "
+            f"{_kept_epoch(r, 'f1', 'questions')}; dev ({r['dev_questions']} questions, held-out paragraphs): EM {d['exact']:.2f}, F1 {d['f1']:.2f} "
             f"(HasAns F1 {d['HasAns_f1']:.2f} on {d['HasAns_total']}, NoAns {d['NoAns_f1']:.2f} on {d['NoAns_total']})"
         )
         return
     click.echo(
-        f"wrote {out_dir}: {r['train_pairs']} training pairs, {r['epochs_run']} epochs in {r['train_seconds']:.0f} s, dev accuracy per epoch {curve}; "
-        f"kept epoch {r['best_epoch']} ({d['pairs']} pairs, held-out passages): accuracy {d['accuracy']:.4f}, macro-F1 {d['macro_f1']:.4f}"
+        f"wrote {out_dir}: {r['train_pairs']} training pairs, {r['epochs_run']} epochs in {r['train_seconds']:.0f} s, {_kept_epoch(r, 'accuracy', 'pairs')}; "
+        f"dev ({d['pairs']} pairs, held-out passages): accuracy {d['accuracy']:.4f}, macro-F1 {d['macro_f1']:.4f}"
     )
     if warning := prior_warning(r):
         click.echo(warning, err=True)
+
+
+def _kept_epoch(report: dict, metric: str, unit: str) -> str:
+    """Which split chose the epoch, its per-epoch curve and the epoch kept, as `dtx finetune` prints them."""
+    side = "select" if "select" in report else "dev"
+    curve = ", ".join(f"{h[side][metric]:.4g}" for h in report["history"])
+    where = f"selection split ({report[f'select_{unit}']} {unit})" if side == "select" else "dev split itself"
+    return f"{metric} per epoch on the {where} {curve}: kept epoch {report['best_epoch']}"
 
 
 _DC = DistillConfig()
@@ -140,7 +149,8 @@ def _distill_options(f):
             click.option("--qat-epochs", type=click.IntRange(0), default=_DC.qat_epochs, show_default=True, help="Last, quantization-aware epochs: the loss through the INT8 engine's arithmetic (docs/training.md, INT8)."),
             click.option("--qat-lr", type=click.FloatRange(0, min_open=True), default=_DC.qat_lr, show_default=True, help="Peak learning rate of the QAT epochs."),
             click.option("--qat-scheme", type=click.Choice(list(SCHEMES)), default=_DC.qat_scheme, show_default=True, help="The INT8 scheme QAT trains for (and build-engine --int8 then builds); for an AVX2-only CPU (no VNNI) take a -reduce-range scheme: 8-bit weights saturate its integer kernel."),
-            click.option("--dev-limit", type=click.IntRange(1), default=_DC.dev_limit, show_default=True),
+            click.option("--dev-limit", type=click.IntRange(1), default=_DC.dev_limit, show_default=True, help="Evaluate on at most N held-out examples (each held-out split)."),
+            click.option("--select-percent", type=click.IntRange(0, 89), default=_DC.select_percent, show_default=True, help=SELECT_HELP),
             click.option("--seed", type=int, default=_DC.seed, show_default=True),
             click.option("--bf16/--no-bf16", default=None, help="bf16 autocast (default: where the device computes bf16 natively)."),
             click.option("--device", type=click.Choice(DEVICES), help="Train on this device (default: CUDA when present, else the CPU)."),
@@ -177,6 +187,7 @@ def distill(ckpt_dir, data, labels_only, out_dir, **options):
     click.echo(
         f"wrote {out_dir or ckpt_dir}: dev ({r['dev_pairs']} held-out examples) student {metric} {f['student'][metric]:.4f}, "
         f"teacher {f['teacher'][metric]:.4f}, agreement {f['agreement']:.4f}"
+        + (f"; epoch {r['best_epoch']} kept on {r['select_pairs']} other held-out examples" if "select" in r else "")
     )
     if "qat" in r:
         q = r["qat"]

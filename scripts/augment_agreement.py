@@ -44,7 +44,7 @@ def main() -> None:
 
     ckpt = load_checkpoint(args.ckpt)
     seg, teacher = ckpt.segmenter(), build_coupled(ckpt.teacher()).eval()
-    train, _ = training_split(read_pairs(args.data), DistillConfig.dev_percent, args.data)
+    train = training_split(read_pairs(args.data), DistillConfig.dev_percent, args.data, DistillConfig.select_percent)[0]
     features = [f for f in qa_features(train[: 2 * args.windows], seg, args.data) if f.start >= 0][: args.windows]
     originals = [Example(f.question, f.passage, (f.start, f.end)) for f in features]
 

@@ -24,7 +24,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from dtx.atomic import write_json
-from dtx.train.config import DistillConfig
+from dtx.train.config import BEFORE_SETTING, DistillConfig
 
 DATA_NAMES = {"disfl_qa": "Disfl-QA", "vitaminc": "VitaminC"}
 
@@ -57,6 +57,8 @@ def recipe_tag(config: dict, qa: bool = True) -> str:
     parts += [f"negatives {config['negatives']:g}"] if qa and config.get("negatives") else []
     side = config.get("augment_side", DistillConfig.augment_side)
     parts += [f"augment {config['augment']:g}" + (f" {side}" if side != DistillConfig.augment_side else "")] if config.get("augment") else []  # teacher-scored copies (dtx.data.augment)
+    if config.get("select_percent", BEFORE_SETTING["select_percent"]):  # epochs chosen apart from the reported passages
+        parts.append(f"epoch kept on a {config['select_percent']}% selection split")
     if config.get("labels_only"):  # no teacher: no distillation terms to name
         return " [" + ", ".join(parts) + "]" if parts else ""
     parts.append(f"attention {config['attention_target']} x{config['attention_weight']:g}")
@@ -73,7 +75,7 @@ def distill_flags(config: dict) -> str:
     """The options of a distillation config that differ from dtx's defaults, as CLI flags."""
     flags = []
     for key, default in asdict(DistillConfig()).items():
-        value = config.get(key, FIRST_RECIPE.get(key, default))
+        value = config.get(key, {**BEFORE_SETTING, **FIRST_RECIPE}.get(key, default))
         if value != default and key not in ("labels_only",):
             flags.append(f"--{key.replace('_', '-')} {value}" if not isinstance(value, bool) else f"--{'' if value else 'no-'}{key.replace('_', '-')}")
     return (" " + " ".join(flags)) if flags else ""

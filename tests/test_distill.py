@@ -69,6 +69,19 @@ def test_labels_only_ablation_and_label_check(pair_setup, tmp_path):
         distill(ckpt_dir, bad, DistillConfig(), tmp_path / "x", progress=False)
 
 
+def test_the_kept_epoch_is_chosen_on_the_selection_split(pair_setup, tmp_path):
+    """Each phase-2 epoch is scored on the selection split and on dev; the kept epoch is the best on the selection
+    split, and the reported (final) score is dev's at that epoch."""
+    ckpt_dir, data = pair_setup
+    cfg = DistillConfig(epochs=3, min_epochs=3, phase1_epochs=0, batch_size=16, labels_only=True, lr=1e-3)
+    r = distill(ckpt_dir, data, cfg, tmp_path / "sel", progress=False)
+    epochs = [h for h in r["history"] if h["phase"] == "phase2"]
+    select = [h["select"]["student"]["accuracy"] for h in epochs]
+    assert len(epochs) == 3 and r["best_epoch"] == 1 + select.index(max(select))
+    assert r["final"] == epochs[r["best_epoch"] - 1]["dev"] and r["select"] == epochs[r["best_epoch"] - 1]["select"]
+    assert r["select_pairs"] > 0 and r["dev_pairs"] > 0 and r["select_pairs"] + r["dev_pairs"] + r["train_pairs"] == 96
+
+
 def test_qat_phase_trains_for_int8_and_build_engine_honours_it(pair_setup, tmp_path, monkeypatch):
     """--qat-epochs: a last phase runs the KD loss with the engine's INT8 MatMuls swapped in, is scored as the engine
     would run it, records its scheme in the checkpoint, the export carries it, and build-engine --int8 builds it."""

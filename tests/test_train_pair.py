@@ -11,7 +11,7 @@ from dtx.data.pairs import Pair, read_pairs
 from dtx.errors import DtxError
 from dtx.eval.metrics import pair_metrics
 from dtx.train.finetune import FinetuneConfig, finetune_pair
-from dtx.data.splits import split_by_passage
+from dtx.data.splits import passage_band, split_by_passage, training_split
 
 
 def test_pair_metrics_hand_count():
@@ -28,6 +28,48 @@ def test_split_keeps_each_passage_on_one_side():
     assert {p.passage for p in train}.isdisjoint({p.passage for p in dev})
     assert 0 < len(dev) < len(train) and len(train) + len(dev) == 500
     assert split_by_passage(list(reversed(pairs)), 20)[1] == list(reversed(dev))
+
+
+def test_training_split_holds_out_a_selection_band_apart_from_dev():
+    """Epochs are chosen on passages that neither train nor dev holds; dev is the same passages `split_by_passage`
+    reports on, and with no selection band the epochs are chosen on dev itself (runs made before the band)."""
+    pairs = [Pair(f"q{i}", f"passage {i % 211}", "A") for i in range(2000)]
+    train, select, dev = training_split(pairs, 10, "p.jsonl", 5)
+    sides = [{p.passage for p in side} for side in (train, select, dev)]
+    assert all(a.isdisjoint(b) for i, a in enumerate(sides) for b in sides[i + 1 :]) and len(train) + len(select) + len(dev) == 2000
+    assert dev == split_by_passage(pairs, 10)[1] and 0 < len(select) < len(dev)
+    assert all(10 <= passage_band(p.passage) < 15 for p in select)
+    train0, select0, dev0 = training_split(pairs, 10, "p.jsonl", 0)
+    assert select0 is dev0 and dev0 == dev and len(train0) == len(train) + len(select)
+
+
+def test_no_passage_to_select_on_is_one_line():
+    """Data whose passages fall on dev and training but none in the selection band: the error names the fix."""
+    names = [f"passage {i}" for i in range(200)]
+    chosen = [n for n in names if passage_band(n) < 10][:2] + [n for n in names if passage_band(n) >= 15][:5]
+    pairs = [Pair(f"q{i}", chosen[i % 7], "A") for i in range(70)]
+    with pytest.raises(DtxError, match=r"none of its 7 passages falls on the epoch-selection side.*--select-percent 0") as e:
+        training_split(pairs, 10, "p.jsonl", 5)
+    assert "\n" not in str(e.value)
+
+
+def test_a_run_saved_before_the_selection_band_resumes_only_as_it_began():
+    """A saved config without `select_percent` chose its epochs on dev: it matches --select-percent 0, not today's default."""
+    from dataclasses import asdict
+
+    from dtx.train.config import DistillConfig, same_settings
+
+    old = {k: v for k, v in asdict(DistillConfig()).items() if k != "select_percent"}
+    assert not same_settings(old, DistillConfig()) and same_settings(old, DistillConfig(select_percent=0))
+    assert same_settings(asdict(DistillConfig()), DistillConfig()) and same_settings(None, DistillConfig())
+
+
+def test_select_percent_must_leave_passages_to_train_on():
+    from dtx.errors import ConfigError
+    from dtx.train.config import FinetuneConfig
+
+    with pytest.raises(ConfigError, match="leave none to train on"):
+        FinetuneConfig(select_percent=90).check()
 
 
 @pytest.mark.parametrize(
@@ -77,6 +119,8 @@ def test_finetune_learns_a_separable_task(model_dir, tmp_path):
     cfg = FinetuneConfig(epochs=6, batch_size=16, lr=1e-3, max_len=32, dev_percent=25)
     report = finetune_pair(model_dir("bert", "pair"), f, tmp_path / "out", cfg, progress=False)
     assert report["labels"] == ["north", "south"] and report["dev"]["accuracy"] > 0.8
+    assert all(set(h) >= {"select", "dev"} for h in report["history"]) and report["select_pairs"] > 0 and report["dev_pairs"] > 0
+    assert report["select"] == report["history"][report["best_epoch"] - 1]["select"]
     assert report["dev_majority"]["label"] in ("north", "south") and 0.5 <= report["dev_majority"]["accuracy"] < report["dev"]["accuracy"]
     assert (tmp_path / "out" / "dtx_finetune.json").is_file()
 

@@ -80,25 +80,27 @@ def _weights(path) -> dict[str, torch.Tensor]:
 
 
 def test_finetune_early_stopping_publishes_the_best_epoch(model_dir, pair_data, tmp_path, monkeypatch):
-    """Dev scores 0.5, 0.9, 0.6, 0.7: training stops after epoch 3 and OUT holds epoch 2's weights."""
+    """Selection scores 0.5, 0.9, 0.6, 0.7: training stops after epoch 3 and OUT holds epoch 2's weights, whatever
+    dev says (its best is epoch 3); the report's dev score is epoch 2's."""
     from dtx.train import finetune as ft
 
-    scores = iter([0.5, 0.9, 0.6, 0.7])
+    select, dev = iter([0.5, 0.9, 0.6, 0.7]), iter([0.8, 0.4, 0.95, 0.1])
     snapshots = []
     real_fit = ft.fit
 
     def scripted_fit(model, tokenizer, lengths, make_batch, score, *a, **k):
         def fake_score():
             snapshots.append({k: v.clone() for k, v in model.state_dict().items()})
-            s = next(scores)
-            return s, {"accuracy": s, "macro_f1": s, "pairs": 1}
+            s, d = next(select), next(dev)
+            return s, {"select": {"accuracy": s}, "dev": {"accuracy": d, "macro_f1": d, "pairs": 1}}
 
         return real_fit(model, tokenizer, lengths, make_batch, fake_score, *a, **k)
 
     monkeypatch.setattr(ft, "fit", scripted_fit)
     cfg = FinetuneConfig(epochs=4, patience=1, min_epochs=3, batch_size=16, lr=1e-3, max_len=32, bf16=False)
     report = finetune_pair(model_dir("bert", "pair"), pair_data, tmp_path / "out", cfg, progress=False)
-    assert [h["dev"]["accuracy"] for h in report["history"]] == [0.5, 0.9, 0.6] and report["best_epoch"] == 2
+    assert [h["select"]["accuracy"] for h in report["history"]] == [0.5, 0.9, 0.6] and report["best_epoch"] == 2
+    assert report["dev"]["accuracy"] == 0.4 and report["select"]["accuracy"] == 0.9
     published = _weights(tmp_path / "out")
     key = next(k for k in published if k.endswith("classifier.weight"))
     assert torch.equal(published[key], snapshots[1][key]) and not torch.equal(published[key], snapshots[2][key])

@@ -51,9 +51,9 @@ from dtx.task import Task
 from dtx.train.config import DistillConfig
 from dtx.train.fake_quant import fake_quantized
 from dtx.eval.metrics import pair_metrics
-from dtx.train.loop import Hooks, Phase, autocast, cpu_state, epoch_batches, padded_length, resolve_bf16, resume_state, train_device, train_phase
+from dtx.train.loop import Hooks, Phase, autocast, cpu_state, epoch_batches, padded_length, resolve_bf16, resume_state, scored, train_device, train_phase
 from dtx.train.losses import MASKED, NO_LABEL, LossTerms, distillation_loss, labelled_ce, masked_mse
-from dtx.data.splits import dev_subset, train_subset, training_split
+from dtx.data.splits import HeldOut, held_out
 
 __all__ = ["DistillConfig", "distill", "pca_init", "TeacherCache"]
 
@@ -321,7 +321,7 @@ class _Setup:
     qa: bool
     label2id: dict[str, int]
     train: list[Pair]
-    dev: list[Pair]
+    held: HeldOut  # the selection split (chooses the epoch) and dev (reported)
     examples: list[Example]
     negatives: int
     augmented: int  # copies of training examples with swapped words and no label, at the end of `examples`
@@ -334,9 +334,7 @@ def _setup(ckpt_dir: str | Path, data: str | Path, cfg: DistillConfig, device: s
     teacher, seg = ckpt.teacher(), ckpt.segmenter()
     pairs = read_pairs(data)
     qa, label2id = _task(ckpt, pairs, data)
-    train, dev = training_split(pairs, cfg.dev_percent, data)
-    train = train_subset(train, cfg.train_limit, cfg.seed)
-    dev = dev_subset(dev, cfg.dev_limit, cfg.seed)
+    train, held = held_out(pairs, cfg, data)
     examples, negatives = _examples(seg, train, qa, label2id, cfg, str(data))
     teacher_c = build_coupled(teacher).eval()
     own = examples[: len(examples) - negatives]  # hard negatives are extra inputs already: only a question's own windows are copied
@@ -346,7 +344,7 @@ def _setup(ckpt_dir: str | Path, data: str | Path, cfg: DistillConfig, device: s
     teacher_c.to(where)
     for p in teacher_c.parameters():
         p.requires_grad_(False)
-    return _Setup(ckpt, teacher, teacher_c, seg, qa, label2id, train, dev, examples + copies, negatives, len(copies), where, resolve_bf16(where, cfg.bf16))
+    return _Setup(ckpt, teacher, teacher_c, seg, qa, label2id, train, held, examples + copies, negatives, len(copies), where, resolve_bf16(where, cfg.bf16))
 
 
 def distill(ckpt_dir: str | Path, data: str | Path, cfg: DistillConfig, out_dir: str | Path | None = None, progress: bool = True, device: str | None = None) -> dict:
@@ -359,7 +357,8 @@ def distill(ckpt_dir: str | Path, data: str | Path, cfg: DistillConfig, out_dir:
     model, examples = s.ckpt.model, s.examples
     torch.manual_seed(cfg.seed)
     report = state.get("report") or {"config": asdict(cfg), "data": str(data), "history": [], "bf16": s.bf16}
-    report["train_pairs"], report["train_examples"], report["dev_pairs"] = len(s.train), len(examples), len(s.dev)
+    report["train_pairs"], report["train_examples"] = len(s.train), len(examples)
+    report["select_pairs"], report["dev_pairs"] = len(s.held.select), len(s.held.dev)
     report["negative_windows"], report["augmented_examples"] = s.negatives, s.augmented
     if s.ckpt.config.compress > 1 and cfg.pca_init and not state and (cfg.epochs > 0 or cfg.phase1_epochs > 0):  # never over a student that is not trained here
         sample = examples[: max(cfg.batch_size, 2048)]
@@ -370,9 +369,9 @@ def distill(ckpt_dir: str | Path, data: str | Path, cfg: DistillConfig, out_dir:
         start = time.perf_counter()
         cache = TeacherCache(s.teacher_c, s.seg, examples, s.qa, cfg.batch_size, s.device, s.bf16, progress, _cache_start(s.ckpt, cfg))
         report["teacher_cache"] = {"seconds": round(time.perf_counter() - start, 1), "bytes": cache.nbytes}
-    scorer = DevScorer(model, s.teacher_c, s.seg, s.dev, s.qa, s.label2id, str(data))
+    scorers = {side: DevScorer(model, s.teacher_c, s.seg, pairs, s.qa, s.label2id, str(data)) for side, pairs in s.held.sides.items()}
     run = _Run(s.ckpt, model, s.teacher, s.seg, examples, s.qa, cache, cfg, out_dir, report, s.device, s.bf16, progress)
-    run.train(state, scorer)
+    run.train(state, scorers)
     return report
 
 
@@ -447,31 +446,31 @@ class _Run:
             return list(self.model.input.compressor.parameters()) + list(self.model.cross.decompressor.parameters())
         return list(self.model.parameters())
 
-    def train(self, state: dict, scorer: DevScorer) -> None:
+    def train(self, state: dict, scorers: dict[str, DevScorer]) -> None:
+        """Every phase in turn, each scored after its epochs by `scorers` (by held-out side, the choosing one first)."""
         for index, (phase, epochs) in enumerate(self.phases):
             if state and index < state["phase"]:
                 continue
             resume = state if state and index == state["phase"] else {}
             with fake_quantized(self.model, self.scheme) if phase == "qat" else contextlib.nullcontext():
-                self._phase(index, phase, epochs, resume, scorer)
+                self._phase(index, phase, epochs, resume, scorers)
             state = {}
         if self.scheme is not None:
-            self.report["final"] = scorer()  # the published (QAT) weights in float; report["qat"] has them as the INT8 engine runs them
+            self.report["final"] = scorers["dev"]()  # the published (QAT) weights in float; report["qat"] has them as the INT8 engine runs them
         self._save(None, None)
 
-    def _phase(self, index: int, phase: str, epochs: int, state: dict, scorer: DevScorer) -> None:
+    def _phase(self, index: int, phase: str, epochs: int, state: dict, scorers: dict[str, DevScorer]) -> None:
         """One phase from its start or from `state`, by dtx.train.loop's `train_phase`. Phase 2 and QAT are scored after
-        every epoch and publish their best; QAT (run with the engine's INT8 arithmetic swapped in) is scored as the INT8
-        engine would run it."""
-        cfg = self.cfg
+        every epoch and publish their best on the selection split; QAT (run with the engine's INT8 arithmetic swapped in)
+        is scored as the INT8 engine would run it."""
+        cfg, scorer = self.cfg, scorers["dev"]
         if not state and phase == "qat":  # the phase-2 student under INT8, before any QAT: what plain dynamic INT8 would score
             self.report["qat"] = {"scheme": self.scheme.to_dict(), "epochs": epochs, "lr": cfg.qat_lr, "before": scorer()}
         lr, decay = {"phase1": (cfg.phase1_lr, cfg.phase1_weight_decay), "phase2": (cfg.lr, cfg.weight_decay), "qat": (cfg.qat_lr, cfg.weight_decay)}[phase]
         spec = Phase(phase, epochs, self._params(phase), lr, decay, scored=phase in ("phase2", "qat"))
 
         def score() -> tuple[float, dict]:
-            dev = scorer()
-            return dev["student"][scorer.metric], dev
+            return scored(lambda side: scorers[side](), scorers, lambda s: s["student"][scorer.metric])
 
         hooks = Hooks(
             step=lambda indices: self._step(phase, indices, self._attn),
@@ -480,11 +479,13 @@ class _Run:
             epoch=lambda: self._attention(phase),
         )
         run = train_phase(self.model, spec, cfg, self.lengths, hooks, state, self.report["history"], self.progress)
-        best_dev = next((h["dev"] for h in self.report["history"] if h["phase"] == phase and h["epoch"] == run.stopper.best_epoch), None)
+        kept = next((h for h in self.report["history"] if h["phase"] == phase and h["epoch"] == run.stopper.best_epoch), {})
+        best_dev = kept.get("dev")
         if run.best is not None:
             self.model.load_state_dict(run.best)
         if phase == "phase2" and run.best is not None:
             self.report["best_epoch"], self.report["final"] = run.stopper.best_epoch, best_dev
+            self.report |= {"select": kept["select"]} if "select" in kept else {}
         elif phase == "phase2":
             self.report["final"] = scorer()
         if phase == "qat":

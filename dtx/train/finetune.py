@@ -1,9 +1,10 @@
 """`dtx finetune --task qa|pair`: fine-tune the coupled teacher (QA reader or pair classifier).
 
 No fine-tuned cross-encoder can be downloaded here, so teachers are made from a local encoder
-(all-MiniLM-L6-v2 is the offline start). The dev split holds out whole passages; after every
-epoch the model is scored there (SQuAD 2.0 F1 for QA, accuracy for pairs), training stops once
-the score stops improving, and the best epoch is what is published, with the per-epoch curve in
+(all-MiniLM-L6-v2 is the offline start). Two splits hold out whole passages: dev, which every
+report reads, and a selection split beside it; after every epoch the model is scored on both
+(SQuAD 2.0 F1 for QA, accuracy for pairs), training stops once the selection score stops
+improving, and the epoch best there is what is published, with the per-epoch curves in
 dtx_finetune.json. While a run is going, OUT holds the best weights so far plus a training
 state (written every epoch and every `save_every` seconds): the same command resumes it.
 """
@@ -28,8 +29,8 @@ from dtx.eval.metrics import pair_metrics
 from dtx.model.decouple import FINETUNE_REPORT
 from dtx.model.segments import PairSegmenter, Segment, qa_window_lengths
 from dtx.train.config import DEFAULT_MAX_LEN, FinetuneConfig
-from dtx.train.loop import Hooks, Phase, PhaseState, autocast, cpu_state, padded_length, resolve_bf16, resume_state, train_device, train_phase
-from dtx.data.splits import dev_subset, train_subset, training_split
+from dtx.train.loop import Hooks, Phase, PhaseState, autocast, cpu_state, padded_length, resolve_bf16, resume_state, scored, train_device, train_phase
+from dtx.data.splits import held_out
 
 STATE_FILE = "train_state.pt"  # present only while a run is unfinished
 # OUT: a Hugging Face model directory (save_pretrained + the tokenizer) with the report beside it
@@ -123,10 +124,11 @@ def fit(
     progress: bool = True,
     device: str | None = None,
 ) -> dict:
-    """Train a Hugging Face model (its own `.loss`) epoch by epoch, keep the best dev epoch, resume a killed run.
+    """Train a Hugging Face model (its own `.loss`) epoch by epoch, keep the epoch best on the selection split, resume a killed run.
 
     `lengths` are the examples' token counts (for length-bucketed batches), `make_batch(indices)`
-    gives the model's keyword arguments, `score()` the dev headline (higher is better) and details.
+    gives the model's keyword arguments, `score()` the headline (higher is better) and the scores by
+    held-out side (`dtx.train.loop.scored`); the report's "dev" is the kept epoch's dev score.
     The loop is dtx.train.loop's `train_phase`, as for every dtx run.
     """
     out_dir = Path(out_dir)
@@ -148,7 +150,7 @@ def fit(
     def save(run: PhaseState, done: bool = False) -> None:
         report.update(history=history, best_epoch=run.stopper.best_epoch, finished=done)
         if history:
-            report["dev"] = history[run.stopper.best_epoch - 1]["dev"]
+            report.update({side: history[run.stopper.best_epoch - 1][side] for side in ("select", "dev") if side in history[0]})
         snapshot = None if done else {**run.snapshot(model), "config": asdict(cfg), "history": history}
         _write(model, tokenizer, out_dir, report, run.best if run.best is not None else cpu_state(model), snapshot)
 
@@ -169,9 +171,7 @@ def finetune_pair(model_dir: str | Path, data: str | Path, out_dir: str | Path, 
     pairs = read_pairs(data)
     labels = _labels(pairs, str(data))
     label2id = {l: i for i, l in enumerate(labels)}
-    train, dev = training_split(pairs, cfg.dev_percent, data)
-    train = train_subset(train, cfg.train_limit, cfg.seed)
-    dev = dev_subset(dev, cfg.dev_limit, cfg.seed)
+    train, held = held_out(pairs, cfg, data)
     torch.manual_seed(cfg.seed)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForSequenceClassification.from_pretrained(
@@ -192,10 +192,10 @@ def finetune_pair(model_dir: str | Path, data: str | Path, out_dir: str | Path, 
         return {**padded, "labels": torch.tensor([targets[i] for i in indices])}
 
     def score() -> tuple[float, dict]:
-        dev_scores = evaluate(model, tokenizer, dev, label2id, cfg.max_len)
-        return dev_scores["accuracy"], dev_scores
+        return scored(lambda side: evaluate(model, tokenizer, held.sides[side], label2id, cfg.max_len), held.sides, lambda s: s["accuracy"])
 
-    report = {"task": "pair", "data": str(data), "labels": labels, "train_pairs": len(train), "dev_pairs": len(dev), "dev_majority": majority_baseline(dev), "source": str(model_dir)}
+    report = {"task": "pair", "data": str(data), "labels": labels, "train_pairs": len(train), "select_pairs": len(held.select), "dev_pairs": len(held.dev)}
+    report |= {"dev_majority": majority_baseline(held.dev), "source": str(model_dir)}
     return fit(model, tokenizer, [len(x) for x in encoded["input_ids"]], make_batch, score, cfg, out_dir, report, overwrite, progress, device)
 
 
@@ -230,16 +230,14 @@ def finetune_qa(model_dir: str | Path, data: str | Path, out_dir: str | Path, cf
     pairs = read_pairs(data)
     if all(not p.answers for p in pairs):
         raise DtxError(f"{data} has no answers at all; QA fine-tuning needs questions with answer spans (SQuAD 2.0 style)")
-    train, dev = training_split(pairs, cfg.dev_percent, data)
-    train = train_subset(train, cfg.train_limit, cfg.seed)
-    dev = dev_subset(dev, cfg.dev_limit, cfg.seed)
+    train, held = held_out(pairs, cfg, data)
     torch.manual_seed(cfg.seed)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     seg = qa_segmenter(tokenizer, cfg)
     features = qa_features(train, seg, str(data))
     negatives = hard_negatives(train, cfg.negatives, cfg.negative_pool, cfg.seed)
     features += one_window_each(qa_features(negatives, seg, str(data)), cfg.seed)
-    dev_features = qa_features(dev, seg, str(data))
+    windows = {side: qa_features(questions, seg, str(data)) for side, questions in held.sides.items()}
     model = AutoModelForQuestionAnswering.from_pretrained(model_dir, attn_implementation="eager")
 
     def make_batch(indices: list[int]) -> dict:
@@ -250,10 +248,13 @@ def finetune_qa(model_dir: str | Path, data: str | Path, out_dir: str | Path, cf
         ends = [len(f.question) + f.end if f.end >= 0 else 0 for f in rows]
         return {**{k: torch.from_numpy(v) for k, v in packed.as_dict().items()}, "start_positions": torch.tensor(starts), "end_positions": torch.tensor(ends)}
 
-    def score() -> tuple[float, dict]:
-        answers = qa_answers(dev, dev_features, run_qa(_HFCoupled(model), seg, dev_features, "coupled"))
-        dev_scores = squad_v2([p.answers for p in dev], answers)
-        return dev_scores["f1"], dev_scores
+    def squad(side: str) -> dict:
+        questions = held.sides[side]
+        return squad_v2([p.answers for p in questions], qa_answers(questions, windows[side], run_qa(_HFCoupled(model), seg, windows[side], "coupled")))
 
-    report = {"task": "qa", "data": str(data), "train_questions": len(train), "negative_windows": len(negatives), "train_windows": len(features), "dev_questions": len(dev), "source": str(model_dir)}
+    def score() -> tuple[float, dict]:
+        return scored(squad, held.sides, lambda s: s["f1"])
+
+    report = {"task": "qa", "data": str(data), "train_questions": len(train), "negative_windows": len(negatives), "train_windows": len(features)}
+    report |= {"select_questions": len(held.select), "dev_questions": len(held.dev), "source": str(model_dir)}
     return fit(model, tokenizer, [len(f.question) + len(f.passage) for f in features], make_batch, score, cfg, out_dir, report, overwrite, progress, device)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import time
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -223,9 +223,17 @@ class Hooks:
     """What a run plugs into `train_phase`."""
 
     step: Callable[[list[int]], tuple[torch.Tensor, dict[str, float]]]  # a batch's loss, and its terms as floats for the record
-    score: Callable[[], tuple[float, dict]]  # after an epoch, in eval mode: the headline (higher is better) and the details kept
+    # after an epoch, in eval mode: the headline early stopping reads (higher is better) and the scores each epoch's
+    # record keeps, by split ({"select": ..., "dev": ...}: the headline is the selection split's)
+    score: Callable[[], tuple[float, dict[str, dict]]]
     save: Callable[["PhaseState"], None]  # persist the run: the training state (`PhaseState.snapshot`) and the best weights so far
     epoch: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext  # held around each epoch's steps
+
+
+def scored(score: Callable[[str], dict], sides: Iterable[str], headline: Callable[[dict], float]) -> tuple[float, dict[str, dict]]:
+    """An epoch's scores on each held-out side (`HeldOut.sides`), and the headline of the first: the side epochs are chosen on."""
+    scores = {side: score(side) for side in sides}
+    return headline(next(iter(scores.values()))), scores
 
 
 @dataclass
@@ -277,7 +285,8 @@ def train_phase(model: torch.nn.Module, phase: Phase, cfg, lengths: Sequence[int
         entry |= {"epoch": run.epoch + 1, "seconds": round(run.seconds, 1), "loss": mean_terms(run.rows),
                   "loss_curve": loss_curve(run.rows, next(iter(run.rows[0]))), "lr_end": sched.get_last_lr()[0]}  # fmt: skip
         if phase.scored:
-            headline, entry["dev"] = hooks.score()
+            headline, scores = hooks.score()
+            entry |= scores
             if run.stopper.update(headline):
                 run.best = cpu_state(model)
         history.append(entry)
