@@ -44,6 +44,20 @@ DATA_DIRS = (REPO / "data", REPO.parent / "shared" / "data")
 
 
 @pytest.fixture(scope="session")
+def script():
+    """script(name) -> scripts/NAME.py imported as a module (scripts/ is not a package), for tests of their functions."""
+    import importlib.util
+
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
+
+
+@pytest.fixture(scope="session")
 def disfl_qa() -> Path:
     for d in DATA_DIRS:
         path = d / "disfl_qa.task.json.gz"

@@ -8,7 +8,6 @@ read the same candidates.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -16,15 +15,10 @@ import pytest
 
 from dtx.train.config import DistillConfig
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="module")
-def fr():
-    spec = importlib.util.spec_from_file_location("fidelity_records", REPO / "scripts" / "fidelity_records.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def fr(script):
+    return script("fidelity_records")
 
 
 def _scores(f1: float) -> dict:
