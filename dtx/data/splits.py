@@ -27,9 +27,17 @@ def is_dev(passage: str, dev_percent: int = DEV_PERCENT) -> bool:
     return passage_band(passage) < dev_percent
 
 
+def _sides(pairs: list[Pair], dev_percent: int, select_percent: int) -> tuple[list[Pair], list[Pair], list[Pair]]:
+    """(train, select, dev) by each passage's band: dev below `dev_percent`, select the next `select_percent`, train the rest."""
+    bands = [passage_band(p.passage) for p in pairs]
+    dev = [p for p, b in zip(pairs, bands) if b < dev_percent]
+    select = [p for p, b in zip(pairs, bands) if dev_percent <= b < dev_percent + select_percent]
+    train = [p for p, b in zip(pairs, bands) if b >= dev_percent + select_percent]
+    return train, select, dev
+
+
 def split_by_passage(pairs: list[Pair], dev_percent: int = DEV_PERCENT) -> tuple[list[Pair], list[Pair]]:
-    train = [p for p in pairs if not is_dev(p.passage, dev_percent)]
-    dev = [p for p in pairs if is_dev(p.passage, dev_percent)]
+    train, _, dev = _sides(pairs, dev_percent, 0)
     return train, dev
 
 
@@ -41,10 +49,8 @@ def training_split(pairs: list[Pair], dev_percent: int, path: str | object, sele
     With `select_percent` 0 the epochs are chosen on dev itself (runs made before the selection band
     existed). Every side must hold pairs: none to score on would publish untrained weights scored NaN.
     """
-    bands = [passage_band(p.passage) for p in pairs]
-    dev = [p for p, b in zip(pairs, bands) if b < dev_percent]
-    select = [p for p, b in zip(pairs, bands) if dev_percent <= b < dev_percent + select_percent] if select_percent else dev
-    train = [p for p, b in zip(pairs, bands) if b >= dev_percent + select_percent]
+    train, select, dev = _sides(pairs, dev_percent, select_percent)
+    select = select if select_percent else dev
     for side, held, other in (("held-out", dev, "be reported on"), ("epoch-selection", select, "choose the epoch kept"), ("training", train, "be trained on")):
         if not held:
             passages = len({p.passage.strip() for p in pairs})
