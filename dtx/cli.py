@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 INTERRUPTED = "interrupted (Ctrl-C); nothing unfinished was published, and the same command starts it again (a training run or an index resumes)"
@@ -19,6 +20,7 @@ try:  # a Ctrl-C while the imports load (seconds: torch) is one line and status 
     from dtx.engines.manifest import DEVICES
     from dtx.model.int8 import SCHEMES
     from dtx.errors import DtxError
+    from dtx.model.no_answer import CONDITIONS, RETRIEVED_K, NoAnswer
     from dtx.task import TASKS, Task
     from dtx.train.config import AUGMENT_SIDES, DistillConfig, FinetuneConfig
 except KeyboardInterrupt:
@@ -170,7 +172,8 @@ def _distill_config(labels_only: bool = False, device: str | None = None, **opti
 @_distill_options
 @click.option("--labels-only", is_flag=True, help="Ablation: plain fine-tuning of the decoupled model, no teacher.")
 @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), help="Where to write the student (default: CKPT_DIR, replaced atomically).")
-def distill(ckpt_dir, data, labels_only, out_dir, **options):
+@click.option("--calibrate/--no-calibrate", default=True, show_default=True, help="QA: then choose the no-answer thresholds on the selection split (as `dtx calibrate` does).")
+def distill(ckpt_dir, data, labels_only, out_dir, calibrate, **options):
     """Distil the decoupled student from its coupled teacher; resumes a killed run from its last epoch."""
     quiet_transformers()
     from dtx.atomic import check_output
@@ -181,7 +184,7 @@ def distill(ckpt_dir, data, labels_only, out_dir, **options):
     cfg = _distill_config(labels_only, **options)
     cfg.check()
     check_output(out_dir or ckpt_dir, CHECKPOINT, overwrite=True)  # replaced every epoch: dtx's own checkpoint only, writable
-    r = run(ckpt_dir, data, cfg, out_dir, device=options["device"])
+    r = run(ckpt_dir, data, cfg, out_dir, device=options["device"], calibrate=calibrate)
     f = r["final"]
     metric = headline(read_meta(out_dir or ckpt_dir).decoupling.task)
     click.echo(
@@ -192,6 +195,40 @@ def distill(ckpt_dir, data, labels_only, out_dir, **options):
     if "qat" in r:
         q = r["qat"]
         click.echo(f"as the INT8 engine computes it ({q['scheme']['name']}): student {metric} {q['before']['student'][metric]:.4f} before QAT, {q['after']['student'][metric]:.4f} after")
+    if "no_answer" in r:
+        _echo_no_answer(NoAnswer.from_dict(r["no_answer"]))
+
+
+def _echo_no_answer(no_answer: NoAnswer) -> None:
+    """The thresholds chosen and what they did on the selection split, one line per condition."""
+    for condition in CONDITIONS:
+        f1 = no_answer.selection_f1.get(condition, {})
+        where = "given its paragraph" if condition == "paragraph" else f"behind BM25 top-{no_answer.k} of {no_answer.paragraphs} paragraphs"
+        click.echo(
+            f"no-answer threshold, {where} ({no_answer.questions} selection questions): "
+            + ", ".join(f"{who} {no_answer.threshold(condition, path):+.2f} (F1 {f1[path]['at_0']:.2f} at 0 -> {f1[path]['calibrated']:.2f})"
+                        for who, path in (("student", "decoupled"), ("teacher", "coupled")) if path in f1)
+        )  # fmt: skip
+
+
+@main.command()
+@click.argument("ckpt_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--data", required=True, type=click.Path(exists=True, dir_okay=False), help="The QA data the student was trained on (its selection split is read).")
+@click.option("-k", "--candidates", "k", type=click.IntRange(1), default=RETRIEVED_K, show_default=True, help="BM25 candidates per question in the retrieve-then-read condition.")
+@click.option("--select-percent", type=click.IntRange(1, 89), help="The run's --select-percent (default: the one its distill report records).")
+@click.option("--dev-limit", type=click.IntRange(1), help="Selection questions read (default: the run's --dev-limit).")
+def calibrate(ckpt_dir, data, k, select_percent, dev_limit):
+    """Choose a QA checkpoint's no-answer thresholds (student and teacher, given a paragraph and behind BM25) on
+    its selection split and record them in it; export and build engines after, for them to carry the thresholds."""
+    quiet_transformers()
+    from dtx.model.checkpoint import load_checkpoint
+    from dtx.train.calibrate import calibrate_checkpoint
+
+    ckpt = load_checkpoint(ckpt_dir)
+    run = {**asdict(DistillConfig()), **ckpt.meta.reports.get("distill", {}).get("config", {})}  # the run's split, else the defaults
+    no_answer = calibrate_checkpoint(ckpt, data, run["dev_percent"], select_percent or run["select_percent"], dev_limit or run["dev_limit"], run["seed"], k)
+    click.echo(f"wrote the no-answer thresholds into {ckpt_dir}/decoupled.json")
+    _echo_no_answer(no_answer)
 
 
 @main.command()

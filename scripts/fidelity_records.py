@@ -105,6 +105,7 @@ def eval_record(path: Path, layers: str, compress: int, variant: str, int8_engin
     r = json.loads(path.read_text())
     metric = "f1" if r["task"] == "qa" else "accuracy"
     command = f"dtx eval {r['model']} --data {r['data']}"
+    variant += CALIBRATED if calibrated(r) else ""
     if int8_engine:
         command = f"{int8_build_command(int8_engine, r['model'], r['data'])} && {command}"
     return {
@@ -113,19 +114,33 @@ def eval_record(path: Path, layers: str, compress: int, variant: str, int8_engin
     }  # fmt: skip
 
 
-def open_domain_record(path: Path, layers: str, compress: int, root: Path | None = None, tag: str = "", meta: dict | None = None) -> dict:
+CALIBRATED = ", calibrated no-answer thresholds"  # a variant read at the thresholds the checkpoint records
+
+
+def calibrated(report: dict) -> bool:
+    """Whether a report's readers answered at calibrated no-answer thresholds (any not 0)."""
+    return any(report.get("no_answer_threshold", {}).values())
+
+
+def open_domain_records(path: Path, layers: str, compress: int, root: Path | None = None, tag: str = "", meta: dict | None = None) -> list[dict]:
     """A retrieve-then-read record; a student-only report (`--no-teacher`) takes the teacher row of the report under
-    `root` with the same candidates_digest, and its command names both runs."""
+    `root` with the same candidates_digest, and its command names both runs. A report read at calibrated
+    thresholds gives two: at them, and at 0 (the same reads, by the uncalibrated rule), side by side."""
     r = json.loads(path.read_text())
     command = f"dtx eval-store {r['store']} --data {r['data']} -k {r['candidates']}"
     teacher = r["teacher"]
     if teacher is None:
         teacher, store = digest_teacher(root, r["candidates_digest"], (meta or {}).get("source"), (meta or {}).get("teacher_sha256"))
         command += f" --no-teacher (teacher: dtx eval-store {store} ..., same candidates_digest {r['candidates_digest'][:12]})"
-    return {
-        "data": data_name(r["data"]), "layers": layers, "compress": compress, "variant": f"BM25 top-{r['candidates']} + read (fp16 store){tag}",
-        "metric": "f1", "student": r["student"]["f1"], "teacher": teacher["f1"], "command": command,
-    }  # fmt: skip
+    base = {"data": data_name(r["data"]), "layers": layers, "compress": compress, "metric": "f1", "command": command}
+    variant = f"BM25 top-{r['candidates']} + read (fp16 store){tag}"
+    if not calibrated(r):
+        return [{**base, "variant": variant, "student": r["student"]["f1"], "teacher": teacher["f1"]}]
+    zero = r["at_threshold_0"]
+    if zero["teacher"] is None:
+        raise SystemExit(f"{path}: a calibrated student-only report; run eval-store with the teacher (its calibrated row is the student's own checkpoint's)")
+    return [{**base, "variant": variant, "student": zero["student"]["f1"], "teacher": zero["teacher"]["f1"], "command": command + " (at_threshold_0)"},
+            {**base, "variant": variant + CALIBRATED, "student": r["student"]["f1"], "teacher": teacher["f1"]}]  # fmt: skip
 
 
 def layers_of(decoupling: dict) -> str:
@@ -175,7 +190,7 @@ def student_records(folder: Path, root: Path) -> list[dict]:
         records.append(record)
     for path in sorted(folder.glob("open-domain*.json")):  # open-domain.json: the fp32 engine's store; open-domain-<engine>.json
         engine = path.stem.removeprefix("open-domain").lstrip("-")
-        records.append(open_domain_record(path, layers, compress, root, (f", {engine} engine" if engine else "") + tag, meta))
+        records += open_domain_records(path, layers, compress, root, (f", {engine} engine" if engine else "") + tag, meta)
     return records
 
 
@@ -283,7 +298,7 @@ def folder_records(results: Path) -> list[dict]:
         if (results / name).is_file():
             records.append(eval_record(results / name, *best, variant))
     if (results / "disflqa-open-domain.json").is_file():
-        records.append(open_domain_record(results / "disflqa-open-domain.json", *best))
+        records += open_domain_records(results / "disflqa-open-domain.json", *best)
     for folder in sorted(p for p in results.iterdir() if p.is_dir()):
         records += student_records(folder, results)
     return records

@@ -3,7 +3,9 @@
 Why: behind BM25 top-k the student answers where the teacher declines (the recipe student's NoAns 37.5
 against the teacher's 46.5): it reads paragraphs without the answer and its best span still beats its
 [CLS] score. `dtx eval-store` answers when the best candidate's span score minus its no-answer score is
-above 0. This reads every held-out question once behind BM25 (the student from the store's cached
+above the reader's threshold (0 uncalibrated; `dtx calibrate` chooses one on the selection split). This
+measures what any threshold does on the reported questions themselves: it reads every held-out question
+once behind BM25 (the student from the store's cached
 passages, the coupled teacher on the same candidates), keeps each one's best candidate (answer, span -
 null), and then scores F1 against thresholds: at 0 (today), the best on all questions (an oracle on the
 reported questions: an upper bound), and cross-fitted (chosen on one random half, scored on the other,
@@ -26,7 +28,6 @@ from tqdm import tqdm
 from dtx.eval.squad import squad_v2
 from dtx.report import emit, save_json
 
-GRID = np.round(np.arange(-6, 10.01, 0.25), 2)  # thresholds tried, in logit units of span - null
 NOTHING = ("", -1e9)  # a question with no candidate: "no answer" at every threshold
 
 
@@ -59,9 +60,10 @@ def f1_at(rows: list[dict], who: str, threshold: float) -> dict:
 
 
 def best_threshold(rows: list[dict], who: str) -> float:
-    """The threshold of GRID with the highest F1 on `rows` (the lowest such, on ties)."""
-    scores = [f1_at(rows, who, t)["f1"] for t in GRID]
-    return float(GRID[int(np.argmax(scores))])
+    """The threshold with the highest F1 on `rows`: the exact choice `dtx calibrate` makes (dtx.eval.no_answer)."""
+    from dtx.eval.no_answer import Read, choose
+
+    return choose([Read(*r[who]) for r in rows], [r["gold"] for r in rows])[0]
 
 
 def fit(rows: list[dict], who: str, seed: int = 0) -> dict:
@@ -100,8 +102,8 @@ def main() -> None:
     emit(
         f"BM25 top-{args.k}, {len(rows)} held-out questions: F1 by no-answer threshold (span - null)",
         ["reader", "F1 at 0", "NoAns at 0", "cross-fitted (thresholds)", "oracle (threshold)"],
-        [[who, f"{r['f1_at_0']:.2f}", f"{r['no_ans_f1_at_0']:.1f}", f"{r['f1_cross_fitted']:.2f} ({', '.join(format(f['threshold'], 'g') for f in r['folds'])})",
-          f"{r['f1_oracle']:.2f} ({r['oracle_threshold']:g})"] for who, r in result.items()]
+        [[who, f"{r['f1_at_0']:.2f}", f"{r['no_ans_f1_at_0']:.1f}", f"{r['f1_cross_fitted']:.2f} ({', '.join(format(f['threshold'], '.2f') for f in r['folds'])})",
+          f"{r['f1_oracle']:.2f} ({r['oracle_threshold']:.2f})"] for who, r in result.items()]
         + [["student / teacher", f"{kept['f1_at_0']:.1f}%", "", f"{kept['f1_cross_fitted']:.1f}%", f"{kept['f1_oracle']:.1f}%"]],
     )  # fmt: skip
     save_json(args.json, {"args": vars(args), "questions": len(rows), **result, "kept_percent": kept})

@@ -176,6 +176,9 @@ def test_qa_distill_phase1_codec_only_and_squad_report(model_dir, qa_data, tmp_p
     assert set(final) == {"student", "teacher", "agreement"}
     assert final["student"]["total"] == report["dev_pairs"] > 0 and "HasAns_f1" in final["teacher"]
     assert report["history"][-1]["loss"]["kl"] > 0 and report["history"][-1]["loss"]["hidden"] > 0
+    # then calibrated on the selection split: the thresholds are in the report and in the published checkpoint
+    assert report["no_answer"]["questions"] == report["select_pairs"] > 0
+    assert load_checkpoint(tmp_path / "p2").meta.no_answer.to_dict() == report["no_answer"]
 
 
 def test_training_as_deployed_adds_hard_negatives_to_teacher_and_student(model_dir, qa_data, tmp_path):
@@ -190,7 +193,8 @@ def test_training_as_deployed_adds_hard_negatives_to_teacher_and_student(model_d
     assert r["negative_windows"] > 0 and r["train_examples"] > r["negative_windows"]
     loss = r["history"][-1]["loss"]
     assert loss["attention"] > 0 and loss["input_layer"] > 0 and loss["cross_layers"] > 0  # 1/3 of 4 layers: two intermediate cross layers
-    off = distill(ckpt.path, qa_data, DistillConfig(epochs=1, phase1_epochs=0, batch_size=16, dev_limit=8, cross_layers=False, input_layer=False, negatives=0.0), tmp_path / "s0", progress=False)
+    off = distill(ckpt.path, qa_data, DistillConfig(epochs=1, phase1_epochs=0, batch_size=16, dev_limit=8, cross_layers=False, input_layer=False, negatives=0.0), tmp_path / "s0", progress=False, calibrate=False)
+    assert "no_answer" in r and "no_answer" not in off and not load_checkpoint(tmp_path / "s0").meta.no_answer.calibrated
     assert off["negative_windows"] == 0 and off["history"][-1]["loss"]["cross_layers"] == 0 == off["history"][-1]["loss"]["input_layer"]
 
 

@@ -151,6 +151,10 @@ def test_bm25_answers_carry_offsets_into_their_passage(served):
         if r["answer"] is not None:
             assert texts[r["id"]][r["start"] : r["end"]] == r["answer"]
     assert [r["score"] for r in body["results"]] == sorted((r["score"] for r in body["results"]), reverse=True)
+    # the reader's answer: the best row where it passes the threshold (an uncalibrated engine's is 0), else null
+    top = body["results"][0]
+    assert body["no_answer_threshold"] == 0.0
+    assert body["answer"] == (top if top["answer"] is not None and top["score"] > 0 else None)
     status, body = post(url + "/v1/rerank", {"query": _question(texts, pid), "top_k": 3})
     assert status == 200 and len(body["results"]) <= 3 and all("id" in r for r in body["results"])
 

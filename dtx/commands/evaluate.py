@@ -25,6 +25,9 @@ def eval_cmd(model, data, split, limit, batch_size, threads, json_path):
     r = evaluate_model(model, data, split, limit, batch_size, threads)
     emit(f"{r['kind']} {model} on {r['examples']} {split} examples of {data}", r.HEADERS, r.rows())
     click.echo(f"student and teacher predict the same {r.prediction} on {100 * r['agreement']:.1f}% of examples")
+    if "no_answer_threshold" in r:
+        t = r["no_answer_threshold"]
+        click.echo(f"no-answer thresholds given a paragraph (calibrated at training; 0 if not): student {t['decoupled']:+.2f}, teacher {t['coupled']:+.2f}")
     save_json(json_path, r)
 
 
@@ -51,6 +54,9 @@ def eval_store(store, data, k, limit, engine_dir, threads, teacher, json_path):
         [[name, f"{m['exact']:.2f}", f"{m['f1']:.2f}", f"{m.get('HasAns_f1', float('nan')):.2f}", f"{m.get('NoAns_f1', float('nan')):.2f}", f"{m['p50_ms']:.1f}", f"{m['p90_ms']:.1f}"]
          for name, m in readers],
     )  # fmt: skip
+    t, zero = r["no_answer_threshold"], r["at_threshold_0"]
+    click.echo("no-answer thresholds (calibrated at training; 0 if not): " + ", ".join(
+        f"{who} {t[who]:+.2f} (F1 {zero[who]['f1']:.2f} at 0)" for who in ("student", "teacher") if zero[who] is not None))  # fmt: skip
     if teacher:
         click.echo(f"same answer on {100 * r['agreement']:.1f}% of questions")
     click.echo(f"candidates digest {r['candidates_digest']} (equal digests: the same candidates for every question)")

@@ -71,7 +71,10 @@ def answer(store, query, engine_dir, k, ids, top, threads, json_path):
 
     quiet_transformers()
     with QueryPipeline.open(store, engine_dir, threads) as pipe:
-        _print_result(pipe.answer(query, k, ids), json_path, top, qa=True)
+        result = pipe.answer(query, k, ids)
+        _print_result(result, json_path, top, qa=True)
+        best, threshold = pipe.answer_of(result), pipe.no_answer.threshold("retrieved", "decoupled")
+        click.echo(f"answer: {best.answer!r} (passage {best.id}, score {best.score:.3f} > threshold {threshold:.2f})" if best else f"answer: none (no span scores above the no-answer threshold {threshold:.2f})")
 
 
 @click.command()

@@ -2,8 +2,9 @@
 
 QA: SQuAD 2.0 exact match and F1 (HasAns / NoAns apart); pair tasks: accuracy and macro-F1, and
 MRR@10 where pairs are grouped by query (re-ranking data). The student is the decoupled path,
-the teacher the coupled one of the same artifact; agreement is how often they predict the same
-thing. The dev split is the one training held out (a hash of the passage), so no passage seen in
+the teacher the coupled one of the same artifact, each answering by its own calibrated no-answer
+threshold for a given paragraph (dtx.eval.no_answer; 0 where uncalibrated); agreement is how often
+they predict the same thing. The dev split is the one training held out (a hash of the passage), so no passage seen in
 training is scored.
 """
 
@@ -23,7 +24,7 @@ from dtx.task import Task
 
 
 def open_model(path: str | Path, threads: int | None = None):
-    """(runner, segmenter, task, labels, kind) for a checkpoint, export or engine directory."""
+    """(runner, segmenter, task, labels, kind, no-answer thresholds) for a checkpoint, export or engine directory."""
     from dtx.artifacts import target_kind
     from dtx.engines import open_engine
     from dtx.export.manifest import read_manifest
@@ -40,7 +41,7 @@ def open_model(path: str | Path, threads: int | None = None):
         outputs = {g: [o.name for o in specs[g].outputs] for g in GRAPHS}
         config = ckpt.teacher().config
         labels = [config.id2label[i] for i in sorted(config.id2label)] if cfg.task == Task.PAIR else []
-        return TorchRunner(Path(path), outputs), ckpt.segmenter(), cfg.task, labels, kind
+        return TorchRunner(Path(path), outputs), ckpt.segmenter(), cfg.task, labels, kind, ckpt.meta.no_answer
     if kind == "export":
         from dtx.engines.runner import OrtRunner
 
@@ -51,7 +52,7 @@ def open_model(path: str | Path, threads: int | None = None):
         runner, manifest = engine.runner, engine.export
     if manifest.task == Task.PAIR and not manifest.labels:
         raise DtxError(f"{path} was exported before dtx recorded label names; re-run `dtx export` (and `dtx build-engine`)")
-    return runner, manifest.segmenter(), manifest.task, manifest.labels, kind
+    return runner, manifest.segmenter(), manifest.task, manifest.labels, kind, manifest.checkpoint.no_answer
 
 
 def select(pairs: list[Pair], split: str, limit: int | None, seed: int = 0) -> list[Pair]:
@@ -91,23 +92,24 @@ class EvalReport(dict):
 
 
 def evaluate_model(path: str | Path, data: str | Path, split: str = "dev", limit: int | None = 1000, batch_size: int = 32, threads: int | None = None, progress: bool = True) -> EvalReport:
-    runner, seg, task, labels, kind = open_model(path, threads)
+    runner, seg, task, labels, kind, no_answer = open_model(path, threads)
     pairs = select(read_pairs(data), split, limit)
     report = EvalReport(model=str(path), kind=kind, task=task, data=str(data), split=split, examples=len(pairs))
     with runner:
         if task == Task.QA:
-            report.update(_qa(runner, seg, pairs, data, batch_size, progress))
+            thresholds = {p: no_answer.threshold("paragraph", p) for p in ("decoupled", "coupled")}
+            report.update(_qa(runner, seg, pairs, data, batch_size, progress, thresholds), no_answer_threshold=thresholds)
         else:
             report.update(_pair(runner, seg, pairs, labels, data, batch_size, progress))
     return report
 
 
-def _qa(runner, seg, pairs: list[Pair], data, batch_size: int, progress: bool) -> dict:
+def _qa(runner, seg, pairs: list[Pair], data, batch_size: int, progress: bool, thresholds: dict[str, float]) -> dict:
     from dtx.data.qa import qa_features
 
     if all(p.label is not None and not p.answers for p in pairs):
         raise DtxError(f"{data} holds labelled pairs, not questions with answers; this model is a QA reader")
-    return qa_side_by_side(runner, seg, pairs, qa_features(pairs, seg, str(data)), batch_size, progress)
+    return qa_side_by_side(runner, seg, pairs, qa_features(pairs, seg, str(data)), batch_size, progress, thresholds)
 
 
 def _pair(runner, seg, pairs: list[Pair], labels: list[str], data, batch_size: int, progress: bool) -> dict:

@@ -7,7 +7,7 @@ artifact carries the coupled model it was distilled from.
 QA decoding follows SQuAD 2.0 practice: per window, the best span of at most `max_answer_len`
 tokens over real passage tokens, and the no-answer score start[CLS] + end[CLS]; per question, the
 best span over its windows against the smallest no-answer score, answered only when the span
-wins by more than `null_threshold`.
+wins by more than `null_threshold` (0, or the reader's calibrated one: dtx.eval.no_answer).
 """
 
 from __future__ import annotations
@@ -62,27 +62,39 @@ def run_qa(runner, segmenter: PairSegmenter, features: list[QAFeature], path: st
     return out
 
 
-def qa_answers(pairs: list[Pair], features: list[QAFeature], scores: list[WindowScore], null_threshold: float = 0.0) -> list[str]:
-    """One answer text per pair ("" = no answer) from its windows' scores."""
-    best: dict[int, tuple[float, QAFeature, tuple[int, int]]] = {}
+def window_answer(pair: Pair, feature: QAFeature, score: WindowScore) -> str:
+    """The text of a window's best span in its pair's passage."""
+    a, b = score.span
+    return pair.passage[feature.passage.offsets[a][0] : feature.passage.offsets[b][1]]
+
+
+def qa_margins(pairs: list[Pair], features: list[QAFeature], scores: list[WindowScore]) -> list[tuple[str, float]]:
+    """Per pair, its best span's text over its windows and that span's score minus the smallest no-answer
+    score of its windows (("", -inf) where no window has a span): what a threshold decides on."""
+    best: dict[int, tuple[float, QAFeature, WindowScore]] = {}
     null: dict[int, float] = {}
     for f, s in zip(features, scores):
         null[f.example] = min(null.get(f.example, np.inf), s.null)
         if s.span[0] >= 0 and (f.example not in best or s.score > best[f.example][0]):
-            best[f.example] = (s.score, f, s.span)
-    answers = []
+            best[f.example] = (s.score, f, s)
+    out = []
     for n, pair in enumerate(pairs):
-        if n not in best or best[n][0] - null[n] <= null_threshold:
-            answers.append("")
+        if n not in best:
+            out.append(("", -np.inf))
             continue
-        _, f, (a, b) = best[n]
-        answers.append(pair.passage[f.passage.offsets[a][0] : f.passage.offsets[b][1]])
-    return answers
+        score, f, s = best[n]
+        out.append((window_answer(pair, f, s), score - null[n]))
+    return out
 
 
-def qa_path_answers(runner, segmenter: PairSegmenter, pairs: list[Pair], features: list[QAFeature], path: str, batch_size: int = 32, progress: bool = False) -> list[str]:
+def qa_answers(pairs: list[Pair], features: list[QAFeature], scores: list[WindowScore], null_threshold: float = 0.0) -> list[str]:
+    """One answer text per pair ("" = no answer): its best span where it wins by more than `null_threshold`."""
+    return [text if margin > null_threshold else "" for text, margin in qa_margins(pairs, features, scores)]
+
+
+def qa_path_answers(runner, segmenter: PairSegmenter, pairs: list[Pair], features: list[QAFeature], path: str, batch_size: int = 32, progress: bool = False, null_threshold: float = 0.0) -> list[str]:
     """One answer per question along `path` ("decoupled": student, "coupled": teacher)."""
-    return qa_answers(pairs, features, run_qa(runner, segmenter, features, path, batch_size, progress=progress))
+    return qa_answers(pairs, features, run_qa(runner, segmenter, features, path, batch_size, progress=progress), null_threshold)
 
 
 def qa_compare(pairs: list[Pair], student: list[str], teacher: list[str]) -> dict:
@@ -94,9 +106,11 @@ def qa_compare(pairs: list[Pair], student: list[str], teacher: list[str]) -> dic
     return {"student": squad_v2(golds, student), "teacher": squad_v2(golds, teacher), "agreement": same}
 
 
-def qa_side_by_side(runner, segmenter: PairSegmenter, pairs: list[Pair], features: list[QAFeature], batch_size: int = 32, progress: bool = False) -> dict:
-    """SQuAD 2.0 scores of the student (decoupled path) and the teacher (coupled path), and how often they answer alike."""
-    answers = {path: qa_path_answers(runner, segmenter, pairs, features, path, batch_size, progress) for path in PATHS}
+def qa_side_by_side(runner, segmenter: PairSegmenter, pairs: list[Pair], features: list[QAFeature], batch_size: int = 32, progress: bool = False, thresholds: dict[str, float] | None = None) -> dict:
+    """SQuAD 2.0 scores of the student (decoupled path) and the teacher (coupled path), and how often they answer
+    alike; each answers by its own no-answer threshold in `thresholds` (by path; 0 where absent)."""
+    thresholds = thresholds or {}
+    answers = {path: qa_path_answers(runner, segmenter, pairs, features, path, batch_size, progress, thresholds.get(path, 0.0)) for path in PATHS}
     return qa_compare(pairs, answers["decoupled"], answers["coupled"])
 
 

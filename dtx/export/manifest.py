@@ -14,6 +14,7 @@ from dtx.export.parity import ParityResult
 from dtx.export.spec import GraphSpec
 from dtx.model.checkpoint import Checkpoint
 from dtx.model.config import DecoupleConfig
+from dtx.model.no_answer import NoAnswer
 from dtx.task import Task
 
 MANIFEST_FILE = "manifest.json"
@@ -85,7 +86,7 @@ def build_manifest(
         "rep_dim": cfg.rep_dim,
         "model": model_shape(ckpt),
         "opset": opset,
-        "checkpoint": {"path": str(ckpt.path.resolve()), "weights_sha256": ckpt.meta.weights_sha256, "int8_training": ckpt.meta.int8_training},
+        "checkpoint": {"path": str(ckpt.path.resolve()), "weights_sha256": ckpt.meta.weights_sha256, "int8_training": ckpt.meta.int8_training, "no_answer": ckpt.meta.no_answer.to_dict()},
         "graphs": {g: {"file": s.file, **s.to_dict()} for g, s in specs.items()},
         "files": files,
         "parity": {
@@ -105,11 +106,13 @@ class ExportManifestError(DtxError):
 @dataclass(frozen=True)
 class CheckpointRef:
     """The checkpoint an export was made from: where it was, the sha256 of its weights, and the INT8 scheme
-    it was trained for (QAT), which `dtx build-engine --int8` then builds."""
+    it was trained for (QAT), which `dtx build-engine --int8` then builds, and its calibrated no-answer
+    thresholds, which every reader of the export or its engines answers by."""
 
     path: Path
     weights_sha256: str
     int8_training: Mapping[str, Any] | None = None
+    no_answer: NoAnswer = NoAnswer()
 
 
 @dataclass(frozen=True)
@@ -224,7 +227,7 @@ class ExportManifest:
                 labels=tuple(model.get("labels") or ()),
             ),
             opset=need(data, "opset", int),
-            checkpoint=CheckpointRef(Path(need(ckpt, "path", str, "checkpoint.")), need(ckpt, "weights_sha256", str, "checkpoint."), ckpt.get("int8_training")),
+            checkpoint=CheckpointRef(Path(need(ckpt, "path", str, "checkpoint.")), need(ckpt, "weights_sha256", str, "checkpoint."), ckpt.get("int8_training"), NoAnswer.from_dict(ckpt.get("no_answer"))),
             graphs={g: GraphEntry(need(e, "file", str, f"graphs.{g}."), tuple(need(e, "inputs", list, f"graphs.{g}.")), tuple(need(e, "outputs", list, f"graphs.{g}."))) for g, e in graphs.items()},
             files={rel: FileEntry(need(e, "sha256", str, f"files.{rel}."), need(e, "bytes", int, f"files.{rel}.")) for rel, e in files.items()},
             parity=data.get("parity") or {},

@@ -25,6 +25,7 @@ from dtx.atomic import ArtifactKind, atomic_dir, read_artifact_json, sha256_file
 from dtx.errors import CheckpointError
 from dtx.model.config import DecoupleConfig
 from dtx.model.decoupled import DecoupledModel
+from dtx.model.no_answer import NO_ANSWER, NoAnswer
 from dtx.model.segments import PairSegmenter
 from dtx.model.surgery import AUTO_CLASSES, build_decoupled, read_source_config
 
@@ -85,6 +86,7 @@ class CheckpointMeta:
     dtx_version: str
     source: str | None  # the model it was decoupled from
     int8_training: Mapping[str, Any] | None  # {"scheme": Int8Scheme.to_dict(), "epochs", "lr"} after QAT, else None
+    no_answer: NoAnswer  # QA: the calibrated no-answer thresholds (dtx.eval.no_answer); uncalibrated reads 0
     reports: Mapping[str, Any]  # what made it: the finetune / distill reports, kept as written
 
     @classmethod
@@ -94,7 +96,7 @@ class CheckpointMeta:
             raise CheckpointError(f"{where} has format {data.get('format_version')!r}, this dtx reads {FORMAT_VERSION}; re-create it")
         if not isinstance(data.get("weights_sha256"), str):
             raise CheckpointError(f"{where} records no weights_sha256; re-create the checkpoint")
-        known = {"format_version", "dtx_version", "decoupling", "teacher_class", "weights_sha256", "teacher_sha256", "source", INT8_TRAINING}
+        known = {"format_version", "dtx_version", "decoupling", "teacher_class", "weights_sha256", "teacher_sha256", "source", INT8_TRAINING, NO_ANSWER}
         return cls(
             decoupling=DecoupleConfig.from_dict(data["decoupling"]),
             weights_sha256=data["weights_sha256"],
@@ -103,6 +105,7 @@ class CheckpointMeta:
             dtx_version=str(data.get("dtx_version", "?")),
             source=data.get("source"),
             int8_training=data.get(INT8_TRAINING),
+            no_answer=NoAnswer.from_dict(data.get(NO_ANSWER)),
             reports={k: v for k, v in data.items() if k not in known},
         )
 
@@ -111,6 +114,14 @@ def read_meta(path: str | Path) -> CheckpointMeta:
     """The checkpoint's JSON, typed, with one-line errors for a missing, unreadable or foreign one."""
     fix = f"create one with `dtx decouple MODEL_DIR --split N -o {path}`"
     return CheckpointMeta.from_dict(Path(path), read_artifact_json(path, META_FILE, "dtx checkpoint", fix, CheckpointError))
+
+
+def write_no_answer(path: str | Path, no_answer: NoAnswer) -> None:
+    """Record calibrated no-answer thresholds in a checkpoint's decoupled.json (atomically; the weights and
+    their hash are untouched, so exports made before stay valid but carry the thresholds they were made with)."""
+    where = Path(path)
+    data = read_artifact_json(where, META_FILE, "dtx checkpoint", f"create one with `dtx decouple MODEL_DIR --split N -o {path}`", CheckpointError)
+    write_json(where / META_FILE, {**data, NO_ANSWER: no_answer.to_dict()})
 
 
 @dataclass

@@ -4,8 +4,9 @@ For every held-out question, BM25 returns the top-k passages of the store; the s
 from their cached representations (the deployed path: only the question goes through the input
 component), and the coupled teacher reads the same windows, question and passage together. Both
 are scored against the gold answers (SQuAD 2.0 EM / F1: a question is answered with the best span
-over all candidates where it beats "no answer") and timed per query, so one table shows what
-decoupling costs in accuracy and saves in time on the same retrieval.
+over all candidates where it beats "no answer" by more than the reader's own calibrated threshold,
+dtx.eval.no_answer) and timed per query, so one table shows what decoupling costs in accuracy and
+saves in time on the same retrieval.
 
 The report carries `candidates_digest`, a hash of every question's candidate ids: two reports with the
 same digest read exactly the same candidates, so a student measured with `teacher=False` (the coupled
@@ -30,10 +31,26 @@ from dtx.data.splits import dev_subset, split_by_passage
 from dtx.task import Task
 
 
-def _answer(candidates) -> str:
-    """The best candidate's span where it beats no-answer (score = span - null > 0), else "" (no answer)."""
-    top = candidates[0] if candidates else None
-    return top.answer if top is not None and top.answer is not None and top.score > 0 else ""
+READERS = {"student": "decoupled", "teacher": "coupled"}  # each reader's path through the engine
+
+
+class _Answers:
+    """Each reader's answer texts ("" = no answer) at its calibrated threshold (`at`) and at 0 (`at_0`)."""
+
+    def __init__(self) -> None:
+        self.at: dict[str, list[str]] = {who: [] for who in READERS}
+        self.at_0: dict[str, list[str]] = {who: [] for who in READERS}
+
+    def add(self, who: str, pipe, result) -> None:
+        for answers, threshold in ((self.at, None), (self.at_0, 0.0)):
+            chosen = pipe.answer_of(result, READERS[who], threshold)
+            answers[who].append(chosen.answer if chosen is not None else "")
+
+    def none(self) -> None:
+        """A question with nothing to read: "no answer" from both readers."""
+        for answers in (self.at, self.at_0):
+            for who in READERS:
+                answers[who].append("")
 
 
 def _latency(ms: list[float]) -> dict[str, float]:
@@ -84,7 +101,7 @@ def open_domain_eval(store: str | Path, data: str | Path, k: int = 20, limit: in
     pairs = held_out_questions(data, limit)
     if not pairs or all(not p.answers for p in pairs):
         raise DtxError(f"{data} has no held-out questions with answers to score; pass a QA data set (SQuAD 2.0 style)")
-    answers: dict[str, list[str]] = {"student": [], "teacher": []}
+    answers = _Answers()
     times: dict[str, list[float]] = {"student": [], "teacher": []}
     gold_retrieved = nothing_retrieved = 0
     digest = _Digest()
@@ -97,23 +114,23 @@ def open_domain_eval(store: str | Path, data: str | Path, k: int = 20, limit: in
                 student = pipe.answer(pair.question, k)
             except (NothingRetrieved, NothingToSearch):  # nothing to read: both answer "no answer", and it is counted
                 nothing_retrieved += 1
-                answers["student"].append("")
-                answers["teacher"].append("")
+                answers.none()
                 digest.add([])
                 continue
             times["student"].append((time.perf_counter() - t) * 1e3)
             ids = [c.id for c in student.candidates]
             digest.add(ids)
-            answers["student"].append(_answer(student.candidates))
+            answers.add("student", pipe, student)
             if teacher:
                 t = time.perf_counter()
                 coupled = pipe.rerank_coupled(pair.question, ids)
                 times["teacher"].append((time.perf_counter() - t) * 1e3 + student.timings_ms["retrieve"])
-                answers["teacher"].append(_answer(coupled.candidates))
+                answers.add("teacher", pipe, coupled)
             gold_retrieved += content_id(pair.passage) in ids
         teacher_of = _teacher_of(pipe)
+        thresholds = {who: pipe.no_answer.threshold("retrieved", path) for who, path in READERS.items()}
     golds = [p.answers for p in pairs]
-    same = float(np.mean([a == b for a, b in zip(answers["student"], answers["teacher"])])) if teacher else None
+    same = float(np.mean([a == b for a, b in zip(answers.at["student"], answers.at["teacher"])])) if teacher else None
     return {
         "store": str(store),
         "data": str(data),
@@ -121,9 +138,11 @@ def open_domain_eval(store: str | Path, data: str | Path, k: int = 20, limit: in
         "candidates": k,
         "gold_passage_retrieved": gold_retrieved / len(pairs),  # by content id: a store indexed from the same data file
         "nothing_retrieved": nothing_retrieved,  # questions BM25 found no candidate for (both paths answer "no answer")
-        "student": {**squad_v2(golds, answers["student"]), **_latency(times["student"])},
-        "teacher": {**squad_v2(golds, answers["teacher"]), **_latency(times["teacher"])} if teacher else None,
+        "student": {**squad_v2(golds, answers.at["student"]), **_latency(times["student"])},
+        "teacher": {**squad_v2(golds, answers.at["teacher"]), **_latency(times["teacher"])} if teacher else None,
         "agreement": same,
+        "no_answer_threshold": thresholds,  # each reader's calibrated threshold (0: uncalibrated)
+        "at_threshold_0": {who: squad_v2(golds, answers.at_0[who]) if who == "student" or teacher else None for who in READERS},  # what calibrating changed
         "candidates_digest": digest.hexdigest(),  # equal digests: the same candidates for every question
         **teacher_of,  # whose teacher row this is (or would be): equal digests are not enough when teachers differ
     }

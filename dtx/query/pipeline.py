@@ -73,6 +73,7 @@ class QueryPipeline:
         if label is not None and self.task != Task.PAIR:
             raise DtxError(f"--label {label!r} chooses a class of a pair classifier; the model here is a QA reader (it answers, it has no labels): drop --label")
         self.positive = positive_index(self.labels, label) if self.task == Task.PAIR else None
+        self.no_answer = engine.export.checkpoint.no_answer  # calibrated at training; uncalibrated reads 0
 
     @classmethod
     def open(cls, store_uri: str | Path | None, engine_dir: str | Path | None = None, threads: int | None = None, label: str | None = None) -> "QueryPipeline":
@@ -148,6 +149,16 @@ class QueryPipeline:
     def answer(self, query: str, k: int = 20, ids: list[str] | None = None, on_the_fly: bool = False) -> QueryResult:
         """QA: the best span of each candidate passage, best first (a span only where it beats no-answer)."""
         return self.answer_many([query], k, [ids] if ids else None, on_the_fly)[0]
+
+    def answer_of(self, result: QueryResult, path: str = "decoupled", threshold: float | None = None) -> Candidate | None:
+        """The reader's answer to the question: its best candidate, where that span beats no-answer by more than
+        the threshold `path` ("decoupled": the student, "coupled": the teacher of rerank_coupled) was calibrated
+        to behind a retriever (or `threshold`, given); None is "no answer"."""
+        top = result.candidates[0] if result.candidates else None
+        threshold = self.no_answer.threshold("retrieved", path) if threshold is None else threshold
+        if top is None or top.answer is None or not top.score > threshold:
+            return None
+        return top
 
     def answer_many(self, queries: list[str], k: int = 20, ids: list[list[str]] | None = None, on_the_fly: bool = False) -> list[QueryResult]:
         if self.task != Task.QA:

@@ -2,13 +2,15 @@
 
     POST /v1/rerank  {query, documents?: [str | {text} | {id}], top_n?, top_k?, return_documents?}
                      -> {results: [{index, relevance_score, id?, document?}], usage}      (Cohere / Jina shape)
-    POST /v1/answer  {question, documents?, top_k?} -> {results: [{id?, index, answer, score, start, end}], usage}
+    POST /v1/answer  {question, documents?, top_k?} -> {answer, no_answer_threshold, results: [{id?, index, answer, score, start, end}], usage}
     POST /rerank     {query, texts} -> [{index, score}]                      (text-embeddings-inference clients)
     GET  /           a page: type a question, see the answers highlighted in their passages
     GET  /health, /ready, /metrics (Prometheus text), /docs (OpenAPI)
 
 `relevance_score` is the head's own score, not a probability: for a QA reader the best span's
-start+end logit minus the no-answer logit (> 0: the passage answers), for a pair classifier the
+start+end logit minus the no-answer logit (the passage's span beats "no answer" where it is > 0; the
+reader answers the question, `answer`, with the best row only where its score passes the threshold
+calibrated at training, `no_answer_threshold`, else `answer` is null), for a pair classifier the
 log-probability of the positive class. `{id}` documents are passages of the store, read from
 their cached representations; text documents go through the input component now; no documents
 means the store's BM25 top `top_k`. Every error is one line of JSON, `{"error": ...}`, its status
@@ -371,7 +373,9 @@ def _query_routes(app: FastAPI, gate: Gate) -> None:
             raise DtxError("this model is a pair classifier, not a QA reader; use /v1/rerank")
         result, item = await gate.run(request, req.question, req.documents, req.top_k)
         rows = _rows(result.candidates, item, req.return_documents, lambda c: {"answer": c.answer, "score": c.score, "start": c.start, "end": c.end})
-        return {"results": rows, "usage": item.usage, "timings_ms": result.timings_ms}
+        answered = pipe.answer_of(result) is not None  # the best row, where its score passes the calibrated threshold
+        threshold = pipe.no_answer.threshold("retrieved", "decoupled")
+        return {"answer": rows[0] if answered else None, "no_answer_threshold": threshold, "results": rows, "usage": item.usage, "timings_ms": result.timings_ms}
 
     @app.post("/rerank")
     async def tei_rerank(req: TEIRerankRequest, request: Request) -> list[dict]:

@@ -347,8 +347,10 @@ def _setup(ckpt_dir: str | Path, data: str | Path, cfg: DistillConfig, device: s
     return _Setup(ckpt, teacher, teacher_c, seg, qa, label2id, train, held, examples + copies, negatives, len(copies), where, resolve_bf16(where, cfg.bf16))
 
 
-def distill(ckpt_dir: str | Path, data: str | Path, cfg: DistillConfig, out_dir: str | Path | None = None, progress: bool = True, device: str | None = None) -> dict:
-    """Distil (or, with `labels_only`, plainly fine-tune) the student on `device` (default: CUDA when present); returns the report."""
+def distill(ckpt_dir: str | Path, data: str | Path, cfg: DistillConfig, out_dir: str | Path | None = None, progress: bool = True, device: str | None = None, calibrate: bool = True) -> dict:
+    """Distil (or, with `labels_only`, plainly fine-tune) the student on `device` (default: CUDA when present); returns the report.
+
+    A QA student is then calibrated (dtx.train.calibrate) unless `calibrate` is False or its epochs were chosen on dev."""
     out_dir = Path(out_dir or ckpt_dir)
     state = _load_state(out_dir, cfg)
     if state.get("finished"):
@@ -372,6 +374,11 @@ def distill(ckpt_dir: str | Path, data: str | Path, cfg: DistillConfig, out_dir:
     scorers = {side: DevScorer(model, s.teacher_c, s.seg, pairs, s.qa, s.label2id, str(data)) for side, pairs in s.held.sides.items()}
     run = _Run(s.ckpt, model, s.teacher, s.seg, examples, s.qa, cache, cfg, out_dir, report, s.device, s.bf16, progress)
     run.train(state, scorers)
+    if calibrate and s.qa and cfg.select_percent:
+        from dtx.train.calibrate import calibrate_checkpoint
+
+        no_answer = calibrate_checkpoint(s.ckpt, data, cfg.dev_percent, cfg.select_percent, cfg.dev_limit, cfg.seed, out_dir=out_dir, progress=progress)
+        report["no_answer"] = no_answer.to_dict()
     return report
 
 
