@@ -212,8 +212,8 @@ def _echo_no_answer(no_answer: NoAnswer) -> None:
 
 
 @main.command()
-@click.argument("ckpt_dir", type=click.Path(exists=True, file_okay=False))
-@click.option("--data", required=True, type=click.Path(exists=True, dir_okay=False), help="The QA data the student was trained on (its selection split is read).")
+@click.argument("ckpt_dir", type=click.Path(file_okay=False))
+@click.option("--data", required=True, type=click.Path(dir_okay=False), help="The QA data the student was trained on (its selection split is read).")
 @click.option("-k", "--candidates", "k", type=click.IntRange(1), default=RETRIEVED_K, show_default=True, help="BM25 candidates per question in the retrieve-then-read condition.")
 @click.option("--select-percent", type=click.IntRange(1, 89), help="The run's --select-percent (default: the one its distill report records).")
 @click.option("--dev-limit", type=click.IntRange(1), help="Selection questions read (default: the run's --dev-limit).")

@@ -25,6 +25,7 @@ from dtx.data.pairs import Pair
 from dtx.eval.squad import f1, normalize_answer
 from dtx.model.no_answer import PATHS, RETRIEVED_K, NoAnswer
 
+
 def best_threshold(margins: np.ndarray, answered: np.ndarray, declined: np.ndarray) -> tuple[float, float]:
     """(threshold, mean score) maximising the mean of `answered[i]` where margins[i] > threshold, else `declined[i]`.
 
