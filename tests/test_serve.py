@@ -40,7 +40,7 @@ def start_server(*args: str) -> tuple[subprocess.Popen, str]:
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
+    deadline = time.time() + 300  # Ray's replicas on a loaded 2-core machine took over 120 s to come up
     while time.time() < deadline:
         if proc.poll() is not None:
             raise AssertionError(f"server exited: {proc.stdout.read()}")
