@@ -127,7 +127,7 @@ def open_domain_records(path: Path, layers: str, compress: int, root: Path | Non
     `root` with the same candidates_digest, and its command names both runs. A report read at calibrated
     thresholds gives two: at them, and at 0 (the same reads, by the uncalibrated rule), side by side."""
     r = json.loads(path.read_text())
-    command = f"dtx eval-store {r['store']} --data {r['data']} -k {r['candidates']}"
+    command = f"dtx eval-store {r['store']} --data {r['data']} -k {r['candidates']}" + (f" --limit {r['limit']}" if r.get("limit") else "")
     teacher = r["teacher"]
     if teacher is None:
         teacher, store = digest_teacher(root, r["candidates_digest"], (meta or {}).get("source"), (meta or {}).get("teacher_sha256"))

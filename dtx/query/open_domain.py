@@ -135,6 +135,7 @@ def open_domain_eval(store: str | Path, data: str | Path, k: int = 20, limit: in
         "store": str(store),
         "data": str(data),
         "questions": len(pairs),
+        "limit": limit,  # --limit: the first N held-out questions (None: all)
         "candidates": k,
         "gold_passage_retrieved": gold_retrieved / len(pairs),  # by content id: a store indexed from the same data file
         "nothing_retrieved": nothing_retrieved,  # questions BM25 found no candidate for (both paths answer "no answer")
