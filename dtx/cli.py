@@ -20,7 +20,7 @@ try:  # a Ctrl-C while the imports load (seconds: torch) is one line and status 
     from dtx.engines.manifest import DEVICES
     from dtx.model.int8 import SCHEMES
     from dtx.errors import DtxError
-    from dtx.model.no_answer import CONDITIONS, RETRIEVED_K, NoAnswer
+    from dtx.model.no_answer import CONDITIONS, READERS, RETRIEVED_K, NoAnswer
     from dtx.task import TASKS, Task
     from dtx.train.config import AUGMENT_SIDES, DistillConfig, FinetuneConfig
 except KeyboardInterrupt:
@@ -207,7 +207,7 @@ def _echo_no_answer(no_answer: NoAnswer) -> None:
         click.echo(
             f"no-answer threshold, {where} ({no_answer.questions} selection questions): "
             + ", ".join(f"{who} {no_answer.threshold(condition, path):+.2f} (F1 {f1[path]['at_0']:.2f} at 0 -> {f1[path]['calibrated']:.2f})"
-                        for who, path in (("student", "decoupled"), ("teacher", "coupled")) if path in f1)
+                        for who, path in READERS.items() if path in f1)
         )  # fmt: skip
 
 

@@ -119,6 +119,12 @@ class TorchRunner(Runner):
         self.device, self.dtype, self.modules, self.cuda_graphs, self.buckets, self._graphs = device, None, modules, False, False, {}
         return self
 
+    @classmethod
+    def from_student(cls, model: torch.nn.Module, coupled: torch.nn.Module, heads: list[str]) -> "TorchRunner":
+        """`from_modules` over a decoupled student's two components and its coupled teacher, `heads` the
+        output names of the cross component and the teacher alike."""
+        return cls.from_modules({"input": model.input, "cross": model.cross, "coupled": coupled}, {"cross": heads, "coupled": heads, "input": ["hidden"]})
+
     def _forward(self, graph: str, tensors: list[torch.Tensor]):
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
             out = self.modules[graph](*tensors)

@@ -18,6 +18,7 @@ from dtx.data.pairs import Pair, read_pairs
 from dtx.errors import DtxError
 from dtx.eval.metrics import positive_index
 from dtx.eval.predict import qa_side_by_side, run_pair
+from dtx.model.no_answer import PATHS
 from dtx.data.splits import SPLITS, dev_subset, split_by_passage
 from dtx.task import Task
 
@@ -97,7 +98,7 @@ def evaluate_model(path: str | Path, data: str | Path, split: str = "dev", limit
     report = EvalReport(model=str(path), kind=kind, task=task, data=str(data), split=split, examples=len(pairs))
     with runner:
         if task == Task.QA:
-            thresholds = {p: no_answer.threshold("paragraph", p) for p in ("decoupled", "coupled")}
+            thresholds = {p: no_answer.threshold("paragraph", p) for p in PATHS}
             report.update(_qa(runner, seg, pairs, data, batch_size, progress, thresholds), no_answer_threshold=thresholds)
         else:
             report.update(_pair(runner, seg, pairs, labels, data, batch_size, progress))

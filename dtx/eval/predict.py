@@ -20,10 +20,10 @@ from tqdm import tqdm
 from dtx.data.pairs import Pair
 from dtx.data.qa import QAFeature
 from dtx.model.decode import top_span
+from dtx.model.no_answer import PATHS
 from dtx.model.samples import PairBatch
 from dtx.model.segments import PairSegmenter
 
-PATHS = ("decoupled", "coupled")
 
 
 @dataclass

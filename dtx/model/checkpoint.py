@@ -112,16 +112,19 @@ class CheckpointMeta:
 
 def read_meta(path: str | Path) -> CheckpointMeta:
     """The checkpoint's JSON, typed, with one-line errors for a missing, unreadable or foreign one."""
+    return CheckpointMeta.from_dict(Path(path), _meta_json(path))
+
+
+def _meta_json(path: str | Path) -> dict:
+    """decoupled.json as written, with one-line errors for a missing, unreadable or foreign one."""
     fix = f"create one with `dtx decouple MODEL_DIR --split N -o {path}`"
-    return CheckpointMeta.from_dict(Path(path), read_artifact_json(path, META_FILE, "dtx checkpoint", fix, CheckpointError))
+    return read_artifact_json(path, META_FILE, "dtx checkpoint", fix, CheckpointError)
 
 
 def write_no_answer(path: str | Path, no_answer: NoAnswer) -> None:
     """Record calibrated no-answer thresholds in a checkpoint's decoupled.json (atomically; the weights and
     their hash are untouched, so exports made before stay valid but carry the thresholds they were made with)."""
-    where = Path(path)
-    data = read_artifact_json(where, META_FILE, "dtx checkpoint", f"create one with `dtx decouple MODEL_DIR --split N -o {path}`", CheckpointError)
-    write_json(where / META_FILE, {**data, NO_ANSWER: no_answer.to_dict()})
+    write_json(Path(path) / META_FILE, {**_meta_json(path), NO_ANSWER: no_answer.to_dict()})
 
 
 @dataclass

@@ -15,7 +15,8 @@ from typing import Any, Mapping
 
 NO_ANSWER = "no_answer"  # decoupled.json key
 CONDITIONS = ("paragraph", "retrieved")
-PATHS = ("decoupled", "coupled")
+READERS = {"student": "decoupled", "teacher": "coupled"}  # each reader's path through a checkpoint, export or engine
+PATHS = tuple(READERS.values())
 RETRIEVED_K = 20  # candidates per question when calibrating `retrieved`: what eval-store and the recipe read
 
 

@@ -28,10 +28,8 @@ from dtx.errors import DtxError
 from dtx.eval.squad import squad_v2
 from dtx.store.corpus import content_id
 from dtx.data.splits import dev_subset, split_by_passage
+from dtx.model.no_answer import READERS
 from dtx.task import Task
-
-
-READERS = {"student": "decoupled", "teacher": "coupled"}  # each reader's path through the engine
 
 
 class _Answers:

@@ -30,8 +30,10 @@ def selection_and_pool(pairs: list[Pair], dev_percent: int, select_percent: int,
     return dev_subset(select, limit, seed), pool
 
 
-def calibrate_checkpoint(ckpt: Checkpoint, data: str | Path, dev_percent: int, select_percent: int, limit: int | None, seed: int, k: int = RETRIEVED_K, out_dir: str | Path | None = None, progress: bool = True) -> NoAnswer:
-    """Calibrate `ckpt`'s student and teacher on `data`'s selection split and record it in `out_dir` (default: the checkpoint)."""
+def calibrate_checkpoint(ckpt: Checkpoint, data: str | Path, dev_percent: int, select_percent: int, limit: int | None, seed: int, k: int = RETRIEVED_K, out_dir: str | Path | None = None, progress: bool = True, coupled=None) -> NoAnswer:
+    """Calibrate `ckpt`'s student and teacher on `data`'s selection split and record it in `out_dir` (default: the checkpoint).
+
+    `coupled` is the teacher's coupled model where the caller holds it already (distill); else it is loaded."""
     import torch
 
     from dtx.engines.torch_backend import TorchRunner
@@ -43,9 +45,8 @@ def calibrate_checkpoint(ckpt: Checkpoint, data: str | Path, dev_percent: int, s
     if not any(p.answers for p in questions):
         raise DtxError(f"{data}: its selection split holds no answered question to calibrate on; pass QA data (SQuAD 2.0 style)")
     device = next(ckpt.model.parameters()).device
-    coupled = build_coupled(ckpt.teacher()).to(device).eval()
-    names = ["start_logits", "end_logits"]
-    runner = TorchRunner.from_modules({"input": ckpt.model.input, "cross": ckpt.model.cross, "coupled": coupled}, {"cross": names, "coupled": names, "input": ["hidden"]})
+    coupled = coupled if coupled is not None else build_coupled(ckpt.teacher()).to(device).eval()
+    runner = TorchRunner.from_student(ckpt.model, coupled, ["start_logits", "end_logits"])
     was_training = ckpt.model.training
     ckpt.model.eval()
     try:

@@ -225,8 +225,7 @@ class DevScorer:
     def __init__(self, model, teacher_c, seg: PairSegmenter, dev: list[Pair], qa: bool, label2id: dict[str, int], data: str) -> None:
         from dtx.engines.torch_backend import TorchRunner
 
-        names = ["start_logits", "end_logits"] if qa else ["logits"]
-        self.runner = TorchRunner.from_modules({"input": model.input, "cross": model.cross, "coupled": teacher_c}, {"cross": names, "coupled": names, "input": ["hidden"]})
+        self.runner = TorchRunner.from_student(model, teacher_c, ["start_logits", "end_logits"] if qa else ["logits"])
         self.model, self.seg, self.dev, self.qa, self.label2id = model, seg, dev, qa, label2id
         self.features = qa_features(dev, seg, data) if qa else None
         self.teacher = self._predict("coupled")
@@ -377,7 +376,7 @@ def distill(ckpt_dir: str | Path, data: str | Path, cfg: DistillConfig, out_dir:
     if calibrate and s.qa and cfg.select_percent:
         from dtx.train.calibrate import calibrate_checkpoint
 
-        no_answer = calibrate_checkpoint(s.ckpt, data, cfg.dev_percent, cfg.select_percent, cfg.dev_limit, cfg.seed, out_dir=out_dir, progress=progress)
+        no_answer = calibrate_checkpoint(s.ckpt, data, cfg.dev_percent, cfg.select_percent, cfg.dev_limit, cfg.seed, out_dir=out_dir, progress=progress, coupled=s.teacher_c)
         report["no_answer"] = no_answer.to_dict()
     return report
 
