@@ -17,7 +17,7 @@ from dtx.data.pairs import read_pairs
 from dtx.data.qa import NO_ANSWER, locate_answer, qa_features, token_span
 from dtx.errors import DtxError
 from dtx.eval.evaluate import evaluate_model, mrr_at_10
-from dtx.eval.squad import f1, normalize_answer, squad_v2
+from dtx.eval.squad import f1, normalize_answer, question_score, squad_v2
 from dtx.model.checkpoint import load_checkpoint
 from dtx.model.decouple import decouple
 from dtx.train.distill import DistillConfig, distill
@@ -59,6 +59,13 @@ def test_squad_v2_splits_has_and_no_answer():
     assert r["no_answer_rate"] == pytest.approx(25.0) and r["HasAns_no_answer_rate"] == pytest.approx(0.0)
     r = squad_v2([["42"], ["Paris"], []], [" ", "Paris", "."])  # blank and punctuation-only answers are "no answer"
     assert r["no_answer_rate"] == pytest.approx(100 * 2 / 3) and r["HasAns_no_answer_rate"] == pytest.approx(50.0)
+
+
+def test_question_score_drops_blank_gold_answers():
+    assert question_score(["", " . ", "Paris"], "paris") == (True, 1.0, 1.0)  # blank golds are not answers
+    assert question_score(["", " ! "], "") == (False, 1.0, 1.0)  # only blanks: unanswerable, declining is right
+    answerable, em, score = question_score(["the city of Paris"], "Paris city")
+    assert answerable and em == 0.0 and score == pytest.approx(f1("the city of Paris", "Paris city"))
 
 
 def test_mrr_at_10_by_hand():

@@ -22,7 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from dtx.data.pairs import Pair
-from dtx.eval.squad import f1, normalize_answer
+from dtx.eval.squad import question_score
 from dtx.model.no_answer import PATHS, RETRIEVED_K, NoAnswer
 
 
@@ -65,9 +65,9 @@ def _scored(reads: list[Read], golds: list[list[str]]) -> tuple[np.ndarray, np.n
     """(margins, F1 if answered, F1 if declined) per question, as SQuAD 2.0 scores them."""
     answered, declined = [], []
     for read, gold in zip(reads, golds):
-        gold = [g for g in gold if normalize_answer(g)] or [""]
-        answered.append(max(f1(g, read.answer) for g in gold))
-        declined.append(float(gold == [""]))
+        answerable, _, score = question_score(gold, read.answer)
+        answered.append(score)
+        declined.append(float(not answerable))
     return np.array([r.margin for r in reads]), np.array(answered), np.array(declined)
 
 

@@ -35,6 +35,13 @@ def f1(gold: str, pred: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
+def question_score(gold: list[str], pred: str) -> tuple[bool, float, float]:
+    """(answerable, EM, F1) of one prediction against one question's gold answers, as SQuAD 2.0 scores it:
+    blank gold answers are dropped, and a question left with none has "" as its only answer."""
+    gold = [g for g in gold if normalize_answer(g)] or [""]
+    return gold != [""], max(exact(g, pred) for g in gold), max(f1(g, pred) for g in gold)
+
+
 def squad_v2(golds: list[list[str]], preds: list[str]) -> dict:
     """Percent EM / F1 overall, on answerable (HasAns) and unanswerable (NoAns) questions, and how often the
     reader said "no answer" (overall, and on answerable questions, where every such answer is a miss): the
@@ -43,8 +50,7 @@ def squad_v2(golds: list[list[str]], preds: list[str]) -> dict:
         raise ValueError(f"{len(golds)} gold answer lists but {len(preds)} predictions")
     rows = []
     for gold, pred in zip(golds, preds):
-        gold = [g for g in gold if normalize_answer(g)] or [""]
-        rows.append((gold != [""], max(exact(g, pred) for g in gold), max(f1(g, pred) for g in gold), not normalize_answer(pred)))
+        rows.append((*question_score(gold, pred), not normalize_answer(pred)))
 
     def part(sel) -> tuple[float, float, float, int]:
         sel = list(sel)
