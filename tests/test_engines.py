@@ -201,7 +201,58 @@ def test_aoti_engine_equals_the_export_on_ragged_batches(exported, tmp_path):
     (tmp_path / "aoti" / "engine.json").write_text(json.dumps(manifest))
     with pytest.raises(EngineError, match="compiled for isa 'neon'.*rebuild it here"):
         load_engine(tmp_path / "aoti")
-    assert "no int8 path" in cli_error(["build-engine", str(export_dir), "--backend", "aoti", "--int8", "--calib", str(export_dir / "manifest.json"), "-o", str(tmp_path / "x")])
+    assert "no int8 path" in cli_error(["build-engine", str(export_dir), "--backend", "torch", "--int8", "--calib", str(export_dir / "manifest.json"), "-o", str(tmp_path / "x")])
+
+
+def package_ops(package, op: str) -> int:
+    """How often the generated C++ inside an AOTInductor package calls `op` (the kernels it really runs)."""
+    import zipfile
+
+    with zipfile.ZipFile(package) as z:
+        return sum(z.read(n).decode().count(op) for n in z.namelist() if n.endswith("wrapper.cpp"))
+
+
+def test_aoti_int8_engine_runs_int8_gemms_close_to_the_export(exported, disfl_qa, tmp_path):
+    """PT2E static INT8 through AOTInductor: every Linear of the three packages is a oneDNN int8 GEMM (calibrated on
+    real pairs); the engine runs shapes and paddings never seen at compile time, and stays close to the fp32 export:
+    drift measured at build on real pairs, and again here on ragged random batches."""
+    _, export_dir = exported()
+    m = build_engine(export_dir, tmp_path / "aoti8", BuildOptions(backend="aoti", precision="int8", calib=str(disfl_qa), calib_pairs=16, drift_pairs=24), progress=False)
+    assert m.backend == "aoti" and m.precision == "int8" and m.int8_mode == "qdq" and m.verification["kind"] == "drift"
+    for path in ("decoupled", "coupled"):
+        d = m.verification[path]  # a wrong scale moves logits by whole units; int8 by a few hundredths
+        assert d["pairs"] == 24 and 0 < d["max_abs"] < 0.25 and d["agreement"] >= 0.75, (path, d)
+    for graph, layers in {"input": 2, "cross": 2, "coupled": 4}.items():  # every layer's six Linears at least
+        assert package_ops(tmp_path / "aoti8" / m.graphs[graph], "aoti_torch_cpu__qlinear_pointwise") >= 6 * layers, graph
+    ref, seg = reference(export_dir)
+    rng = np.random.default_rng(12)
+    with load_engine(tmp_path / "aoti8") as runner:
+        for b, lq, lp, bq in ((5, 9, 27, 1), (3, 16, 40, 3)):
+            pb = random_pairs(seg, rng, b, lq, lp, bq=bq)
+            got, want = runner.decoupled(pb.question, pb.passage), ref.decoupled(pb.question, pb.passage)
+            for k in want:
+                err = np.abs(got[k] - want[k]).max()
+                assert 0 < err < 0.25 * np.abs(want[k]).max(), (k, b, lq, lp, err)
+
+
+def test_aoti_int8_refusals(exported, tmp_path, monkeypatch):
+    """Static INT8 needs real texts to calibrate on, a CPU, and torchao: each missing one is one line before any work."""
+    import builtins
+
+    _, export_dir = exported()
+    out = str(tmp_path / "x")
+    assert "--calib" in cli_error(["build-engine", str(export_dir), "--backend", "aoti", "--int8", "-o", out])
+    assert "runs INT8 only as qdq" in cli_error(["build-engine", str(export_dir), "--backend", "aoti", "--int8", "--int8-mode", "dynamic", "--calib", str(export_dir / "manifest.json"), "-o", out])
+    real_import = builtins.__import__
+
+    def no_torchao(name, *args, **kwargs):
+        if name.startswith("torchao"):
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_torchao)
+    message = cli_error(["build-engine", str(export_dir), "--backend", "aoti", "--int8", "--calib", str(export_dir / "manifest.json"), "-o", out])
+    assert "pip install torchao==" in message and not (tmp_path / "x").exists()
 
 
 def test_torch_engine_over_a_replaced_checkpoint_is_refused(model_dir, exported, tmp_path):

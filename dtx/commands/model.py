@@ -121,7 +121,7 @@ def export_cmd(path, out_dir, opset, check, ckpt_dir, overwrite):
 @click.option("--backend", type=click.Choice(BACKENDS), default="ort", show_default=True, help="Engine backend (aoti: torch.export + AOTInductor, compiled for this machine's CPU or GPU).")
 @click.option("--fp16", is_flag=True, help="Float16 graphs (LayerNorm, softmax, mask kept in fp32).")
 @click.option("--int8", is_flag=True, help="INT8: dynamic on ORT CPU (no calibration needed), Q/DQ for TensorRT (needs --calib).")
-@click.option("--int8-mode", type=click.Choice(["dynamic", "qdq"]), help="INT8 flavour (default: dynamic for ort, qdq for trt).")
+@click.option("--int8-mode", type=click.Choice(["dynamic", "qdq"]), help="INT8 flavour (default: dynamic for ort, qdq for trt and aoti).")
 @click.option("--calib", type=click.Path(dir_okay=False), help="Real pairs for Q/DQ calibration and for drift (JSONL, TSV or BIG-bench task); without it drift runs on random-token pairs.")
 @click.option("--int8-keep-float", type=click.IntRange(0), default=0, show_default=True, help="Dynamic INT8: keep this many of each graph's most error-prone MatMuls (measured on --calib pairs) in float32.")
 @click.option("--int8-scheme", type=click.Choice(list(SCHEMES)), help="Dynamic INT8: how weights and activations are quantized [default: the scheme the checkpoint was trained for (distill --qat-epochs), else per-channel-uint8].")

@@ -9,6 +9,14 @@ compute capability) and is refused elsewhere with a one-line error.
 
 fp16 packages (CUDA only) are compiled from the half-precision modules; graph inputs and outputs
 stay float32 at the runner boundary, as for every other backend.
+
+int8 packages (x86 CPUs) are static INT8 by PyTorch's PT2E flow: torchao's `X86InductorQuantizer`
+puts quantize/dequantize pairs around every Linear (int8 weights per output channel, uint8
+activations with one scale per tensor, calibrated on real pairs), and Inductor, with its weights
+frozen, fuses each pair into oneDNN's int8 GEMMs and the float operations around them. Activation
+scales fixed at build time are what lets the integer kernels hand int8 to each other; ONNX Runtime's
+dynamic INT8 (`--backend ort --int8`) measures every activation's range at run time and spends the
+time to do so between every pair of MatMuls (docs/bench.md).
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ from dtx.model.checkpoint import load_checkpoint
 from dtx.model.samples import random_pairs
 from dtx.model.surgery import build_coupled
 
-PRECISIONS = ("fp32", "fp16")
+PRECISIONS = ("fp32", "fp16", "int8")
 FLOAT_INPUTS = ("q_hidden", "p_hidden")  # cast to the package's dtype on the way in
 
 
@@ -54,11 +62,53 @@ def check_signature(recorded: dict, engine_dir: Path) -> None:
 
 def check_options(device: str, precision: str) -> None:
     if precision not in PRECISIONS:
-        raise EngineError(f"the aoti backend compiles fp32 or fp16 (CUDA), not {precision}; use --backend ort --int8")
+        raise EngineError(f"the aoti backend compiles {', '.join(PRECISIONS)}, not {precision}")
     if device == "cuda" and not torch.cuda.is_available():
         raise EngineError("requested --device cuda, but PyTorch sees no CUDA GPU here; use --device cpu")
     if device == "cpu" and precision == "fp16":
         raise EngineError("an fp16 AOTInductor engine needs --device cuda; on CPU compile fp32")
+    if precision == "int8":
+        if device != "cpu" or platform.machine() not in X86:
+            raise EngineError(f"the aoti backend's INT8 (PT2E, oneDNN) compiles for x86 CPUs, not {device} on {platform.machine()}; use --device cpu on x86, --backend trt --int8 on an NVIDIA GPU, or --backend ort --int8")
+        pt2e()
+
+
+X86 = ("x86_64", "AMD64")
+TORCHAO = "torchao==0.18.0"  # the release dtx's INT8 packages were built and tested with (the `int8` extra)
+
+
+def pt2e():
+    """torchao's PT2E entry points (prepare, convert, the x86 quantizer), imported quietly, or a one-line error.
+
+    torchao logs a warning for each of its CUDA kernels a CPU machine cannot load: noise, not news."""
+    import logging
+
+    quiet = [logging.getLogger(name) for name in ("torchao", "torch.utils._pytree")]
+    levels = [log.level for log in quiet]
+    for log in quiet:
+        log.setLevel(logging.ERROR)
+    try:
+        import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as x86
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    except ImportError as e:
+        raise EngineError(f"the aoti backend's INT8 quantizes with torchao's PT2E flow, and it cannot be imported here ({first_line(e)}); `pip install {TORCHAO}` (or dtx's `int8` extra)") from None
+    finally:
+        for log, level in zip(quiet, levels):
+            log.setLevel(level)
+    return prepare_pt2e, convert_pt2e, x86
+
+
+def quantize_static(module: torch.nn.Module, example: tuple, dynamic: tuple, calib: list[tuple]) -> torch.nn.Module:
+    """The module with static INT8 quantize/dequantize pairs, its activation ranges observed on `calib`.
+
+    The quantized module is exported again (with the same dynamic axes) before compiling: PT2E works on
+    an exported graph, and AOTInductor compiles an exported program."""
+    prepare_pt2e, convert_pt2e, x86 = pt2e()
+    quantizer = x86.X86InductorQuantizer().set_global(x86.get_default_x86_inductor_quantization_config())
+    prepared = prepare_pt2e(torch.export.export(module, example, dynamic_shapes=dynamic).module(), quantizer)
+    for feed in calib:
+        prepared(*feed)
+    return convert_pt2e(prepared)
 
 
 def _examples(ckpt, device: torch.device, dtype: torch.dtype) -> dict[str, tuple]:
@@ -82,11 +132,15 @@ def _dynamic_shapes(cfg) -> dict[str, tuple]:
     return {INPUT: ids, CROSS: ({0: bq, 1: lq}, {0: bq, 1: lq}, {0: b, 1: lp}, {0: b, 1: lp}), COUPLED: ids}
 
 
-def compile_packages(ckpt_dir: Path, out_dir: Path, device: str, precision: str) -> dict[str, str]:
-    """Export and compile the three components of a checkpoint into `out_dir/<graph>.pt2`; returns graph -> file."""
+def compile_packages(ckpt_dir: Path, out_dir: Path, device: str, precision: str, calib: dict[str, list[dict]] | None = None) -> dict[str, str]:
+    """Export and compile the three components of a checkpoint into `out_dir/<graph>.pt2`; returns graph -> file.
+
+    int8 needs `calib`: per graph, the feeds (dtx.engines.calibration.graph_feeds) its activation ranges are observed on."""
     import torch._inductor
 
     check_options(device, precision)
+    if precision == "int8" and not calib:
+        raise EngineError("static INT8 calibrates activation ranges on real texts: pass --calib FILE")
     ckpt = load_checkpoint(ckpt_dir)
     dev = torch.device(device)
     modules = {INPUT: ckpt.model.input, CROSS: ckpt.model.cross, COUPLED: build_coupled(ckpt.teacher())}
@@ -101,9 +155,13 @@ def compile_packages(ckpt_dir: Path, out_dir: Path, device: str, precision: str)
     files = {}
     for graph, module in modules.items():
         with torch.no_grad():
+            if precision == "int8":
+                feeds = [tuple(torch.from_numpy(np.ascontiguousarray(v)) for v in feed.values()) for feed in calib[graph]]
+                module = quantize_static(module, examples[graph], dynamic[graph], feeds)
             program = torch.export.export(module, examples[graph], dynamic_shapes=dynamic[graph])
             path = out_dir / f"{graph}.pt2"
-            torch._inductor.aoti_compile_and_package(program, package_path=str(path))
+            # frozen weights let Inductor pack the int8 ones for oneDNN and fold their quantization away
+            torch._inductor.aoti_compile_and_package(program, package_path=str(path), inductor_configs={"freezing": precision == "int8"})
         files[graph] = path.name
     return files
 

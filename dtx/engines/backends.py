@@ -38,7 +38,7 @@ class Backend:
         if self.default_int8_mode is None:
             raise EngineError(f"the {self.name} backend has no int8 path; use --backend ort --int8")
         if int8_mode not in self.int8_modes:
-            raise EngineError("TensorRT runs INT8 only from a Q/DQ graph; drop --int8-mode or use --int8-mode qdq")
+            raise EngineError(f"the {self.name} backend runs INT8 only as {' or '.join(self.int8_modes)}; drop --int8-mode or use --int8-mode {self.int8_modes[0]}")
 
     def check_available(self, device: str, precision: str) -> None:
         """Refuse the build when this machine cannot build or run it (a missing library, device, dtype)."""
@@ -58,8 +58,9 @@ class Backend:
         """What makes this engine's input component what it is; a store records it to refuse another engine."""
         return manifest.files.get(manifest.graphs["input"], "")
 
-    def compile_checkpoint(self, checkpoint: Path, out_dir: Path, device: str, precision: str) -> tuple[dict[str, str], dict]:
-        """A backend that runs the checkpoint: (graph -> file it wrote into `out_dir`, what it records about the machine)."""
+    def compile_checkpoint(self, checkpoint: Path, out_dir: Path, device: str, precision: str, calib: dict | None) -> tuple[dict[str, str], dict]:
+        """A backend that runs the checkpoint: (graph -> file it wrote into `out_dir`, what it records about the machine).
+        `calib`: per-graph calibration feeds where the precision calibrates (static INT8), else None."""
         return {}, {}
 
     def compile_graph(self, onnx_path: Path, out_dir: Path, spec, shape: tuple, precision: str) -> tuple[str, dict] | None:
@@ -134,7 +135,8 @@ class TorchBackend(Backend):
 
 class AotiBackend(Backend):
     name = "aoti"
-    default_int8_mode = None
+    default_int8_mode = "qdq"  # PT2E static INT8: calibrated quantize/dequantize pairs, fused by Inductor
+    int8_modes = ("qdq",)
     runs_checkpoint = True
     runs_onnx = False
     info_key = "aoti"
@@ -144,10 +146,10 @@ class AotiBackend(Backend):
 
         check_options(device, precision)
 
-    def compile_checkpoint(self, checkpoint: Path, out_dir: Path, device: str, precision: str) -> tuple[dict[str, str], dict]:
+    def compile_checkpoint(self, checkpoint: Path, out_dir: Path, device: str, precision: str, calib: dict | None) -> tuple[dict[str, str], dict]:
         from dtx.engines.aoti import compile_packages, device_signature
 
-        return compile_packages(checkpoint, out_dir, device, precision), device_signature(device)
+        return compile_packages(checkpoint, out_dir, device, precision, calib), device_signature(device)
 
     def load(self, manifest: EngineManifest, threads: int | None) -> Runner:
         from dtx.engines.aoti import AotiRunner

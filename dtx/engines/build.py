@@ -93,7 +93,7 @@ def validate(opts: BuildOptions) -> BuildOptions:
             raise EngineError(f"--int8-smooth is SmoothQuant's alpha, between 0 and 1 (0.5 is its usual value); got {opts.int8_smooth}")
         if not opts.calib:
             raise EngineError(f"--int8-smooth takes its scales from each activation's peaks on real texts: pass --calib FILE {real_pairs}")
-    backend.check_options(opts.precision, mode)  # TensorRT: Q/DQ INT8 only; torch, aoti: no INT8 path
+    backend.check_options(opts.precision, mode)  # TensorRT and aoti: Q/DQ INT8 only; torch: no INT8 path
     if opts.int8_scheme is not None:
         Int8Scheme.parse(opts.int8_scheme)
     opts.int8_mode = mode if opts.precision == "int8" else None
@@ -220,7 +220,7 @@ def compile_engine(plan: BuildPlan, tmp: Path, progress: bool) -> Compiled:
     opts, export, out = plan.opts, plan.export, Compiled()
     backend = get_backend(opts.backend)
     if not backend.runs_onnx:  # torch runs the checkpoint as it is; aoti compiles it into packages
-        out.graphs, out.backend_info = backend.compile_checkpoint(export.checkpoint.path, tmp, opts.device, opts.precision)
+        out.graphs, out.backend_info = backend.compile_checkpoint(export.checkpoint.path, tmp, opts.device, opts.precision, plan.calib_feeds)
         return out
     specs = graph_specs(export.task, export.rep_dim, export.decoupling.num_labels)
     for graph in tqdm(GRAPHS, desc=f"build {opts.backend} {opts.precision}", unit="graph", disable=not progress):
@@ -271,7 +271,7 @@ def _engine_json(plan: BuildPlan, compiled: Compiled, tmp: Path) -> dict:
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(), "cpu": cpu_info()},
         "files": {p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()},
     }
-    if opts.precision == "int8" and opts.int8_mode == "qdq":
+    if opts.precision == "int8" and opts.int8_mode == "qdq" and backend.runs_onnx:  # aoti's Q/DQ pairs live in its packages
         manifest["qdq_zero_points_nonzero"] = sum(any(v != 0 for v in zp[2]) for g in GRAPHS for zp in qdq_zero_points(onnx.load(str(tmp / f"{g}.onnx"))))
     return manifest
 
