@@ -87,7 +87,7 @@ def test_int8_dynamic_reports_drift(engine, disfl_qa):
     assert all("MatMulInteger" in m.reports["fused_ops"][g] for g in GRAPHS)
     for path in ("decoupled", "coupled"):
         d = m.verification[path]  # int8 moves the logits a little (observed ~0.03 here), a broken scale moves them by whole units
-        assert d["pairs"] == 24 and 0 < d["max_abs"] < 0.25 and d["agreement"] >= 0.75
+        assert d["pairs"] == 24 + m.served.candidates and 0 < d["max_abs"] < 0.25 and d["agreement"] >= 0.75
 
 
 def test_int8_keeps_the_output_matmuls_float(engine, exported, disfl_qa):
@@ -196,12 +196,28 @@ def test_aoti_engine_equals_the_export_on_ragged_batches(exported, tmp_path):
             got, want = runner.coupled(c), ref.coupled(c)
             real = c.attention_mask.astype(bool)
             assert all(np.abs(got[k] - want[k])[real].max() < 1e-4 for k in want), (b, lq, lp, bq)
+        assert_served_packages_answer(runner, m, ref, seg, 1e-4)
     manifest = json.loads((tmp_path / "aoti" / "engine.json").read_text())
     manifest["aoti"]["isa"] = "neon"  # as if compiled on another CPU
     (tmp_path / "aoti" / "engine.json").write_text(json.dumps(manifest))
     with pytest.raises(EngineError, match="compiled for isa 'neon'.*rebuild it here"):
         load_engine(tmp_path / "aoti")
     assert "no int8 path" in cli_error(["build-engine", str(export_dir), "--backend", "torch", "--int8", "--calib", str(export_dir / "manifest.json"), "-o", str(tmp_path / "x")])
+
+
+def assert_served_packages_answer(runner, m, ref, seg, tolerance: float) -> None:
+    """A query of the served shape, its question and passages shorter than the package's (padded up to it), is answered
+    by the packages compiled for that shape - the dynamic ones are taken away - and equals the export's answer."""
+    s = m.served
+    assert {"cross.served", "coupled.served"} <= set(m.graphs)
+    runner.packages.pop("cross"), runner.packages.pop("coupled")
+    pb = random_pairs(seg, np.random.default_rng(5), s.candidates, s.seq_q - 3, s.seq_p - 5, bq=1)
+    got, want = runner.decoupled(pb.question, pb.passage), ref.decoupled(pb.question, pb.passage)
+    assert all(got[k].shape == want[k].shape and np.abs(got[k] - want[k]).max() < tolerance * max(1.0, np.abs(want[k]).max()) for k in want)
+    c = pb.coupled()
+    got, want = runner.coupled(c), ref.coupled(c)
+    real = c.attention_mask.astype(bool)
+    assert all(got[k].shape == want[k].shape and np.abs(got[k] - want[k])[real].max() < tolerance * max(1.0, np.abs(want[k]).max()) for k in want)
 
 
 def package_ops(package, op: str) -> int:
@@ -221,7 +237,7 @@ def test_aoti_int8_engine_runs_int8_gemms_close_to_the_export(exported, disfl_qa
     assert m.backend == "aoti" and m.precision == "int8" and m.int8_mode == "qdq" and m.verification["kind"] == "drift"
     for path in ("decoupled", "coupled"):
         d = m.verification[path]  # a wrong scale moves logits by whole units; int8 by a few hundredths
-        assert d["pairs"] == 24 and 0 < d["max_abs"] < 0.25 and d["agreement"] >= 0.75, (path, d)
+        assert d["pairs"] == 24 + m.served.candidates and 0 < d["max_abs"] < 0.25 and d["agreement"] >= 0.75, (path, d)
     for graph, layers in {"input": 2, "cross": 2, "coupled": 4}.items():  # every layer's six Linears at least
         assert package_ops(tmp_path / "aoti8" / m.graphs[graph], "aoti_torch_cpu__qlinear_pointwise") >= 6 * layers, graph
     ref, seg = reference(export_dir)
@@ -233,6 +249,7 @@ def test_aoti_int8_engine_runs_int8_gemms_close_to_the_export(exported, disfl_qa
             for k in want:
                 err = np.abs(got[k] - want[k]).max()
                 assert 0 < err < 0.25 * np.abs(want[k]).max(), (k, b, lq, lp, err)
+        assert_served_packages_answer(runner, m, ref, seg, 0.25)
 
 
 def test_aoti_int8_refusals(exported, tmp_path, monkeypatch):
@@ -284,7 +301,7 @@ def test_int8_without_calibration(exported, tmp_path):
     """Dynamic INT8 needs no calibration file (drift on random-token pairs, said so); the modes that calibrate refuse to guess."""
     _, export_dir = exported()
     m = build_engine(export_dir, tmp_path / "e", BuildOptions(precision="int8", drift_pairs=16), progress=False)
-    assert m.int8_mode == "dynamic" and "random-token pairs" in m.verification["source"] and m.verification["coupled"]["pairs"] == 16
+    assert m.int8_mode == "dynamic" and "random-token pairs" in m.verification["source"] and m.verification["coupled"]["pairs"] == 16 + m.served.candidates
     assert "--calib" in cli_error(["build-engine", str(export_dir), "--int8", "--int8-mode", "qdq", "-o", str(tmp_path / "q")])
     assert "--calib" in cli_error(["build-engine", str(export_dir), "--int8", "--int8-keep-float", "2", "-o", str(tmp_path / "k")])
     assert "--calib" in cli_error(["build-engine", str(export_dir), "--int8", "--int8-smooth", "0.5", "-o", str(tmp_path / "k")])

@@ -122,6 +122,18 @@ def _examples(ckpt, device: torch.device, dtype: torch.dtype) -> dict[str, tuple
     return {INPUT: p, CROSS: (q_rep.to(dtype), q[1], p_rep.to(dtype), p[1]), COUPLED: c}
 
 
+def _served_examples(ckpt, served: tuple[int, int, int]) -> dict[str, tuple]:
+    """Inputs of exactly the served shape (one question of seq_q tokens against K passages of seq_p) for the graphs a
+    query runs: the cross component and the coupled baseline, so both get the same treatment."""
+    k, seq_q, seq_p = served
+    sample = random_pairs(ckpt.segmenter(), np.random.default_rng(2), k, seq_q, seq_p, bq=1)
+    as_tensors = lambda b: tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in (b.input_ids, b.attention_mask, b.token_type_ids))  # noqa: E731
+    q, p = as_tensors(sample.question), as_tensors(sample.passage)
+    with torch.no_grad():
+        q_rep, p_rep = ckpt.model.input(*q), ckpt.model.input(*p)
+    return {CROSS: (q_rep, q[1], p_rep, p[1]), COUPLED: as_tensors(sample.coupled())}
+
+
 def _dynamic_shapes(cfg) -> dict[str, tuple]:
     from torch.export import Dim
 
@@ -132,9 +144,12 @@ def _dynamic_shapes(cfg) -> dict[str, tuple]:
     return {INPUT: ids, CROSS: ({0: bq, 1: lq}, {0: bq, 1: lq}, {0: b, 1: lp}, {0: b, 1: lp}), COUPLED: ids}
 
 
-def compile_packages(ckpt_dir: Path, out_dir: Path, device: str, precision: str, calib: dict[str, list[dict]] | None = None) -> dict[str, str]:
+def compile_packages(ckpt_dir: Path, out_dir: Path, device: str, precision: str, calib: dict[str, list[dict]] | None = None, served: tuple[int, int, int] | None = None) -> dict[str, str]:
     """Export and compile the three components of a checkpoint into `out_dir/<graph>.pt2`; returns graph -> file.
 
+    Every package takes any batch and length. On CPU the graphs a query runs (cross, coupled) also get a second
+    package compiled for exactly the `served` shape (candidates, seq_q, seq_p), under "<graph>.served": a kernel
+    for known sizes runs faster (measured: docs/bench.md), and shorter inputs are padded up to it.
     int8 needs `calib`: per graph, the feeds (dtx.engines.calibration.graph_feeds) its activation ranges are observed on."""
     import torch._inductor
 
@@ -147,37 +162,60 @@ def compile_packages(ckpt_dir: Path, out_dir: Path, device: str, precision: str,
     for m in modules.values():
         m.eval().to(dev)
     examples = _examples(ckpt, dev, torch.float32)
+    fixed = _served_examples(ckpt, served) if served and device == "cpu" else {}
     if precision == "fp16":
         examples[CROSS] = tuple(t.half() if t.is_floating_point() else t for t in examples[CROSS])
         for m in modules.values():
             m.half()
     dynamic = _dynamic_shapes(ckpt.config)
+    # frozen weights let Inductor prepack them for oneDNN (and fold int8 weights' quantization away); CPU only
+    options = {"freezing": device == "cpu"}
     files = {}
     for graph, module in modules.items():
         with torch.no_grad():
             if precision == "int8":
                 feeds = [tuple(torch.from_numpy(np.ascontiguousarray(v)) for v in feed.values()) for feed in calib[graph]]
                 module = quantize_static(module, examples[graph], dynamic[graph], feeds)
-            program = torch.export.export(module, examples[graph], dynamic_shapes=dynamic[graph])
-            path = out_dir / f"{graph}.pt2"
-            # frozen weights let Inductor pack the int8 ones for oneDNN and fold their quantization away
-            torch._inductor.aoti_compile_and_package(program, package_path=str(path), inductor_configs={"freezing": precision == "int8"})
-        files[graph] = path.name
+            shapes = {graph: (examples[graph], dynamic[graph])}
+            if graph in fixed:
+                shapes[graph + SERVED] = (fixed[graph], None)
+            for name, (example, dims) in shapes.items():
+                program = torch.export.export(module, example, dynamic_shapes=dims)
+                path = out_dir / f"{name}.pt2"
+                torch._inductor.aoti_compile_and_package(program, package_path=str(path), inductor_configs=options)
+                files[name] = path.name
     return files
 
 
+SERVED = ".served"  # suffix of a graph's package compiled for the engine's served shape
+
+
+def served_lengths(graph: str, tensors: list[torch.Tensor], served: tuple[int, int, int]) -> tuple[int, ...] | None:
+    """The lengths to pad `tensors` to for `graph`'s served-shape package (candidates, seq_q, seq_p), or None when they
+    do not fit it: another batch (the cross package reads one question against K passages), or longer inputs."""
+    k, seq_q, seq_p = served
+    if graph == CROSS:
+        q_mask, p_mask = tensors[1], tensors[3]
+        fits = q_mask.shape[0] == 1 and p_mask.shape[0] == k and q_mask.shape[1] <= seq_q and p_mask.shape[1] <= seq_p
+        return (seq_q, seq_p) if fits else None
+    ids = tensors[0]
+    return (seq_q + seq_p,) if ids.shape[0] == k and ids.shape[1] <= seq_q + seq_p else None
+
+
 class AotiRunner(Runner):
-    """The three compiled packages, loaded once; numpy in, float32 numpy out."""
+    """The compiled packages, loaded once; numpy in, float32 numpy out. A call that fits the served shape runs the
+    package compiled for it (padded up to it, the padded slots cut off again), any other the dynamic one."""
 
     backend = "aoti"
 
-    def __init__(self, graphs: dict[str, Path], output_names: dict[str, list[str]], signature: dict, precision: str, engine_dir: Path) -> None:
+    def __init__(self, graphs: dict[str, Path], output_names: dict[str, list[str]], signature: dict, precision: str, engine_dir: Path, served: tuple[int, int, int] | None = None) -> None:
         import torch._inductor
 
         check_signature(signature, engine_dir)
         super().__init__(output_names)
         self.device = torch.device(signature["device"])
         self.dtype = torch.float16 if precision == "fp16" else torch.float32
+        self.served = served
         self.packages = {}
         for graph, path in graphs.items():
             try:
@@ -186,13 +224,22 @@ class AotiRunner(Runner):
                 raise EngineError(f"cannot load {path} ({type(e).__name__}: {first_line(e) if str(e).strip() else ''}); rebuild the engine") from None
 
     def _run(self, graph: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        from dtx.engines.torch_backend import padded, unpadded
+
         tensors = []
         for name, value in feeds.items():
             t = torch.from_numpy(np.ascontiguousarray(value)).to(self.device)
             tensors.append(t.to(self.dtype) if name in FLOAT_INPUTS else t)
+        lengths = served_lengths(graph, tensors, self.served) if self.served and graph + SERVED in self.packages else None
         with torch.inference_mode():
-            out = self.packages[graph](*tensors)
+            if lengths is None:
+                out = self.packages[graph](*tensors)
+            else:
+                tensors, info = padded(graph, tensors, lengths)
+                out = self.packages[graph + SERVED](*tensors)
         out = out if isinstance(out, (tuple, list)) else (out,)
+        if lengths is not None:
+            out = unpadded(graph, tuple(out), info)
         return [o.float().cpu().numpy() for o in out]
 
     def close(self) -> None:

@@ -220,7 +220,7 @@ def compile_engine(plan: BuildPlan, tmp: Path, progress: bool) -> Compiled:
     opts, export, out = plan.opts, plan.export, Compiled()
     backend = get_backend(opts.backend)
     if not backend.runs_onnx:  # torch runs the checkpoint as it is; aoti compiles it into packages
-        out.graphs, out.backend_info = backend.compile_checkpoint(export.checkpoint.path, tmp, opts.device, opts.precision, plan.calib_feeds)
+        out.graphs, out.backend_info = backend.compile_checkpoint(export.checkpoint.path, tmp, opts.device, opts.precision, plan.calib_feeds, (opts.batch, opts.seq_q, opts.seq_p))
         return out
     specs = graph_specs(export.task, export.rep_dim, export.decoupling.num_labels)
     for graph in tqdm(GRAPHS, desc=f"build {opts.backend} {opts.precision}", unit="graph", disable=not progress):
@@ -239,9 +239,16 @@ def verify(plan: BuildPlan, built, progress: bool = True) -> dict:
     fp32 must match the export within FP32_TOLERANCE (else nothing is published); fp16/int8 report their
     drift from it and how often the prediction stays the same."""
     if plan.opts.precision == "fp32":
-        return {"kind": "parity", **_fp32_parity(built, plan.reference, plan.segmenter)}
+        return {"kind": "parity", **_fp32_parity(built, plan.reference, plan.segmenter, plan.opts)}
     batches, source = _drift_batches(plan.opts, plan.segmenter)
-    return {"kind": "drift", **measure_drift(built, plan.reference, batches, progress=progress), "source": source}
+    batches.append(_served_batch(plan.opts, plan.segmenter, np.random.default_rng(4)))
+    return {"kind": "drift", **measure_drift(built, plan.reference, batches, progress=progress), "source": f"{source}, and one query of the served shape"}
+
+
+def _served_batch(opts: BuildOptions, seg, rng: np.random.Generator):
+    """One query of the served shape (a question against `batch` passages): a backend may run it another way
+    (AOTInductor's package for that shape), so the check covers it too."""
+    return random_pairs(seg, rng, opts.batch, opts.seq_q, opts.seq_p, bq=1)
 
 
 def _engine_json(plan: BuildPlan, compiled: Compiled, tmp: Path) -> dict:
@@ -297,19 +304,20 @@ def _drift_batches(opts: BuildOptions, seg) -> tuple[list, str]:
     return batches, f"{opts.drift_pairs} random-token pairs of {opts.seq_q} + {opts.seq_p} tokens (no --calib given)"
 
 
-def _fp32_parity(built, reference: OrtRunner, seg) -> dict:
-    """FP32 engine vs export on random batches where questions and passages carry different padding."""
+def _fp32_parity(built, reference: OrtRunner, seg, opts: BuildOptions) -> dict:
+    """FP32 engine vs export on random batches where questions and passages carry different padding, and on one
+    query of the served shape."""
     rng = np.random.default_rng(3)
     results = []
-    for b, lq, lp in ((1, 12, 40), (6, 24, 64), (6, 20, 33)):
-        for bq in sorted({1, b}):
-            pb = random_pairs(seg, rng, b, lq, lp, bq=bq)
-            shape = f"b={b} bq={bq} lq={lq} lp={lp}"
-            got, ref = built.decoupled(pb.question, pb.passage), reference.decoupled(pb.question, pb.passage)
-            results += [compare("decoupled", shape, k, got[k], ref[k], FP32_TOLERANCE) for k in ref]
-            c = pb.coupled()
-            got, ref = built.coupled(c), reference.coupled(c)
-            results += [compare("coupled", shape, k, got[k], ref[k], FP32_TOLERANCE, real=c.attention_mask) for k in ref]
+    ragged = [(b, bq, lq, lp) for b, lq, lp in ((1, 12, 40), (6, 24, 64), (6, 20, 33)) for bq in sorted({1, b})]
+    for b, bq, lq, lp in ragged + [(opts.batch, 1, opts.seq_q, opts.seq_p)]:
+        pb = random_pairs(seg, rng, b, lq, lp, bq=bq)
+        shape = f"b={b} bq={bq} lq={lq} lp={lp}"
+        got, ref = built.decoupled(pb.question, pb.passage), reference.decoupled(pb.question, pb.passage)
+        results += [compare("decoupled", shape, k, got[k], ref[k], FP32_TOLERANCE) for k in ref]
+        c = pb.coupled()
+        got, ref = built.coupled(c), reference.coupled(c)
+        results += [compare("coupled", shape, k, got[k], ref[k], FP32_TOLERANCE, real=c.attention_mask) for k in ref]
     failed = [r for r in results if not r.passed]
     if failed:
         worst = max(failed, key=lambda r: r.max_abs)

@@ -28,7 +28,7 @@ class EngineError(DtxError):
 
 @dataclass(frozen=True)
 class ServedShape:
-    """The query shape an engine is built for (TensorRT profile optimum, CUDA graph captured at load)."""
+    """The query shape an engine is built for (TensorRT profile optimum, CUDA graph captured at load, AOTInductor package compiled for it)."""
 
     candidates: int
     seq_q: int

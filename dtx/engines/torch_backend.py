@@ -39,24 +39,31 @@ def pad_to(t: torch.Tensor, axis: int, length: int) -> torch.Tensor:
     return torch.cat([t, t.new_zeros(shape)], dim=axis)
 
 
-def bucketed(graph: str, tensors: list[torch.Tensor]) -> tuple[list[torch.Tensor], object]:
-    """Inputs padded to bucketed sequence lengths, and what `unbucket` needs to cut the outputs back."""
+def padded(graph: str, tensors: list[torch.Tensor], lengths: tuple[int, ...]) -> tuple[list[torch.Tensor], tuple]:
+    """Inputs right-padded to `lengths` ((question, passage) tokens for the cross graph, (tokens,) for the others),
+    and what `unpadded` needs to cut the outputs back. Padding is masked: the real slots' outputs do not change."""
     if graph == "cross":
         q_hidden, q_mask, p_hidden, p_mask = tensors
-        lq, lp = q_mask.shape[1], p_mask.shape[1]
-        bq_len, bp_len = bucket(lq), bucket(lp)
-        return [pad_to(q_hidden, 1, bq_len), pad_to(q_mask, 1, bq_len), pad_to(p_hidden, 1, bp_len), pad_to(p_mask, 1, bp_len)], (lq, bq_len, lp)
-    length = tensors[0].shape[1]
-    return [pad_to(t, 1, bucket(length)) for t in tensors], length
+        lq_to, lp_to = lengths
+        info = (q_mask.shape[1], lq_to, p_mask.shape[1], lp_to)
+        return [pad_to(q_hidden, 1, lq_to), pad_to(q_mask, 1, lq_to), pad_to(p_hidden, 1, lp_to), pad_to(p_mask, 1, lp_to)], info
+    return [pad_to(t, 1, lengths[0]) for t in tensors], (tensors[0].shape[1], lengths[0])
 
 
-def unbucket(graph: str, outputs: tuple[torch.Tensor, ...], info) -> tuple[torch.Tensor, ...]:
+def unpadded(graph: str, outputs: tuple[torch.Tensor, ...], info: tuple) -> tuple[torch.Tensor, ...]:
     """Drop the padded slots again: the outputs of the unpadded call, exactly."""
     if graph == "cross":
-        lq, bq_len, lp = info
+        lq, lq_to, lp, lp_to = info
         # slot outputs (QA start/end: (b, lq + lp)) lose the padded question and passage slots; pair logits have no slots
-        return tuple(torch.cat([o[:, :lq], o[:, bq_len : bq_len + lp]], dim=1) if o.dim() == 2 and o.shape[1] == bq_len + bucket(lp) else o for o in outputs)
-    return tuple(o[:, :info] if o.dim() >= 2 and o.shape[1] == bucket(info) else o for o in outputs)
+        return tuple(torch.cat([o[:, :lq], o[:, lq_to : lq_to + lp]], dim=1) if o.dim() == 2 and o.shape[1] == lq_to + lp_to else o for o in outputs)
+    length, to = info
+    return tuple(o[:, :length] if o.dim() >= 2 and o.shape[1] == to else o for o in outputs)
+
+
+def bucketed(graph: str, tensors: list[torch.Tensor]) -> tuple[list[torch.Tensor], tuple]:
+    """Inputs padded to bucketed sequence lengths (multiples of BUCKET), and what `unpadded` needs."""
+    lengths = (bucket(tensors[1].shape[1]), bucket(tensors[3].shape[1])) if graph == "cross" else (bucket(tensors[0].shape[1]),)
+    return padded(graph, tensors, lengths)
 
 
 def check_device(device: str, precision: str) -> None:
@@ -155,7 +162,7 @@ class TorchRunner(Runner):
         if self.buckets:
             tensors, info = bucketed(graph, tensors)
         outputs = self._captured(graph, tensors) if self.cuda_graphs else self._forward(graph, tensors)
-        return unbucket(graph, outputs, info) if self.buckets else outputs
+        return unpadded(graph, outputs, info) if self.buckets else outputs
 
     def _run(self, graph: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         tensors = [torch.from_numpy(np.ascontiguousarray(v)).to(self.device) for v in feeds.values()]
