@@ -174,7 +174,10 @@ def machine(cfg: BenchConfig) -> dict:
     """Platform and CPU; on CUDA the card, its driver and the torch build (dtx.bench.machine)."""
     from dtx.bench.machine import machine_info
 
-    return machine_info(cfg.device) | {"threads": cfg.threads or "ONNX Runtime default (one per core)"}
+    from dtx.engines.backends import get_backend
+
+    runtime = "ONNX Runtime" if get_backend(cfg.backend).runs_onnx else "PyTorch"
+    return machine_info(cfg.device) | {"threads": cfg.threads or f"{runtime} default (one per core)"}
 
 
 def summary_rows(report: dict) -> tuple[list[str], list[list]]:

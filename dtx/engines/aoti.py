@@ -22,10 +22,12 @@ time to do so between every pair of MatMuls (docs/bench.md).
 from __future__ import annotations
 
 import platform
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from dtx.engines.cpu import vector_isa
 from dtx.engines.manifest import EngineError
@@ -78,23 +80,13 @@ TORCHAO = "torchao==0.18.0"  # the release dtx's INT8 packages were built and te
 
 
 def pt2e():
-    """torchao's PT2E entry points (prepare, convert, the x86 quantizer), imported quietly, or a one-line error.
-
-    torchao logs a warning for each of its CUDA kernels a CPU machine cannot load: noise, not news."""
-    import logging
-
-    quiet = [logging.getLogger(name) for name in ("torchao", "torch.utils._pytree")]
-    levels = [log.level for log in quiet]
-    for log in quiet:
-        log.setLevel(logging.ERROR)
+    """torchao's PT2E entry points (prepare, convert, the x86 quantizer), or a one-line error (its import noise is
+    filtered where dtx is imported: dtx.KNOWN_NOISE)."""
     try:
         import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as x86
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
     except ImportError as e:
         raise EngineError(f"the aoti backend's INT8 quantizes with torchao's PT2E flow, and it cannot be imported here ({first_line(e)}); `pip install {TORCHAO}` (or dtx's `int8` extra)") from None
-    finally:
-        for log, level in zip(quiet, levels):
-            log.setLevel(level)
     return prepare_pt2e, convert_pt2e, x86
 
 
@@ -144,7 +136,7 @@ def _dynamic_shapes(cfg) -> dict[str, tuple]:
     return {INPUT: ids, CROSS: ({0: bq, 1: lq}, {0: bq, 1: lq}, {0: b, 1: lp}, {0: b, 1: lp}), COUPLED: ids}
 
 
-def compile_packages(ckpt_dir: Path, out_dir: Path, device: str, precision: str, calib: dict[str, list[dict]] | None = None, served: tuple[int, int, int] | None = None) -> dict[str, str]:
+def compile_packages(ckpt_dir: Path, out_dir: Path, device: str, precision: str, calib: dict[str, list[dict]] | None = None, served: tuple[int, int, int] | None = None, progress: bool = False) -> dict[str, str]:
     """Export and compile the three components of a checkpoint into `out_dir/<graph>.pt2`; returns graph -> file.
 
     Every package takes any batch and length. On CPU the graphs a query runs (cross, coupled) also get a second
@@ -171,8 +163,9 @@ def compile_packages(ckpt_dir: Path, out_dir: Path, device: str, precision: str,
     # frozen weights let Inductor prepack them for oneDNN (and fold int8 weights' quantization away); CPU only
     options = {"freezing": device == "cpu"}
     files = {}
-    for graph, module in modules.items():
-        with torch.no_grad():
+    for graph, module in tqdm(modules.items(), desc=f"build aoti {precision}", unit="graph", disable=not progress):
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "To copy construct from a tensor", UserWarning)  # Inductor's int8 lowering, about itself
             if precision == "int8":
                 feeds = [tuple(torch.from_numpy(np.ascontiguousarray(v)) for v in feed.values()) for feed in calib[graph]]
                 module = quantize_static(module, examples[graph], dynamic[graph], feeds)

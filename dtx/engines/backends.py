@@ -58,7 +58,7 @@ class Backend:
         """What makes this engine's input component what it is; a store records it to refuse another engine."""
         return manifest.files.get(manifest.graphs["input"], "")
 
-    def compile_checkpoint(self, checkpoint: Path, out_dir: Path, device: str, precision: str, calib: dict | None, served: tuple[int, int, int]) -> tuple[dict[str, str], dict]:
+    def compile_checkpoint(self, checkpoint: Path, out_dir: Path, device: str, precision: str, calib: dict | None, served: tuple[int, int, int], progress: bool) -> tuple[dict[str, str], dict]:
         """A backend that runs the checkpoint: (graph -> file it wrote into `out_dir`, what it records about the machine).
         `calib`: per-graph calibration feeds where the precision calibrates (static INT8), else None; `served`: the
         shape served (candidates, seq_q, seq_p)."""
@@ -147,10 +147,10 @@ class AotiBackend(Backend):
 
         check_options(device, precision)
 
-    def compile_checkpoint(self, checkpoint: Path, out_dir: Path, device: str, precision: str, calib: dict | None, served: tuple[int, int, int]) -> tuple[dict[str, str], dict]:
+    def compile_checkpoint(self, checkpoint: Path, out_dir: Path, device: str, precision: str, calib: dict | None, served: tuple[int, int, int], progress: bool) -> tuple[dict[str, str], dict]:
         from dtx.engines.aoti import compile_packages, device_signature
 
-        return compile_packages(checkpoint, out_dir, device, precision, calib, served), device_signature(device)
+        return compile_packages(checkpoint, out_dir, device, precision, calib, served, progress), device_signature(device)
 
     def load(self, manifest: EngineManifest, threads: int | None) -> Runner:
         from dtx.engines.aoti import AotiRunner

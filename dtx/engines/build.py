@@ -220,7 +220,7 @@ def compile_engine(plan: BuildPlan, tmp: Path, progress: bool) -> Compiled:
     opts, export, out = plan.opts, plan.export, Compiled()
     backend = get_backend(opts.backend)
     if not backend.runs_onnx:  # torch runs the checkpoint as it is; aoti compiles it into packages
-        out.graphs, out.backend_info = backend.compile_checkpoint(export.checkpoint.path, tmp, opts.device, opts.precision, plan.calib_feeds, (opts.batch, opts.seq_q, opts.seq_p))
+        out.graphs, out.backend_info = backend.compile_checkpoint(export.checkpoint.path, tmp, opts.device, opts.precision, plan.calib_feeds, (opts.batch, opts.seq_q, opts.seq_p), progress)
         return out
     specs = graph_specs(export.task, export.rep_dim, export.decoupling.num_labels)
     for graph in tqdm(GRAPHS, desc=f"build {opts.backend} {opts.precision}", unit="graph", disable=not progress):
