@@ -45,7 +45,7 @@ def test_design_card_commands_verbatim(tmp_path, monkeypatch):
     assert sorted(p.name for p in work.iterdir()) == ["ckpt", "ckpt-onnx", "ckpt-onnx-ort-int8"]
     assert "engine: ckpt-onnx-ort-int8" in r.output and "dec p50 ms" in r.output and "coupled p50 ms" in r.output and "speed-up" in r.output
     m = read_engine_manifest(work / "ckpt-onnx-ort-int8")
-    assert m.int8_mode == "dynamic" and m.verification["source"].endswith("random-token pairs of 32 + 150 tokens (no --calib given)")
+    assert m.int8_mode == "dynamic" and "random-token pairs of 32 + 150 tokens (no --calib given)" in m.verification["source"]
     assert 0 < m.verification["decoupled"]["pairs"] and m.served == ServedShape(20, 32, 150)
     # a second engine (not a card command: its drift on 24 pairs, not 500, is enough): bench must now be told which
     assert runner.invoke(main, ["build-engine", "--fp16", "--drift-pairs", "24"]).exit_code == 0
