@@ -32,6 +32,7 @@ from tqdm import tqdm
 from dtx.engines.cpu import vector_isa
 from dtx.engines.manifest import EngineError
 from dtx.engines.runner import Runner
+from dtx.engines.torch_backend import padded, unpadded
 from dtx.errors import first_line
 from dtx.export.spec import COUPLED, CROSS, INPUT
 from dtx.model.checkpoint import load_checkpoint
@@ -103,27 +104,29 @@ def quantize_static(module: torch.nn.Module, example: tuple, dynamic: tuple, cal
     return convert_pt2e(prepared)
 
 
-def _examples(ckpt, device: torch.device, dtype: torch.dtype) -> dict[str, tuple]:
-    """Example inputs per graph: every axis at least 2 and bq != b, so nothing is specialised to a constant."""
-    cfg = ckpt.config
-    sample = random_pairs(ckpt.segmenter(), np.random.default_rng(1), 3, min(7, cfg.max_question_len), min(11, cfg.max_passage_len), bq=2)
-    as_tensors = lambda b: tuple(torch.from_numpy(a).to(device) for a in (b.input_ids, b.attention_mask, b.token_type_ids))  # noqa: E731
+def _examples(ckpt, device: torch.device, b: int, lq: int, lp: int, bq: int, seed: int) -> dict[str, tuple]:
+    """Inputs per graph for `b` passages of `lp` tokens against `bq` questions of `lq`: the cross graph's are the
+    input component's representations of them, the coupled graph's the packed pairs."""
+    sample = random_pairs(ckpt.segmenter(), np.random.default_rng(seed), b, lq, lp, bq=bq)
+    as_tensors = lambda batch: tuple(torch.from_numpy(a).to(device) for a in (batch.input_ids, batch.attention_mask, batch.token_type_ids))  # noqa: E731
     q, p, c = as_tensors(sample.question), as_tensors(sample.passage), as_tensors(sample.coupled())
     with torch.no_grad():
         q_rep, p_rep = ckpt.model.input(*q), ckpt.model.input(*p)
-    return {INPUT: p, CROSS: (q_rep.to(dtype), q[1], p_rep.to(dtype), p[1]), COUPLED: c}
+    return {INPUT: p, CROSS: (q_rep, q[1], p_rep, p[1]), COUPLED: c}
 
 
-def _served_examples(ckpt, served: tuple[int, int, int]) -> dict[str, tuple]:
-    """Inputs of exactly the served shape (one question of seq_q tokens against K passages of seq_p) for the graphs a
-    query runs: the cross component and the coupled baseline, so both get the same treatment."""
+def _dynamic_examples(ckpt, device: torch.device) -> dict[str, tuple]:
+    """Examples for the dynamic packages: every axis at least 2 and bq != b, so nothing is specialised to a constant."""
+    cfg = ckpt.config
+    return _examples(ckpt, device, 3, min(7, cfg.max_question_len), min(11, cfg.max_passage_len), bq=2, seed=1)
+
+
+def _served_examples(ckpt, device: torch.device, served: tuple[int, int, int]) -> dict[str, tuple]:
+    """Examples of exactly the served shape (one question of seq_q tokens against K passages of seq_p) for the graphs
+    a query runs: the cross component and the coupled baseline, so both get the same treatment."""
     k, seq_q, seq_p = served
-    sample = random_pairs(ckpt.segmenter(), np.random.default_rng(2), k, seq_q, seq_p, bq=1)
-    as_tensors = lambda b: tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in (b.input_ids, b.attention_mask, b.token_type_ids))  # noqa: E731
-    q, p = as_tensors(sample.question), as_tensors(sample.passage)
-    with torch.no_grad():
-        q_rep, p_rep = ckpt.model.input(*q), ckpt.model.input(*p)
-    return {CROSS: (q_rep, q[1], p_rep, p[1]), COUPLED: as_tensors(sample.coupled())}
+    examples = _examples(ckpt, device, k, seq_q, seq_p, bq=1, seed=2)
+    return {CROSS: examples[CROSS], COUPLED: examples[COUPLED]}
 
 
 def _dynamic_shapes(cfg) -> dict[str, tuple]:
@@ -153,8 +156,8 @@ def compile_packages(ckpt_dir: Path, out_dir: Path, device: str, precision: str,
     modules = {INPUT: ckpt.model.input, CROSS: ckpt.model.cross, COUPLED: build_coupled(ckpt.teacher())}
     for m in modules.values():
         m.eval().to(dev)
-    examples = _examples(ckpt, dev, torch.float32)
-    fixed = _served_examples(ckpt, served) if served and device == "cpu" else {}
+    examples = _dynamic_examples(ckpt, dev)
+    fixed = _served_examples(ckpt, dev, served) if served and device == "cpu" else {}
     if precision == "fp16":
         examples[CROSS] = tuple(t.half() if t.is_floating_point() else t for t in examples[CROSS])
         for m in modules.values():
@@ -217,8 +220,6 @@ class AotiRunner(Runner):
                 raise EngineError(f"cannot load {path} ({type(e).__name__}: {first_line(e) if str(e).strip() else ''}); rebuild the engine") from None
 
     def _run(self, graph: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        from dtx.engines.torch_backend import padded, unpadded
-
         tensors = []
         for name, value in feeds.items():
             t = torch.from_numpy(np.ascontiguousarray(value)).to(self.device)
